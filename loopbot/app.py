@@ -1,0 +1,39 @@
+"""The composition root: settings in, wired parts out (engine, serving backend, chat service). Built lazily."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from loopbot.settings import Settings
+
+
+class Loopbot:
+    """One per process. Nothing heavy happens until a part is asked for."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        from storage.db import make_engine, upgrade
+
+        engine = make_engine(self.settings.database_url)
+        if self.settings.storage.auto_upgrade:
+            upgrade(engine)
+        return engine
+
+    def data_path(self, *parts: str) -> Path:
+        path = self.settings.data_dir.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "apscheduler.executors.default"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

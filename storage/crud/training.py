@@ -1,0 +1,99 @@
+"""Training runs and the per-persona run lock (a database row, so it holds across processes and machines)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import session_scope
+from storage.models import RunLock, TrainingRun, utcnow
+
+__all__ = [
+    "start_training_run", "add_run_step", "finish_training_run", "get_training_run", "list_training_runs",
+    "acquire_run_lock", "release_run_lock", "renew_run_lock", "fail_stale_runs",
+]
+
+
+def start_training_run(engine: Engine, *, persona: str, trigger: str = "manual", method: str = "") -> TrainingRun:
+    with session_scope(engine) as s:
+        run = TrainingRun(persona=persona, trigger=trigger, method=method, heartbeat_at=utcnow())
+        s.add(run)
+        s.flush()
+        s.refresh(run)
+        return run
+
+
+def add_run_step(engine: Engine, *, run_id: int, step: str, outcome: str, **details) -> None:
+    """Append one step's outcome (build, train, eval, gate, promote) to the run's log."""
+    with session_scope(engine) as s:
+        run = s.get(TrainingRun, run_id)
+        run.steps = [*run.steps, {"step": step, "outcome": outcome, "at": utcnow().isoformat(), **details}]
+        run.heartbeat_at = utcnow()
+
+
+def finish_training_run(engine: Engine, *, run_id: int, status: str, error: str | None = None,
+                        metrics: dict | None = None, dataset_sizes: dict | None = None,
+                        candidate_version: int | None = None) -> TrainingRun:
+    with session_scope(engine) as s:
+        run = s.get(TrainingRun, run_id)
+        run.status, run.error, run.finished_at = status, error, utcnow()
+        if metrics is not None:
+            run.metrics = metrics
+        if dataset_sizes is not None:
+            run.dataset_sizes = dataset_sizes
+        if candidate_version is not None:
+            run.candidate_version = candidate_version
+        s.flush()
+        s.refresh(run)
+        return run
+
+
+def get_training_run(engine: Engine, *, run_id: int) -> TrainingRun | None:
+    with session_scope(engine) as s:
+        return s.get(TrainingRun, run_id)
+
+
+def list_training_runs(engine: Engine, *, persona: str | None = None, limit: int = 20) -> list[TrainingRun]:
+    with session_scope(engine) as s:
+        q = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+        if persona:
+            q = q.where(TrainingRun.persona == persona)
+        return list(s.execute(q).scalars())
+
+
+def acquire_run_lock(engine: Engine, *, persona: str, holder: str, ttl_s: float = 3600) -> bool:
+    """Take the persona's lock unless a live holder has it; an expired lock is taken over."""
+    now = utcnow()
+    with session_scope(engine) as s:
+        s.execute(delete(RunLock).where(RunLock.persona == persona, RunLock.expires_at < now))
+    try:
+        with session_scope(engine) as s:
+            s.add(RunLock(persona=persona, holder=holder, acquired_at=now, expires_at=now + timedelta(seconds=ttl_s)))
+        return True
+    except IntegrityError:
+        return False
+
+
+def renew_run_lock(engine: Engine, *, persona: str, holder: str, ttl_s: float = 3600) -> bool:
+    with session_scope(engine) as s:
+        return s.execute(update(RunLock).where(RunLock.persona == persona, RunLock.holder == holder)
+                         .values(expires_at=utcnow() + timedelta(seconds=ttl_s))).rowcount > 0
+
+
+def release_run_lock(engine: Engine, *, persona: str, holder: str) -> None:
+    with session_scope(engine) as s:
+        s.execute(delete(RunLock).where(RunLock.persona == persona, RunLock.holder == holder))
+
+
+def fail_stale_runs(engine: Engine, *, persona: str | None = None, older_than_s: float = 3600) -> int:
+    """Mark `running` runs whose heartbeat stopped (a killed trainer) as failed."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    with session_scope(engine) as s:
+        q = update(TrainingRun).where(TrainingRun.status == "running", TrainingRun.heartbeat_at < cutoff)
+        if persona:
+            q = q.where(TrainingRun.persona == persona)
+        return s.execute(q.values(status="failed", error="trainer stopped responding",
+                                  finished_at=utcnow())).rowcount

@@ -1,0 +1,75 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), settings pointing at a temporary data directory."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+import pytest  # noqa: E402
+
+from tests.helpers.databases import (  # noqa: E402
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_unreachable_reason,
+    truncate_all,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    url = create_postgres_database()
+    from storage.db import make_engine, upgrade
+
+    eng = make_engine(url)
+    upgrade(eng)
+    eng.dispose()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request, tmp_path):
+    """A migrated, empty database: run every test that takes it on SQLite and on PostgreSQL."""
+    from storage.db import make_engine, upgrade
+
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path}/test.db")
+        upgrade(eng)
+    else:
+        eng = make_engine(request.getfixturevalue("postgres_url"))
+        truncate_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    from storage.db import make_engine, upgrade
+
+    eng = make_engine(f"sqlite:///{tmp_path}/test.db")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """The committed config.toml with its data directory moved into tmp_path."""
+    from pathlib import Path
+
+    from loopbot.config import load_settings
+
+    for name in list(os.environ):
+        if name.startswith("LOOPBOT_") or name in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+    root = Path(__file__).resolve().parents[1]
+    return load_settings(root / "config.toml", env={}, overrides={"data_dir": str(tmp_path / "data")})
