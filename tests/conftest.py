@@ -73,3 +73,21 @@ def settings(tmp_path, monkeypatch):
             monkeypatch.delenv(name, raising=False)
     root = Path(__file__).resolve().parents[1]
     return load_settings(root / "config.toml", env={}, overrides={"data_dir": str(tmp_path / "data")})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama + ChatML tokenizer built once per test session."""
+    from tests.helpers.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir, tmp_path_factory):
+    """Two different LoRA adapters for the tiny model: {"a": path, "b": path}."""
+    from tests.helpers.tiny_model import build_tiny_adapter
+
+    base = tmp_path_factory.getbasetemp()
+    return {"a": build_tiny_adapter(tiny_model_dir, base / "adapter-a", seed=1),
+            "b": build_tiny_adapter(tiny_model_dir, base / "adapter-b", seed=2)}
