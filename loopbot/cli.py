@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
+
+try:  # typer >= 0.26 ships its own copy of click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 from loopbot.errors import LoopbotError
 
@@ -48,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False, prog_name="loopbot")
         return 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 1
-    except click.ClickException as e:
+    except click_exc.ClickException as e:
         e.show()
-        return 2
+        return 0 if type(e).__name__ == "NoArgsIsHelpError" else 2
     except LoopbotError as e:
         print(f"loopbot: {e}", file=sys.stderr)
         return e.exit_code

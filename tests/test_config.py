@@ -1,0 +1,89 @@
+"""config.toml: found, overridden from the environment, and refused with one clear line when wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loopbot.config import load_settings, platform_token
+from loopbot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = (ROOT / "config.toml").read_text()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
+
+
+def test_committed_config_defines_the_three_personas_on_embedded_defaults():
+    s = load_settings(ROOT / "config.toml", env={})
+    assert set(s.personas) >= {"comedian", "coach", "clone"}
+    assert s.serving.backend == "local" and s.database_url.startswith("sqlite:///")
+    assert s.models[s.personas["coach"].base_model].path == "offline:smollm2"
+    assert platform_token(s, "telegram", {}) is None and platform_token(s, "discord", {}) is None
+    assert s.data_dir == (ROOT / "data").resolve()
+
+
+def test_env_overrides_every_level(tmp_path):
+    env = {"LOOPBOT_STORAGE__URL": "postgresql+psycopg://postgres@127.0.0.1/x",
+           "LOOPBOT_PERSONAS__COACH__SAMPLING__TEMPERATURE": "0.25",
+           "LOOPBOT_ACCESS__ADMINS": '["telegram:1", "discord:2"]',
+           "LOOPBOT_FEEDBACK__CONSENT_DEFAULT": "false",
+           "LOOPBOT_ADMIN_TOKEN": "not a setting, ignored"}
+    s = load_settings(ROOT / "config.toml", env=env)
+    assert s.storage.url.startswith("postgresql")
+    assert s.personas["coach"].sampling.temperature == 0.25
+    assert s.access.admins == ["telegram:1", "discord:2"]
+    assert s.feedback.consent_default is False
+
+
+def test_loopbot_config_variable_and_auto_platform(tmp_path):
+    p = write(tmp_path, CONFIG)
+    s = load_settings(env={"LOOPBOT_CONFIG": str(p), "TELEGRAM_BOT_TOKEN": "123:abc"})
+    assert s.data_dir == tmp_path / "data"
+    assert platform_token(s, "telegram", {"TELEGRAM_BOT_TOKEN": "123:abc"}) == "123:abc"
+
+
+@pytest.mark.parametrize("edit, env, expected", [
+    (("[feedback]\narena_rate = 0.1", "[feedback]\narena_rate = 0.1\narena_rat = 2"), {},
+     "unknown key 'feedback.arena_rat' (expected one of: arena_rate, consent_default, reactions)"),
+    (("temperature = 0.7", "temperature = \"hot\""), {},
+     "personas.coach.sampling.temperature = 'hot': input should be a valid number"),
+    (('base_model = "smollm2"\nlanguage = "en"', 'base_model = "gpt-9"\nlanguage = "en"'), {},
+     "personas.coach.base_model = 'gpt-9': no such model (expected one of the [models.*] tables: smollm2)"),
+    (('[telegram]\nenabled = "auto"', "[telegram]\nenabled = true"), {},
+     "telegram.enabled = true but the environment variable TELEGRAM_BOT_TOKEN (telegram.token_env) is not set"),
+    (("", ""), {"LOOPBOT_STORAGE__URLL": "x"}, "unknown key 'storage.urll'"),
+    (("", ""), {"LOOPBOT_WEB__PORT": "eighty"}, "web.port = 'eighty': input should be a valid integer"),
+])
+def test_bad_config_names_key_value_and_expectation(tmp_path, edit, env, expected):
+    old, new = edit
+    assert old in CONFIG
+    p = write(tmp_path, CONFIG.replace(old, new, 1))
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, env=env)
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[storage\nurl = 1"), env={})
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_cli_prints_one_line_and_exits_2_on_bad_config(tmp_path):
+    p = write(tmp_path, CONFIG.replace("max_batch_size = 8", "max_batch_size = -3"))
+    r = subprocess.run([sys.executable, "-m", "loopbot.cli", "--config", str(p), "db", "upgrade"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "serving.local.max_batch_size = -3" in lines[0] and "greater than 0" in lines[0]
+    assert "Traceback" not in r.stderr
