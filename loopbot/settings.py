@@ -206,7 +206,11 @@ class WebSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, gt=0, lt=65536)
     admin_token_env: str = "LOOPBOT_ADMIN_TOKEN"
-    votes_per_minute: int = Field(30, gt=0)
+    votes_per_minute: int = Field(30, gt=0, description="arena votes per visitor per minute")
+    votes_per_minute_per_ip: int = Field(120, gt=0, description="arena votes per IP address per minute")
+    admin_session_hours: float = Field(12.0, gt=0)
+    bootstrap_rounds: int = Field(200, ge=0, description="resamples for the leaderboard's 95% intervals")
+    secure_cookies: bool = Field(False, description="mark cookies Secure (set true behind an https proxy)")
 
 
 class Settings(Section):

@@ -1,0 +1,1 @@
+"""The web side: arena, leaderboard, admin dashboard, health and Prometheus metrics (FastAPI)."""
