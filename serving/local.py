@@ -1,0 +1,402 @@
+"""LocalBackend: transformers + peft in this process. One worker thread owns the model (peft is not thread-safe):
+requests queue to it and are decoded in batches, each row with its own adapter; adapters change between batches."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, ServingError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+GREEDY_BELOW = 1e-5  # a temperature under this is greedy decoding
+
+
+@dataclass(eq=False)
+class _Request:
+    messages: list[dict]
+    adapter: str | None
+    sampling: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+
+@dataclass(eq=False)
+class _Command:
+    fn: Callable[[], Any]
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(eq=False)
+class _Row:
+    """One request while its batch decodes."""
+
+    req: _Request
+    prompt: list[int]
+    max_new: int
+    generator: Any = None
+    ids: list[int] = field(default_factory=list)
+    sent: int = 0  # characters already streamed
+    done: bool = False
+
+
+def check_messages(messages: list[dict]) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list of {'role', 'content'} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or \
+                m.get("role") not in ("system", "user", "assistant"):
+            raise BadRequest(f"message {i} must be {{'role': system|user|assistant, 'content': str}}, got {m!r:.80}")
+
+
+class LocalBackend:
+    """Serve a base model and its LoRA adapters from this process (CPU or GPU)."""
+
+    name = "local"
+
+    def __init__(self, model_path: str | Path, *, model_name: str | None = None, tokenizer: str | Path | None = None,
+                 device: str = "auto", dtype: str = "auto", max_batch_size: int = 8, batch_wait_ms: float = 5.0,
+                 threads: int | None = None, max_context: int = 2048):
+        self.model_path = str(model_path)
+        self.model_name = model_name or Path(self.model_path).name
+        self.tokenizer_path = str(tokenizer) if tokenizer else self.model_path
+        self.device_setting = device
+        self.dtype_setting = dtype
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.threads = threads
+        self.max_context = max_context
+        self._queue: queue.Queue = queue.Queue()
+        self._backlog: collections.deque = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._adapters: dict[str, str] = {}  # name -> path, written by the worker only
+        self._closed = False
+        self.model = None
+        self.tokenizer = None
+        self.batches_run = 0
+
+    # ---- the async side -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker (it loads the model); idempotent."""
+        with self._start_lock:
+            if self._closed:
+                raise BackendUnavailable("the local backend was closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="loopbot-local-model", daemon=True)
+                self._thread.start()
+
+    async def ready(self) -> None:
+        """Wait until the model is loaded (raises BackendUnavailable if it could not be)."""
+        self.start()
+        await asyncio.wrap_future(self._ready)
+
+    async def stream(self, messages: list[dict], *, adapter: str | None = None,
+                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+        check_messages(messages)
+        if sampling.max_tokens <= 0:
+            raise BadRequest("max_tokens must be positive")
+        self.start()
+        req = _Request(list(messages), adapter, sampling, asyncio.get_running_loop(), asyncio.Queue())
+        self._queue.put(req)
+        try:
+            while True:
+                item = await req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            req.cancelled.set()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        self.start()
+        cmd = _Command(fn)
+        self._queue.put(cmd)
+        return await asyncio.wrap_future(cmd.future)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        p = Path(path)
+        if not (p / "adapter_config.json").is_file():
+            raise ModelNotFound(f"no LoRA adapter at {path} (adapter_config.json missing)")
+        await self._call(lambda: self._load_adapter(name, str(p)))
+
+    async def unload_adapter(self, name: str) -> None:
+        await self._call(lambda: self._unload_adapter(name))
+
+    async def list_adapters(self) -> list[AdapterInfo]:
+        return [AdapterInfo(name=n, path=p) for n, p in sorted(dict(self._adapters).items())]
+
+    async def health(self) -> bool:
+        if self._ready.done():
+            return self._ready.exception() is None and self._thread is not None and self._thread.is_alive()
+        return not self._closed
+
+    async def aclose(self) -> None:
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    # ---- the worker -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._load_model()
+            self._ready.set_result(None)
+        except Exception as e:  # noqa: BLE001
+            log.exception("could not load the model from %s", self.model_path)
+            self._ready.set_exception(BackendUnavailable(f"could not load the model from {self.model_path}: {e}"))
+        while True:
+            item = self._next(None)
+            if item is _STOP:
+                self._fail_pending(BackendUnavailable("the local backend is shutting down"))
+                return
+            if self._ready.exception() is not None:
+                self._fail(item, self._ready.exception())
+                continue
+            if isinstance(item, _Command):
+                self._execute(item)
+                continue
+            batch = [item]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch_size:
+                nxt = self._next(max(0.0, deadline - time.monotonic()))
+                if nxt is None:
+                    break
+                if not isinstance(nxt, _Request):  # a command or stop: after this batch
+                    self._backlog.appendleft(nxt)
+                    break
+                batch.append(nxt)
+            try:
+                self._run_batch(batch)
+            except Exception as e:  # noqa: BLE001
+                log.exception("batch failed")
+                for r in batch:
+                    r.emit(ServingError(f"generation failed: {e}"))
+
+    def _next(self, timeout: float | None) -> Any:
+        if self._backlog:
+            return self._backlog.popleft()
+        try:
+            if timeout is None:
+                return self._queue.get()
+            if timeout <= 0:
+                return self._queue.get_nowait()
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _fail(self, item: Any, error: BaseException) -> None:
+        if isinstance(item, _Request):
+            item.emit(error)
+        elif isinstance(item, _Command):
+            item.future.set_exception(error)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        while (item := self._next(0)) is not None:
+            if item is not _STOP:
+                self._fail(item, error)
+
+    def _execute(self, cmd: _Command) -> None:
+        try:
+            cmd.future.set_result(cmd.fn())
+        except BaseException as e:  # noqa: BLE001
+            cmd.future.set_exception(e)
+
+    def _load_model(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        device = self.device_setting
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.dtype_setting == "auto":
+            dtype = torch.float32 if device == "cpu" else "auto"
+        else:
+            dtype = getattr(torch, self.dtype_setting)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(device).eval()
+        self.device = device
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.eos_ids), 0)
+
+    def _load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if name in self._adapters:
+            raise BadRequest(f"adapter {name!r} is already loaded (load a new version under a new name)")
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        except Exception as e:  # noqa: BLE001
+            raise BadRequest(f"could not load adapter {name!r} from {path}: {e}") from e
+        self.model.eval()
+        self._adapters = {**self._adapters, name: path}
+
+    def _unload_adapter(self, name: str) -> None:
+        import gc
+
+        if name not in self._adapters:
+            raise ModelNotFound(f"adapter {name!r} is not loaded")
+        if len(self._adapters) == 1:  # the last one: back to the plain base model
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(name)
+        self._adapters = {n: p for n, p in self._adapters.items() if n != name}
+        gc.collect()
+
+    # ---- decoding -------------------------------------------------------------------------------------------
+    def _prepare(self, req: _Request) -> _Row | None:
+        import torch
+
+        if req.cancelled.is_set():
+            return None
+        if req.adapter is not None and req.adapter not in self._adapters:
+            req.emit(ModelNotFound(f"adapter {req.adapter!r} is not loaded"))
+            return None
+        try:
+            text = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+        except Exception as e:  # noqa: BLE001
+            req.emit(BadRequest(f"could not format the messages: {e}"))
+            return None
+        prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = self.max_context - len(prompt)
+        if room <= 0:
+            req.emit(BadRequest(f"the prompt has {len(prompt)} tokens; this model takes at most {self.max_context}"))
+            return None
+        row = _Row(req, prompt, min(req.sampling.max_tokens, room))
+        if req.sampling.temperature >= GREEDY_BELOW:
+            row.generator = torch.Generator(device=self.device)
+            if req.sampling.seed is not None:
+                row.generator.manual_seed(req.sampling.seed)
+            else:
+                row.generator.seed()
+        return row
+
+    def _forward(self, rows: list[_Row], **inputs):
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return self.model(**inputs, use_cache=True)
+        names = [r.req.adapter for r in rows]
+        if len(set(names)) == 1:
+            if names[0] is None:
+                with self.model.disable_adapter():
+                    return self.model(**inputs, use_cache=True)
+            self.model.set_adapter(names[0])
+            return self.model(**inputs, use_cache=True)
+        return self.model(**inputs, use_cache=True, adapter_names=[n or "__base__" for n in names])
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        rows = [r for r in (self._prepare(req) for req in batch) if r is not None]
+        if not rows:
+            return
+        self.batches_run += 1
+        width = max(len(r.prompt) for r in rows)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            out = self._forward(rows, input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=cache)
+            while True:
+                logits = out.logits[:, -1, :].float()
+                tokens = self._choose(rows, logits)
+                keep = []
+                for i, (row, token) in enumerate(zip(rows, tokens)):
+                    self._advance(row, token)
+                    if not row.done:
+                        keep.append(i)
+                if not keep:
+                    return
+                if len(keep) < len(rows):  # drop finished and cancelled rows from the batch and its cache
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    rows = [rows[i] for i in keep]
+                    mask, positions = mask[index], positions[index]
+                    tokens = [tokens[i] for i in keep]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+                out = self._forward(rows, input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),
+                                    attention_mask=mask, position_ids=positions, past_key_values=cache)
+
+    def _choose(self, rows: list[_Row], logits) -> list[int]:
+        import torch
+
+        greedy = logits.argmax(dim=-1).tolist()
+        chosen = []
+        for i, row in enumerate(rows):
+            s = row.req.sampling
+            if s.repetition_penalty != 1.0:
+                row_logits = logits[i].clone()
+                seen = torch.tensor(sorted(set(row.prompt + row.ids)), device=logits.device)
+                picked = row_logits[seen]
+                row_logits[seen] = torch.where(picked > 0, picked / s.repetition_penalty, picked * s.repetition_penalty)
+            else:
+                row_logits = logits[i]
+            if row.generator is None:
+                chosen.append(int(row_logits.argmax()) if s.repetition_penalty != 1.0 else greedy[i])
+                continue
+            probs = torch.softmax(row_logits / s.temperature, dim=-1)
+            if s.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                outside = sorted_probs.cumsum(-1) - sorted_probs > s.top_p
+                sorted_probs[outside] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            chosen.append(int(torch.multinomial(probs, 1, generator=row.generator)))
+        return chosen
+
+    def _advance(self, row: _Row, token: int) -> None:
+        if row.req.cancelled.is_set():
+            row.done = True
+            return
+        stop = token in self.eos_ids
+        if not stop:
+            row.ids.append(token)
+            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            if len(text) > row.sent and not text.endswith("\ufffd"):
+                row.req.emit(TextChunk(text[row.sent:]))
+                row.sent = len(text)
+        if stop or len(row.ids) >= row.max_new:
+            row.done = True
+            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            if len(text) > row.sent:
+                row.req.emit(TextChunk(text[row.sent:]))
+            row.req.emit(Finished("stop" if stop else "length", len(row.prompt), len(row.ids) + int(stop),
+                                  row.req.adapter or self.model_name))
