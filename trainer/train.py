@@ -1,0 +1,188 @@
+"""LoRA training with trl (SFT, DPO, KTO and their chains), run in the trainer's own process.
+
+`train_adapter(job)` does the work inside the worker process (`python -m trainer.train_worker --job FILE`);
+`trainer.launch` starts that process and turns its outcome into a new versioned adapter directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METHOD_STAGES = {"sft": ["sft"], "sft+dpo": ["sft", "dpo"], "sft+kto": ["sft", "kto"], "dpo": ["dpo"], "kto": ["kto"]}
+STAGE_FILES = {"sft": "sft.jsonl", "dpo": "dpo.jsonl", "kto": "kto.jsonl"}
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass
+class TrainJob:
+    """Everything the worker needs, as plain JSON (the worker never reads config.toml or the database)."""
+
+    persona: str
+    base_model: str
+    dataset_dir: str
+    out_dir: str
+    method: str
+    trainer: dict  # Settings.trainer.model_dump()
+    start_adapter: str | None = None
+    result_file: str = ""
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainJob:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class StageResult:
+    stage: str
+    rows: int
+    steps: int = 0
+    train_loss: float | None = None
+    seconds: float = 0.0
+    skipped: str | None = None
+    losses: list[float] = field(default_factory=list)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def stages_for(method: str) -> list[str]:
+    if method not in METHOD_STAGES:
+        from loopbot.errors import UsageError
+
+        raise UsageError(f"trainer.method = {method!r}: expected one of {', '.join(METHOD_STAGES)}")
+    return METHOD_STAGES[method]
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _common_args(stage_cfg: dict, trainer_cfg: dict, out: Path, device: str) -> dict:
+    import torch
+
+    on_cuda = device.startswith("cuda")
+    return dict(
+        output_dir=str(out), learning_rate=stage_cfg["learning_rate"], num_train_epochs=stage_cfg["epochs"],
+        max_steps=stage_cfg["max_steps"], per_device_train_batch_size=stage_cfg["batch_size"],
+        gradient_accumulation_steps=stage_cfg["gradient_accumulation_steps"],
+        lr_scheduler_type=stage_cfg["lr_scheduler"], seed=trainer_cfg["seed"], max_length=trainer_cfg["max_length"],
+        use_cpu=not on_cuda, bf16=on_cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
+        report_to="none", save_strategy="no", logging_steps=1, dataset_num_proc=None,
+    )
+
+
+def _lora_config(lora: dict):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], task_type="CAUSAL_LM", bias="none")
+
+
+def _load_model(base_model: str, adapter: str | None, device: str):
+    """The base model, with `adapter` attached as the trainable "default" adapter when given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    if adapter is None:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+
+
+def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, out: Path, tokenizer,
+               device: str) -> StageResult:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
+
+    cfg = job.trainer
+    stage_cfg = cfg[stage]
+    args = _common_args(stage_cfg, cfg, out / f"_{stage}", device)
+    model = _load_model(job.base_model, start, device)
+    peft_config = None if start else _lora_config(cfg["lora"])
+    data = Dataset.from_list(rows)
+    if stage == "sft":
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args, assistant_only_loss=True), train_dataset=data,
+                             processing_class=tokenizer, peft_config=peft_config)
+    elif stage == "dpo":
+        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"]),
+                             train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+    else:
+        liked = sum(1 for r in rows if r["label"])
+        disliked = len(rows) - liked
+        weights = {}
+        if liked and disliked:  # trl's advice for unbalanced votes: keep desirable:undesirable weight ~ 1:1
+            weights = {"desirable_weight": 1.0, "undesirable_weight": round(liked / disliked, 4)} \
+                if disliked > liked else {"desirable_weight": round(disliked / liked, 4), "undesirable_weight": 1.0}
+        args["per_device_train_batch_size"] = max(2, args["per_device_train_batch_size"])
+        trainer = KTOTrainer(model=model, ref_model=None, args=KTOConfig(**args, beta=stage_cfg["beta"], **weights),
+                             train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+    t0 = time.monotonic()
+    output = trainer.train()
+    losses = [round(float(e["loss"]), 5) for e in trainer.state.log_history if "loss" in e]
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(out), selected_adapters=["default"])
+    trainer.accelerator.wait_for_everyone()
+    shutil.rmtree(out / f"_{stage}", ignore_errors=True)
+    return StageResult(stage=stage, rows=len(rows), steps=output.global_step, train_loss=round(output.training_loss, 5),
+                       seconds=round(time.monotonic() - t0, 2), losses=losses)
+
+
+def train_adapter(job: TrainJob) -> list[StageResult]:
+    """Run the method's stages in order; each stage starts from the previous stage's adapter (or the start one)."""
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(job.trainer["seed"])
+    device = pick_device(job.trainer["device"])
+    if device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    tokenizer = AutoTokenizer.from_pretrained(job.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = job.start_adapter
+    results: list[StageResult] = []
+    for stage in stages_for(job.method):
+        rows = read_jsonl(Path(job.dataset_dir) / STAGE_FILES[stage])
+        minimum = 2 if stage == "kto" else 1
+        if len(rows) < minimum:
+            results.append(StageResult(stage=stage, rows=len(rows), skipped=f"{len(rows)} rows in {STAGE_FILES[stage]}"))
+            log.warning("stage %s skipped: %s", stage, results[-1].skipped)
+            continue
+        stage_out = out / f"_after_{stage}"
+        log.info("stage %s: %d rows, starting from %s", stage, len(rows), start or "a fresh LoRA")
+        results.append(_run_stage(stage, rows, job, start, stage_out, tokenizer, device))
+        log.info("stage %s done: %s", stage, results[-1])
+        start = str(stage_out)
+    if not any(r.skipped is None for r in results):
+        raise RuntimeError("no training stage had data: " + "; ".join(f"{r.stage}: {r.skipped}" for r in results))
+    for name in ADAPTER_FILES:
+        shutil.copyfile(Path(start) / name, out / name)
+    for r in results:
+        if r.skipped is None:
+            shutil.rmtree(out / f"_after_{r.stage}", ignore_errors=True)
+    (out / "training.json").write_text(json.dumps({"method": job.method, "start_adapter": job.start_adapter,
+                                                   "stages": [asdict(r) for r in results]}, indent=2))
+    return results
