@@ -1,0 +1,95 @@
+"""What the demo measures on a batch of live replies: the 👍 rate with a Wilson interval, and degeneracy figures."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+_WORD = re.compile(r"\S+")
+_SYMBOL = re.compile(r"[^A-Za-z\s.,;:!?'\"()\-]")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def repetition(text: str) -> float:
+    """Share of word 3-grams that repeat an earlier 3-gram of the same reply (0 = none, near 1 = a loop)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    if not grams:
+        return 0.0
+    return 1 - len(set(grams)) / len(grams)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One round of live traffic: votes and the shape of the replies."""
+
+    label: str
+    served: str
+    likes: int
+    votes: int
+    low: float
+    high: float
+    words_per_reply: float
+    cut_off_rate: float
+    repetition: float
+    symbols_per_word: float
+
+    @property
+    def rate(self) -> float:
+        return self.likes / self.votes if self.votes else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "rate": self.rate}
+
+
+def measure(label: str, served: str, replies: list[tuple[str, bool, bool]]) -> Measurement:
+    """replies: (text, cut off at the token limit?, liked?) for each first answer of the round."""
+    n = len(replies)
+    likes = sum(1 for _, _, liked in replies if liked)
+    low, high = wilson_interval(likes, n)
+    words = [len(_WORD.findall(text)) for text, _, _ in replies]
+    total_words = max(1, sum(words))
+    symbols = sum(len(_SYMBOL.findall(text)) for text, _, _ in replies)
+    return Measurement(
+        label=label, served=served, likes=likes, votes=n, low=low, high=high,
+        words_per_reply=sum(words) / n if n else 0.0,
+        cut_off_rate=sum(1 for _, cut, _ in replies if cut) / n if n else 0.0,
+        repetition=sum(repetition(text) for text, _, _ in replies) / n if n else 0.0,
+        symbols_per_word=symbols / total_words,
+    )
+
+
+@dataclass(frozen=True)
+class Band:
+    """How far the degeneracy figures may drift from the base model's (the gate's own limits)."""
+
+    max_words_ratio: float = 1.5
+    max_cutoff_rise: float = 0.10
+    max_repetition_rise: float = 0.10
+    max_symbols_ratio: float = 1.5
+
+    def violations(self, base: Measurement, now: Measurement) -> list[str]:
+        """Plain-language reasons `now` left the band around `base`; empty when within it."""
+        out = []
+        if base.words_per_reply and not (1 / self.max_words_ratio
+                                         <= now.words_per_reply / base.words_per_reply <= self.max_words_ratio):
+            out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f}")
+        if now.cut_off_rate - base.cut_off_rate > self.max_cutoff_rise:
+            out.append(f"cut off {now.cut_off_rate:.0%} vs base {base.cut_off_rate:.0%}")
+        if now.repetition - base.repetition > self.max_repetition_rise:
+            out.append(f"repetition {now.repetition:.2f} vs base {base.repetition:.2f}")
+        floor = max(base.symbols_per_word, 0.01)
+        if now.symbols_per_word / floor > self.max_symbols_ratio:
+            out.append(f"symbols per word {now.symbols_per_word:.3f} vs base {base.symbols_per_word:.3f}")
+        return out
