@@ -1,0 +1,189 @@
+"""The chat commands, the same on every platform: /start /help /persona /new /retry /consent /forget /stats,
+and for admins /train /adapters /rollback."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from bot import buttons
+from bot.messages import Incoming, Reply
+from bot.routing import resolve
+from storage import crud
+
+if TYPE_CHECKING:
+    from bot.chat import ChatService
+
+log = logging.getLogger(__name__)
+
+COMMANDS: dict[str, tuple[str, bool]] = {  # name -> (description, admin only)
+    "start": ("what this bot is and how to rate it", False),
+    "help": ("what this bot is and how to rate it", False),
+    "persona": ("list the personas, or switch: /persona NAME", False),
+    "new": ("start a fresh conversation", False),
+    "retry": ("another answer to your last message", False),
+    "consent": ("may your chats train the bot: /consent on|off", False),
+    "forget": ("delete your messages, replies and votes", False),
+    "stats": ("replies, 👍 rate and the live version", False),
+    "train": ("admin: start a training cycle now: /train [persona]", True),
+    "adapters": ("admin: list the adapter versions", True),
+    "rollback": ("admin: go back to the previous version: /rollback PERSONA", True),
+}
+
+HELP = """Hi! I'm {display} ({persona}): {description}
+
+Just write to me and I'll answer.{group_note}
+Rate every answer with 👍 or 👎, or press 🔄 for another one. Sometimes I show two answers, A and B: pick the better one.
+Your votes train me: every night the ratings become a better version of me.
+
+What is stored: your messages, my answers and your votes, to answer in context and to train me.{consent}
+/consent off keeps your chats out of training; /forget deletes everything of yours.
+
+Commands:
+{commands}"""
+
+
+async def run_command(service: ChatService, inc: Incoming, text: str) -> AsyncIterator[Reply]:
+    head, _, rest = text.partition(" ")
+    name = head[1:].split("@", 1)[0].lower()
+    args = rest.split()
+    if name not in COMMANDS:
+        shown = head[:40]
+        yield _say(f"I don't know the command {shown}. Send /help to see what I can do.")
+        return
+    user, chat = service.user_and_chat(inc)
+    if COMMANDS[name][1] and not service.is_admin(inc.platform, inc.user_id, user):
+        yield _say(f"/{name} is for admins only.")
+        return
+    handler = _HANDLERS[name]
+    async for reply in handler(service, inc, user, chat, args):
+        yield reply
+
+
+def _say(text: str, **kw) -> Reply:
+    return Reply(0, text, final=True, plain=True, **kw)
+
+
+async def _help(service, inc, user, chat, args):
+    persona = service.persona_of(chat)
+    p = service.settings.personas[persona]
+    commands = "\n".join(f"/{n}: {d}" for n, (d, admin) in COMMANDS.items()
+                         if n != "start" and (not admin or service.is_admin(inc.platform, inc.user_id, user)))
+    group_note = " In a group, mention me or reply to one of my messages." if inc.chat_type != "private" else ""
+    consent = (" You currently allow training on your chats." if user.consent
+               else " You have opted out of training.")
+    yield _say(HELP.format(display=p.display_name, persona=persona, description=p.description or "",
+                           group_note=group_note, consent=consent, commands=commands))
+
+
+async def _persona(service, inc, user, chat, args):
+    personas = service.settings.personas
+    current = service.persona_of(chat)
+    if not args:
+        lines = [f"{'▶' if n == current else '•'} {n}: {p.display_name}. {p.description}".rstrip()
+                 for n, p in personas.items()]
+        yield _say("Personas (switch with /persona NAME):\n" + "\n".join(lines))
+        return
+    name = args[0].lower()
+    if name not in personas:
+        yield _say(f"There is no persona {args[0][:40]!r}. Choose one of: {', '.join(personas)}.")
+        return
+    crud.set_chat_persona(service.engine, chat_id=chat.id, persona=name)
+    yield _say(f"Now talking as {personas[name].display_name} ({name}). This starts a new conversation.")
+
+
+async def _new(service, inc, user, chat, args):
+    crud.new_conversation(service.engine, chat_id=chat.id)
+    yield _say("New conversation started: I've set the earlier messages aside.")
+
+
+async def _retry(service, inc, user, chat, args):
+    from bot.feedback import retry_stream
+
+    gen = crud.last_generation(service.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
+    if gen is None:
+        yield _say("There is nothing to retry yet: send me a message first.")
+        return
+    key = f"{inc.platform}:{inc.user_id}"
+    refusal = service.limiter.refusal(key)
+    if refusal:
+        yield _say(refusal)
+        return
+    async for reply in retry_stream(service, chat, gen, key):
+        yield reply
+
+
+async def _consent(service, inc, user, chat, args):
+    choice = args[0].lower() if args else ""
+    if choice not in ("on", "off"):
+        state = "on: your chats may be used for training" if user.consent else "off: your chats are not used"
+        yield _say(f"Consent is {state}. Change it with /consent on or /consent off.")
+        return
+    crud.set_consent(service.engine, user_id=user.id, consent=choice == "on")
+    yield _say("Thanks! Your chats and votes may now be used to train me." if choice == "on"
+               else "Done: your chats and votes will not be used for training from now on.")
+
+
+async def _forget(service, inc, user, chat, args):
+    yield _say("Delete all your messages, the replies to them and your votes, on this platform? This cannot be undone.",
+               buttons=buttons.forget_buttons(user.id))
+
+
+async def _stats(service, inc, user, chat, args):
+    persona = service.persona_of(chat)
+    up, down = crud.vote_counts(service.engine, persona=persona)
+    replies = crud.count_replies(service.engine, persona=persona)
+    mine = crud.count_replies(service.engine, persona=persona, chat_id=chat.id)
+    try:
+        live = await resolve(service.router.route(persona))
+    except Exception:  # noqa: BLE001 - stats must answer even when serving is down
+        live = "unknown (serving unreachable)"
+    rate = f"{100 * up / (up + down):.0f}% 👍 ({up} 👍, {down} 👎)" if up + down else "no votes yet"
+    yield _say(f"{persona}: {replies} replies ({mine} in this chat), {rate}.\nLive version: {live or 'base model'}.")
+
+
+async def _train(service, inc, user, chat, args):
+    persona = args[0].lower() if args else service.persona_of(chat)
+    if persona not in service.settings.personas:
+        yield _say(f"There is no persona {persona[:40]!r}.")
+        return
+    yield _say(await _call_trainer(service, "trainer.pipeline", "request_cycle", persona,
+                                   done=f"Training cycle for {persona} requested"))
+
+
+async def _rollback(service, inc, user, chat, args):
+    if not args or args[0].lower() not in service.settings.personas:
+        yield _say(f"Usage: /rollback PERSONA (one of: {', '.join(service.settings.personas)}).")
+        return
+    persona = args[0].lower()
+    yield _say(await _call_trainer(service, "trainer.registry", "rollback", persona,
+                                   done=f"Rolled {persona} back"))
+
+
+async def _call_trainer(service, module_name: str, function: str, persona: str, *, done: str) -> str:
+    try:
+        module = importlib.import_module(module_name)
+        fn: Callable[..., object | Awaitable[object]] = getattr(module, function)
+    except (ModuleNotFoundError, AttributeError):
+        return f"Not available: this install has no {module_name}.{function}."
+    try:
+        result = await resolve(fn(service.loopbot, persona))
+    except Exception as e:  # noqa: BLE001 - the admin gets the reason, the bot keeps running
+        log.exception("%s.%s failed", module_name, function)
+        return f"{done}: failed: {type(e).__name__}: {e}"[:1000]
+    return f"{done}: {result}"[:3000] if result not in (None, True) else f"{done}."
+
+
+async def _adapters(service, inc, user, chat, args):
+    rows = crud.list_adapters(service.engine, persona=args[0].lower() if args else None)
+    if not rows:
+        yield _say("No adapter versions yet: every persona is served by its base model.")
+        return
+    lines = [f"{a.name}: {a.status}" + (f" ({a.status_reason})" if a.status_reason else "") for a in rows[-30:]]
+    yield _say("Adapter versions:\n" + "\n".join(lines))
+
+
+_HANDLERS = {"start": _help, "help": _help, "persona": _persona, "new": _new, "retry": _retry, "consent": _consent,
+             "forget": _forget, "stats": _stats, "train": _train, "adapters": _adapters, "rollback": _rollback}

@@ -1,0 +1,67 @@
+"""An instant in-process backend: echoes or plays scripted replies. For tests, `loopbot chat` smoke runs and the
+bot overhead benchmark (it costs nothing, so what is measured is the bot itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from serving.errors import ModelNotFound, ServingError
+
+Script = Callable[[list[dict], str | None], str | ServingError]
+
+
+def echo_script(messages: list[dict], adapter: str | None) -> str:
+    """The default reply: which model answered and what the user said last."""
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return f"[{adapter or 'base'}] {last}"
+
+
+class InstantBackend:
+    """Replies come from `script(messages, adapter)` (a string, or a ServingError instance to raise),
+    split into `chunk_chars` pieces with `delay_s` between them; `max_tokens` counts words."""
+
+    def __init__(self, script: Script = echo_script, *, chunk_chars: int = 8, delay_s: float = 0.0,
+                 name: str = "instant"):
+        self.name = name
+        self.script = script
+        self.chunk_chars = max(1, chunk_chars)
+        self.delay_s = delay_s
+        self.adapters: dict[str, str] = {}
+        self.requests: list[dict] = []
+
+    async def stream(self, messages: list[dict], *, adapter: str | None = None,
+                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+        self.requests.append({"messages": messages, "adapter": adapter, "sampling": sampling})
+        if adapter is not None and adapter not in self.adapters:
+            raise ModelNotFound(f"adapter {adapter!r} is not loaded")
+        reply = self.script(messages, adapter)
+        if isinstance(reply, ServingError):
+            raise reply
+        words = reply.split(" ")
+        finish = "stop"
+        if len(words) > sampling.max_tokens:
+            reply, finish = " ".join(words[:sampling.max_tokens]), "length"
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        for i in range(0, len(reply), self.chunk_chars):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            yield TextChunk(reply[i:i + self.chunk_chars])
+        yield Finished(finish, prompt_tokens, min(len(words), sampling.max_tokens), adapter or "base")
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        self.adapters[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        if self.adapters.pop(name, None) is None:
+            raise ModelNotFound(f"adapter {name!r} is not loaded")
+
+    async def list_adapters(self) -> list[AdapterInfo]:
+        return [AdapterInfo(name, path) for name, path in self.adapters.items()]
+
+    async def health(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None

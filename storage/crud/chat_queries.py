@@ -1,0 +1,69 @@
+"""Reads the chat core needs: a reply by its message, the last reply in a chat, reply chains, reply counts."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from storage.db import session_scope
+from storage.models import Generation, Message
+
+__all__ = ["generation_for_message", "last_generation", "reply_chain", "count_replies", "user_in_chat", "vote_tally"]
+
+
+def generation_for_message(engine: Engine, *, message_id: int) -> Generation | None:
+    with session_scope(engine) as s:
+        return s.execute(select(Generation).where(Generation.message_id == message_id)).scalar_one_or_none()
+
+
+def last_generation(engine: Engine, *, chat_id: int, conversation_id: str) -> Generation | None:
+    """The newest finished reply of this conversation that is part of its history (what /retry retries)."""
+    with session_scope(engine) as s:
+        return s.execute(select(Generation).join(Message, Message.id == Generation.message_id)
+                         .where(Generation.chat_id == chat_id, Message.conversation_id == conversation_id,
+                                Generation.in_history.is_(True), Generation.prompt_message_id.is_not(None),
+                                Generation.status.in_(["ok", "cut_off"]))
+                         .order_by(Generation.id.desc())).scalars().first()
+
+
+def reply_chain(engine: Engine, *, message_id: int, limit: int = 50) -> list[Message]:
+    """The message and the ones it replies to, oldest first; failed replies and unpicked candidates left out."""
+    chain: list[Message] = []
+    with session_scope(engine) as s:
+        current: int | None = message_id
+        while current is not None and len(chain) < limit:
+            msg = s.get(Message, current)
+            if msg is None:
+                break
+            gen = s.execute(select(Generation).where(Generation.message_id == msg.id)).scalar_one_or_none()
+            if gen is None or (gen.in_history and gen.status in ("ok", "cut_off")):
+                chain.append(msg)
+            current = msg.reply_to_id
+    chain.reverse()
+    return chain
+
+
+def count_replies(engine: Engine, *, persona: str, chat_id: int | None = None) -> int:
+    with session_scope(engine) as s:
+        q = select(func.count()).select_from(Generation).where(Generation.persona == persona,
+                                                               Generation.status.in_(["ok", "cut_off"]))
+        if chat_id is not None:
+            q = q.where(Generation.chat_id == chat_id)
+        return s.execute(q).scalar() or 0
+
+
+def user_in_chat(engine: Engine, *, user_id: int, chat_id: int) -> bool:
+    """Has this user written in this chat (so a button press from them there is genuine)."""
+    with session_scope(engine) as s:
+        return s.execute(select(Message.id).where(Message.user_id == user_id, Message.chat_id == chat_id)
+                         .limit(1)).first() is not None
+
+
+def vote_tally(engine: Engine, *, generation_id: int) -> tuple[int, int]:
+    """(👍, 👎) on one reply."""
+    from storage.models import Feedback
+
+    with session_scope(engine) as s:
+        counts = dict(s.execute(select(Feedback.value, func.count()).where(Feedback.generation_id == generation_id)
+                                .group_by(Feedback.value)).all())
+        return counts.get(1, 0), counts.get(-1, 0)

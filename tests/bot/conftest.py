@@ -1,0 +1,43 @@
+"""Chat core fixtures: a ChatService over the instant backend, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bot.chat import ChatService
+from bot.messages import Incoming, Press
+from bot.routing import BackendRouter
+from serving.instant import InstantBackend
+
+
+def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, **access):
+    settings = settings.model_copy(deep=True)
+    settings.feedback.arena_rate = arena_rate
+    for key, value in access.items():
+        setattr(settings.access, key, value)
+    backend = backend or InstantBackend()
+    return ChatService(engine, settings, BackendRouter(backend, engine), rng=random.Random(seed))
+
+
+@pytest.fixture
+def service(engine, settings):
+    return make_service(engine, settings)
+
+
+def dm(text, user="1", chat=None, **kw) -> Incoming:
+    return Incoming(platform="telegram", chat_id=chat or user, user_id=user, text=text, user_name=f"user{user}", **kw)
+
+
+def press(data, user="1", chat=None, **kw) -> Press:
+    return Press(platform="telegram", chat_id=chat or user, user_id=user, data=data, **kw)
+
+
+async def final(service, inc):
+    """The last state of each outgoing message, in order."""
+    last = {}
+    async for reply in service.handle(inc):
+        last[reply.key] = reply
+    assert all(r.final for r in last.values())
+    return [last[k] for k in sorted(last)]
