@@ -1,0 +1,36 @@
+"""Rows the web tests start from: replies of several versions to the same prompts, adapters, votes."""
+
+from __future__ import annotations
+
+from storage import crud
+
+
+def reply(engine, *, persona: str, prompt: str, text: str, version: str | None, user: str = "u1",
+          latency_ms: float = 800.0) -> int:
+    """A user message and one finished reply to it by `version` (None = base); returns the generation id."""
+    u = crud.get_or_create_user(engine, platform="telegram", platform_user_id=user, display_name=user)
+    chat = crud.get_or_create_chat(engine, platform="telegram", platform_chat_id=f"chat-{user}", persona=persona)
+    msg = crud.record_message(engine, chat_id=chat.id, user_id=u.id, role="user", text=prompt, persona=persona,
+                              conversation_id=chat.conversation_id)
+    gen = crud.start_generation(engine, chat_id=chat.id, persona=persona, prompt=[{"role": "user", "content": prompt}],
+                                prompt_message_id=msg.id, conversation_id=chat.conversation_id,
+                                adapter_version=version, backend="local", sampling={})
+    crud.finish_generation(engine, generation_id=gen.id, text=text, status="ok", finish_reason="stop",
+                           latency_ms=latency_ms, prompt_tokens=12, completion_tokens=7)
+    return gen.id
+
+
+def arena_world(engine, *, persona: str = "coach", prompts: int = 3) -> dict[str, list[int]]:
+    """`prompts` prompts, each answered by base, v1 and v2; v1 retired, v2 live. Returns {version: [gen ids]}."""
+    crud.create_adapter(engine, persona=persona, version=1, base_model="tiny", path="/tmp/a1")
+    crud.create_adapter(engine, persona=persona, version=2, base_model="tiny", path="/tmp/a2", parent_version=1)
+    crud.activate_adapter(engine, persona=persona, version=1)
+    crud.activate_adapter(engine, persona=persona, version=2)
+    gens: dict[str, list[int]] = {"base": [], f"{persona}-v1": [], f"{persona}-v2": []}
+    for i in range(prompts):
+        prompt = f"How should I pace long run number {i}?"
+        for version in gens:
+            gens[version].append(reply(engine, persona=persona, prompt=prompt, user=f"u{i}",
+                                       text=f"{version} says: run easy, then faster (#{i}).",
+                                       version=None if version == "base" else version))
+    return gens

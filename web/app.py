@@ -1,0 +1,66 @@
+"""The FastAPI application: `create_app(loopbot)` wires pages, security and metrics to one Loopbot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from web.security import RateLimiter, Signer, load_secret
+
+HERE = Path(__file__).parent
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def create_app(loopbot) -> FastAPI:  # noqa: ANN001 (loopbot.app.Loopbot; not imported to keep this light)
+    """One app per Loopbot; nothing touches the database until the first request."""
+    from web.routes import admin, arena, health, home, leaderboard
+
+    settings = loopbot.settings.web
+    app = FastAPI(title="loopbot", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.loopbot = loopbot
+    app.state.signer = Signer(load_secret(loopbot.data_path("web", "secret.key")))
+    app.state.visitor_limit = RateLimiter(settings.votes_per_minute)
+    app.state.ip_limit = RateLimiter(settings.votes_per_minute_per_ip)
+    app.state.login_limit = RateLimiter(10)
+    app.state.leaderboard_cache = {}
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["personas"] = loopbot.settings.personas
+    app.state.templates = templates
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    for module in (home, arena, leaderboard, admin, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _error_page(request: Request, exc: StarletteHTTPException):
+        if "text/html" not in request.headers.get("accept", "") or request.url.path in ("/healthz", "/readyz"):
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
+                                          status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    """Render a template with the request's app state."""
+    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -1,0 +1,88 @@
+"""The web arena: choose two anonymous replies from different versions, and store a visitor's pick."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from storage import crud
+from web.queries import Candidate, arena_groups, voted_pairs
+
+PICKS = ("a", "b", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class Matchup:
+    prompt: str
+    a: Candidate
+    b: Candidate
+
+
+class VoteRefused(Exception):
+    """A vote that was not stored; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None
+                   ) -> Matchup | None:
+    """A random pair of replies to one prompt from two different versions that this visitor has not judged."""
+    rng = rng or random.Random()
+    seen = voted_pairs(engine, visitor_id=visitor_id)
+    options: list[tuple[str, Candidate, Candidate]] = []
+    for group in arena_groups(engine, persona=persona):
+        cands = group.candidates
+        for i, x in enumerate(cands):
+            for y in cands[i + 1:]:
+                if x.version != y.version and _key(x.generation_id, y.generation_id) not in seen:
+                    options.append((group.prompt, x, y))
+    if not options:
+        return None
+    prompt, x, y = rng.choice(options)
+    if rng.random() < 0.5:
+        x, y = y, x
+    return Matchup(prompt, x, y)
+
+
+def pair_value(persona: str, a_id: int, b_id: int, visitor_id: str) -> str:
+    """What the vote form's pair signature covers: this persona, these two replies in this order, this visitor."""
+    return f"{persona}:{a_id}:{b_id}:{visitor_id}"
+
+
+def record_vote(engine: Engine, *, persona: str, a_id: int, b_id: int, pick: str, visitor_id: str) -> int:
+    """Store the pick as a web comparison (one per visitor per pair, in either order); returns its id."""
+    if pick not in PICKS:
+        raise VoteRefused(400, f"a pick is one of {', '.join(PICKS)}, got {pick[:20]!r}")
+    a, b = crud.get_generation(engine, generation_id=a_id), crud.get_generation(engine, generation_id=b_id)
+    if a is None or b is None or a.persona != persona or b.persona != persona or a_id == b_id:
+        raise VoteRefused(400, "these replies are not an arena pair of this persona")
+    if _key(a_id, b_id) in voted_pairs(engine, visitor_id=visitor_id):
+        raise VoteRefused(409, "you already voted on this pair")
+    # stored in the order shown (position bias stays measurable); the check above covers the other order,
+    # the database's unique key a concurrent replay of this one
+    try:
+        row = crud.create_comparison(engine, persona=persona, generation_a_id=a_id, generation_b_id=b_id,
+                                     visitor_id=visitor_id, source="web")
+    except IntegrityError:
+        raise VoteRefused(409, "you already voted on this pair") from None
+    crud.record_pick(engine, comparison_id=row.id, pick=pick)
+    return row.id
+
+
+def reveal(engine: Engine, *, comparison_id: int, visitor_id: str) -> dict | None:
+    """After a vote: which version wrote which reply (only for the visitor who voted)."""
+    row = crud.get_comparison(engine, comparison_id=comparison_id)
+    if row is None or row.visitor_id != visitor_id:
+        return None
+    a = crud.get_generation(engine, generation_id=row.generation_a_id)
+    b = crud.get_generation(engine, generation_id=row.generation_b_id)
+    return {"pick": row.pick, "a": a.adapter_version or "base", "b": b.adapter_version or "base"}
+
+
+def _key(x: int, y: int) -> tuple[int, int]:
+    return (min(x, y), max(x, y))

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per page group; the logic they call lives in web/*.py."""

@@ -1,0 +1,87 @@
+"""GET /arena/{persona}: two anonymous replies; POST /arena/{persona}/vote: the visitor's pick."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from web.app import page
+from web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal
+from web.metrics import WEB_VOTES_REFUSED
+from web.routes.common import check_persona, client_ip, engine
+from web.security import VISITOR_COOKIE
+
+router = APIRouter()
+
+
+def _visitor(request: Request) -> tuple[str, str | None]:
+    """(visitor id, new cookie value to set or None)."""
+    signer = request.app.state.signer
+    vid = signer.visitor_id(request.cookies.get(VISITOR_COOKIE))
+    if vid:
+        return vid, None
+    cookie = signer.new_visitor()
+    return cookie.rsplit(".", 1)[0], cookie
+
+
+def _set_visitor_cookie(request: Request, response: Response, cookie: str | None) -> None:
+    if cookie:
+        response.set_cookie(VISITOR_COOKIE, cookie, max_age=365 * 24 * 3600, httponly=True, samesite="lax",
+                            secure=request.app.state.loopbot.settings.web.secure_cookies)
+
+
+@router.get("/arena")
+def arena_default(request: Request):
+    return RedirectResponse(f"/arena/{request.app.state.loopbot.settings.default_persona}", status_code=303)
+
+
+@router.get("/arena/{persona}")
+def arena_page(request: Request, persona: str, last: int | None = None):
+    check_persona(request, persona)
+    vid, new_cookie = _visitor(request)
+    signer = request.app.state.signer
+    eng = engine(request)
+    matchup = choose_matchup(eng, persona=persona, visitor_id=vid)
+    pair_sig = None
+    if matchup:
+        pair_sig = signer.sign("pair", pair_value(persona, matchup.a.generation_id, matchup.b.generation_id, vid))
+    previous = reveal(eng, comparison_id=last, visitor_id=vid) if last else None
+    response = page(request, "arena.html", persona=persona, matchup=matchup, pair_sig=pair_sig, previous=previous,
+                    csrf=signer.csrf_token("visitor:" + vid))
+    _set_visitor_cookie(request, response, new_cookie)
+    return response
+
+
+@router.post("/arena/{persona}/vote")
+def vote(request: Request, persona: str, a: int = Form(...), b: int = Form(...), pick: str = Form(...),
+         pair_sig: str = Form(""), csrf: str = Form("")):
+    check_persona(request, persona)
+    state = request.app.state
+    vid = state.signer.visitor_id(request.cookies.get(VISITOR_COOKIE))
+    for limiter, key, who in ((state.ip_limit, "ip:" + client_ip(request), "from your address"),
+                              (state.visitor_limit, f"visitor:{vid}", "from you")):
+        if vid is None and limiter is state.visitor_limit:
+            continue
+        wait = limiter.retry_after(key)
+        if wait:
+            WEB_VOTES_REFUSED.labels("rate_limit").inc()
+            raise HTTPException(429, f"too many votes {who}; try again in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+    if vid is None or not state.signer.check_csrf("visitor:" + vid, csrf):
+        WEB_VOTES_REFUSED.labels("csrf").inc()
+        raise HTTPException(403, "missing or invalid form token: reload the arena page and vote again")
+    if not state.signer.verify("pair", pair_value(persona, a, b, vid), pair_sig):
+        WEB_VOTES_REFUSED.labels("bad_pair").inc()
+        raise HTTPException(400, "this pair was not shown to you: reload the arena page")
+    try:
+        comparison_id = record_vote(engine(request), persona=persona, a_id=a, b_id=b, pick=pick, visitor_id=vid)
+    except VoteRefused as e:
+        WEB_VOTES_REFUSED.labels("replay" if e.status == 409 else "invalid").inc()
+        raise HTTPException(e.status, str(e)) from None
+    if "application/json" in request.headers.get("accept", ""):
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"ok": True, "comparison_id": comparison_id}, status_code=201)
+    return RedirectResponse(f"/arena/{persona}?last={comparison_id}", status_code=303)

@@ -1,0 +1,70 @@
+"""/healthz (the process answers), /readyz (database, serving backend, live adapters loaded), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import select, text
+
+from storage.db import session_scope
+from storage.models import Adapter
+from web.metrics import render
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"ok": True}
+
+
+def _database(loopbot) -> list[str]:  # noqa: ANN001
+    """The served names the database says are live (raises if the database is unreachable)."""
+    with session_scope(loopbot.engine) as s:
+        s.execute(text("SELECT 1"))
+        return list(s.execute(select(Adapter.name).where(Adapter.status == "active")).scalars())
+
+
+def _built_backend(loopbot):  # noqa: ANN001
+    """The serving backend if this process has built one (readiness never starts a model)."""
+    built = vars(loopbot)
+    if "router" in built and getattr(built["router"], "backend", None) is not None:
+        return built["router"].backend
+    return built.get("backend")
+
+
+@router.get("/readyz")
+async def readyz(request: Request):
+    loopbot = request.app.state.loopbot
+    checks: dict[str, dict] = {}
+    try:
+        live = await asyncio.wait_for(run_in_threadpool(_database, loopbot), timeout=5)
+        checks["database"] = {"ok": True}
+    except Exception as e:  # noqa: BLE001
+        live = []
+        checks["database"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    backend = _built_backend(loopbot)
+    if backend is None:
+        checks["serving"] = {"ok": True, "note": "no serving backend in this process"}
+    else:
+        try:
+            healthy = await asyncio.wait_for(backend.health(), timeout=5)
+            checks["serving"] = {"ok": bool(healthy), "backend": getattr(backend, "name", "")}
+            if healthy:
+                loaded = {a.name for a in await asyncio.wait_for(backend.list_adapters(), timeout=5)}
+                missing = sorted(set(live) - loaded)
+                checks["adapters"] = {"ok": not missing, "live": sorted(live), "missing": missing}
+        except Exception as e:  # noqa: BLE001
+            checks["serving"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    body = await run_in_threadpool(render, request.app.state.loopbot.engine)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

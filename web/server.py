@@ -1,0 +1,51 @@
+"""`serve(loopbot)`: the web pages on settings.web.host:port, inside `loopbot run`'s asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+
+from web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process that embeds it decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def make_server(loopbot, *, host: str | None = None, port: int | None = None) -> EmbeddedServer:  # noqa: ANN001
+    settings = loopbot.settings.web
+    config = uvicorn.Config(create_app(loopbot), host=host or settings.host,
+                            port=settings.port if port is None else port, log_level="warning", access_log=False,
+                            proxy_headers=True, forwarded_allow_ips="127.0.0.1", lifespan="off",
+                            timeout_graceful_shutdown=5)
+    return EmbeddedServer(config)
+
+
+async def serve(loopbot) -> None:  # noqa: ANN001
+    """Serve until cancelled; cancelling closes the listening socket and open connections, then re-raises."""
+    server = make_server(loopbot)
+    log.info("web pages on http://%s:%d/ (arena, leaderboard, admin, /metrics)",
+             loopbot.settings.web.host, loopbot.settings.web.port)
+    try:
+        await server.serve()
+    except asyncio.CancelledError:
+        server.should_exit = True
+        if server.started:
+            await server.shutdown()
+        raise
+    except SystemExit:  # uvicorn exits when it cannot bind
+        server.started = False
+    if not server.started:
+        from loopbot.errors import LoopbotError
+
+        raise LoopbotError(f"the web pages could not listen on {loopbot.settings.web.host}:"
+                           f"{loopbot.settings.web.port} (is the port in use? set [web] port)")
