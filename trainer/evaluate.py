@@ -1,0 +1,259 @@
+"""Evaluate a candidate adapter against the live one (and the base model) on a dataset's held-out split.
+
+Everything runs in one process on one base model: adapters are switched with `set_adapter` and the base is
+reached with `disable_adapter()`. Figures: token-weighted perplexity on held-out liked replies (assistant tokens
+only), preference accuracy on held-out pairs, degeneracy of generated replies, a smoke test, and optionally an
+LLM judge's pairwise win rate. `write_report` saves the report as JSON plus a PNG of the figures and curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from loopbot.settings import Settings
+from trainer.degeneracy import degeneracy_figures
+from trainer.train import read_jsonl
+
+log = logging.getLogger(__name__)
+SMOKE_TOKENS = 32
+
+
+class _Scorer:
+    """Log-probabilities and greedy replies from one base model with its adapters."""
+
+    def __init__(self, base_model: Path, adapters: dict[str, str], max_length: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(base_model)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        if adapters:
+            from peft import PeftModel
+
+            (first, first_path), *rest = adapters.items()
+            model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
+            for name, path in rest:
+                model.load_adapter(path, adapter_name=name)
+        self.model = model.eval()
+        self.max_length = max_length
+
+    @contextmanager
+    def using(self, adapter: str | None):
+        """Run the block with `adapter` active, or with every adapter off (the base model) for None."""
+        if adapter is None:
+            ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+            with ctx:
+                yield
+        else:
+            self.model.set_adapter(adapter)
+            yield
+
+    def _ids(self, messages: list[dict], **kw) -> list[int]:
+        out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)
+        return list(out["input_ids"])
+
+    def _token_logprobs(self, ids: list[int]) -> list[float]:
+        """log p(token_i | tokens_<i) for i >= 1."""
+        torch = self.torch
+        with torch.no_grad():
+            x = torch.tensor([ids[: self.max_length]])
+            logits = self.model(input_ids=x).logits[0, :-1].float()
+            lp = torch.log_softmax(logits, dim=-1).gather(1, x[0, 1:].unsqueeze(1)).squeeze(1)
+        return lp.tolist()
+
+    def completion_logprob(self, prompt: list[dict], completion: list[dict]) -> tuple[float, int]:
+        """(sum of log-probabilities, tokens) of the completion's tokens given the prompt."""
+        start = len(self._ids(prompt, add_generation_prompt=True))
+        full = self._ids(prompt + completion)
+        lps = self._token_logprobs(full)
+        scored = lps[start - 1:]
+        return sum(scored), len(scored)
+
+    def assistant_nll(self, messages: list[dict]) -> tuple[float, int]:
+        """(total NLL, tokens) over every assistant token of the conversation."""
+        out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                           return_assistant_tokens_mask=True)
+        ids, mask = list(out["input_ids"])[: self.max_length], list(out["assistant_masks"])[: self.max_length]
+        lps = self._token_logprobs(ids)
+        picked = [-lp for lp, m in zip(lps, mask[1:]) if m]
+        return sum(picked), len(picked)
+
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[tuple[str, str]]:
+        """Greedy replies as (text, finish_reason): "stop" when the model ended its turn, "length" if cut off."""
+        torch = self.torch
+        self.tok.padding_side = "left"
+        eos = self.model.generation_config.eos_token_id if hasattr(self.model, "generation_config") else None
+        eos_ids = set(eos if isinstance(eos, list) else [eos or self.tok.eos_token_id])
+        results: list[tuple[str, str]] = []
+        for i in range(0, len(prompts), batch_size):
+            texts = [self.tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                     for p in prompts[i:i + batch_size]]
+            enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                          pad_token_id=self.tok.pad_token_id)
+            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                ended = next((j for j, t in enumerate(row) if t in eos_ids), None)
+                body = row if ended is None else row[:ended]
+                body = [t for t in body if t != self.tok.pad_token_id]
+                results.append((self.tok.decode(body, skip_special_tokens=True).strip(),
+                                "length" if ended is None else "stop"))
+        return results
+
+
+def _heldout(dataset_dir: Path) -> dict[str, list[dict]]:
+    return {k: read_jsonl(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
+
+
+def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]:
+    """Distinct held-out prompts (the conversation up to the reply), in file order."""
+    seen, out = set(), []
+    candidates = [r["prompt"] for r in held["dpo"]] + [r["prompt"] for r in held["kto"]] + \
+                 [r["messages"][:-1] for r in held["sft"] if r["messages"] and r["messages"][-1]["role"] == "assistant"]
+    for p in candidates:
+        key = json.dumps(p, sort_keys=True)
+        if p and key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out[:limit]
+
+
+def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, base_model: Path,
+                       candidate_path: str, live_path: str | None, candidate_name: str = "candidate",
+                       live_name: str | None = None) -> dict:
+    """The evaluation report (a dict) of candidate vs live (the base model when nothing is live) and base."""
+    import torch
+
+    torch.manual_seed(settings.trainer.seed)
+    t0 = time.monotonic()
+    p = settings.persona(persona)
+    held = _heldout(Path(dataset_dir))
+    adapters = {"candidate": candidate_path, **({"live": live_path} if live_path else {})}
+    scorer = _Scorer(base_model, adapters, settings.trainer.max_length)
+    variants = {"candidate": "candidate", "live": "live" if live_path else None, "base": None}
+    liked = held["sft"] or [{"messages": r["prompt"] + r["completion"]} for r in held["kto"] if r["label"]]
+    prompts = heldout_prompts(held, settings.trainer.judge.prompts)
+    system = [{"role": "system", "content": p.system_prompt}] if p.system_prompt else []
+    report: dict = {"persona": persona, "candidate": candidate_name, "live": live_name, "dataset": str(dataset_dir),
+                    "heldout": {k: len(v) for k, v in held.items()}, "prompts": len(prompts), "variants": {}}
+    replies: dict[str, list[tuple[str, str]]] = {}
+    for label, adapter in variants.items():
+        if label == "base" and not live_path:
+            report["variants"]["base"] = report["variants"]["live"]
+            continue
+        with scorer.using(adapter):
+            nll = tokens = 0.0
+            for row in liked:
+                a, b = scorer.assistant_nll(row["messages"])
+                nll, tokens = nll + a, tokens + b
+            correct, margins = 0, []
+            for row in held["dpo"]:
+                chosen, _ = scorer.completion_logprob(row["prompt"], row["chosen"])
+                rejected, _ = scorer.completion_logprob(row["prompt"], row["rejected"])
+                correct += chosen > rejected
+                margins.append(chosen - rejected)
+            figures = {
+                "perplexity": round(math.exp(nll / tokens), 4) if tokens else None,
+                "perplexity_tokens": int(tokens),
+                "preference_accuracy": round(correct / len(held["dpo"]), 4) if held["dpo"] else None,
+                "preference_margin": round(sum(margins) / len(margins), 4) if margins else None,
+                "pairs": len(held["dpo"]),
+            }
+            if label != "base":
+                replies[label] = scorer.generate(prompts, p.sampling.max_tokens)
+                figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
+                                                           [f for _, f in replies[label]])
+        report["variants"][label] = figures
+    with scorer.using("candidate"):
+        smoke = []
+        for q in p.smoke_prompts:
+            try:
+                (text, finish), = scorer.generate([system + [{"role": "user", "content": q}]], SMOKE_TOKENS)
+                smoke.append({"prompt": q, "reply": text, "ok": bool(text.strip())})
+            except Exception as e:  # noqa: BLE001 - a failing smoke prompt is a result, not a crash
+                smoke.append({"prompt": q, "error": f"{type(e).__name__}: {e}", "ok": False})
+    report["smoke"] = smoke
+    report["samples"] = [{"prompt": pr[-1]["content"], "candidate": c[0], "live": lv[0]}
+                         for pr, c, lv in list(zip(prompts, replies["candidate"], replies["live"]))[:5]]
+    report["judge"] = _judge(settings, persona, prompts, replies)
+    report["training"] = _training_curves(candidate_path)
+    report["seconds"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+def _judge(settings: Settings, persona: str, prompts, replies) -> dict | None:
+    if not settings.trainer.judge.url or not prompts:
+        return None
+    from trainer.judge import PairwiseJudge
+
+    judge = PairwiseJudge(settings.trainer.judge, settings.persona(persona).judge_rubric)
+    try:
+        return judge.win_rate(prompts, [r for r, _ in replies["candidate"]], [r for r, _ in replies["live"]])
+    except Exception as e:  # noqa: BLE001 - an unreachable judge is reported; the gate then relies on the pairs
+        log.warning("judge failed: %s", e)
+        return {"error": f"{type(e).__name__}: {e}", "win_rate": None}
+
+
+def _training_curves(candidate_path: str) -> dict:
+    path = Path(candidate_path) / "training.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {s["stage"]: s.get("losses", []) for s in data.get("stages", []) if not s.get("skipped")}
+
+
+def write_report(report: dict, settings: Settings, persona: str, name: str) -> tuple[Path, Path]:
+    """Save `<reports_dir>/<persona>/<name>.json` and `.png`; returns both paths."""
+    out = settings.reports_dir / persona
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    _plot(report, png_path)
+    return json_path, png_path
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = report["variants"]
+    labels = [v for v in ("base", "live", "candidate") if v in variants]
+    panels = [("perplexity", "held-out perplexity (lower is better)"),
+              ("preference_accuracy", "preference accuracy (higher is better)")]
+    deg_keys = ["words_per_reply", "cutoff_rate", "repeated_ngram_rate", "symbols_per_word"]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    for ax, (key, title) in zip(axes, panels):
+        vals = [variants[v].get(key) or 0 for v in labels]
+        ax.bar(labels, vals, color=["#999", "#4a7", "#37c"][-len(labels):])
+        ax.set_title(title, fontsize=9)
+    ax = axes[2]
+    width = 0.38
+    for i, v in enumerate(("live", "candidate")):
+        deg = variants.get(v, {}).get("degeneracy") or {}
+        ax.bar([x + i * width for x in range(len(deg_keys))], [deg.get(k, 0) for k in deg_keys], width, label=v)
+    ax.set_xticks([x + width / 2 for x in range(len(deg_keys))], [k.replace("_", "\n") for k in deg_keys], fontsize=7)
+    ax.set_title("degeneracy (live vs candidate)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    for stage, losses in (report.get("training") or {}).items():
+        ax.plot(range(1, len(losses) + 1), losses, label=stage)
+    ax.set_title("training loss per step", fontsize=9)
+    ax.set_xlabel("step")
+    if report.get("training"):
+        ax.legend(fontsize=7)
+    gate = report.get("gate")
+    verdict = "" if not gate else (" - PROMOTE" if gate["passed"] else " - REJECT: " + ", ".join(gate["failed"]))
+    fig.suptitle(f"{report['persona']}: {report['candidate']} vs {report.get('live') or 'base'}{verdict}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
