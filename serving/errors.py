@@ -25,3 +25,9 @@ class GenerationTimeout(ServingError):
 
 class BadRequest(ServingError):
     user_message = "I couldn't process that message (it may be too long)."
+
+
+class SwapFailed(ServingError):
+    """A new adapter version could not be loaded or failed its smoke test; the old route stays."""
+
+    user_message = "The new version of this persona could not be started; the previous one keeps answering."

@@ -1,0 +1,216 @@
+"""Router: persona -> served adapter name, in-flight counting per name, and serialised hot swaps.
+
+A swap loads the new version under a NEW name, smoke-tests it, flips the route, and unloads the previous version
+once no request uses it any more (or after the grace period). A failed load or smoke test leaves the old route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from serving.base import Backend, SamplingParams, StreamItem, complete
+from serving.errors import ServingError, SwapFailed
+
+log = logging.getLogger(__name__)
+
+
+class _Live:
+    def __repr__(self) -> str:
+        return "LIVE"
+
+
+LIVE = _Live()
+"""`adapter=LIVE`: the persona's current route (the default)."""
+
+SMOKE_MESSAGES = [{"role": "user", "content": "Hello! Say hi in a few words."}]
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    persona: str
+    old: str | None
+    new: str | None
+    seconds: float
+    smoke_reply: str = ""
+
+
+class Router:
+    """Route each persona to its live adapter (None = the base model) on one backend."""
+
+    def __init__(self, backend: Backend, *, routes: dict[str, tuple[str, str] | None] | None = None,
+                 unload_grace_s: float = 30.0, smoke_messages: list[dict] | None = None,
+                 smoke_max_tokens: int = 8, smoke_timeout_s: float = 120.0):
+        self.backend = backend
+        self.unload_grace_s = unload_grace_s
+        self.smoke_messages = smoke_messages or SMOKE_MESSAGES
+        self.smoke_max_tokens = smoke_max_tokens
+        self.smoke_timeout_s = smoke_timeout_s
+        self._routes: dict[str, str | None] = {}
+        self.paths: dict[str, str] = {}  # served name -> adapter path (or remote model id)
+        self.in_flight: collections.Counter = collections.Counter()  # served name (None = base) -> requests
+        self.problems: dict[str, str] = {}  # persona -> why its desired adapter is not live
+        self._initial = routes
+        self._started = routes is None
+        self._start_lock = asyncio.Lock()
+        self._swap_lock = asyncio.Lock()
+        self._retiring: dict[str, asyncio.Task] = {}
+
+    # ---- routing --------------------------------------------------------------------------------------------
+    def route(self, persona: str) -> str | None:
+        """The served name that answers `persona` now (None = the base model)."""
+        return self._routes.get(persona)
+
+    def routes(self) -> dict[str, str | None]:
+        return dict(self._routes)
+
+    async def start(self) -> None:
+        """Load the adapters the router was built with (the DB's active ones); done once, on first use."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self.reconcile(self._initial or {})
+                self._started = True
+
+    async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+                     adapter: str | None | _Live = LIVE) -> AsyncIterator[StreamItem]:
+        await self.start()
+        name = self._routes.get(persona) if adapter is LIVE else adapter
+        self.in_flight[name] += 1
+        try:
+            async for item in self.backend.stream(messages, adapter=name, sampling=sampling):
+                yield item
+        finally:
+            self.in_flight[name] -= 1
+
+    async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+                       adapter: str | None | _Live = LIVE):
+        """The whole reply: (text, Finished)."""
+        parts, finished = [], None
+        async for item in self.stream(persona, messages, sampling=sampling, adapter=adapter):
+            if hasattr(item, "text"):
+                parts.append(item.text)
+            else:
+                finished = item
+        return "".join(parts), finished
+
+    # ---- swaps ----------------------------------------------------------------------------------------------
+    async def _loaded(self) -> set[str]:
+        return {a.name for a in await self.backend.list_adapters()}
+
+    async def smoke_test(self, name: str | None) -> str:
+        """A short greedy generation with `name`; raises if it errors (an empty reply is allowed)."""
+        sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=self.smoke_max_tokens, seed=0)
+        async with asyncio.timeout(self.smoke_timeout_s):
+            text, _ = await complete(self.backend, self.smoke_messages, adapter=name, sampling=sampling)
+        return text
+
+    async def swap(self, persona: str, name: str | None, path: str | None = None) -> SwapResult:
+        """Serve `persona` from adapter `name` at `path` (None = the base model). Serialised; see the module doc."""
+        async with self._swap_lock:
+            await self.start()
+            started = time.monotonic()
+            old = self._routes.get(persona)
+            if name == old:
+                return SwapResult(persona, old, name, 0.0)
+            where = old or "the base model"
+            smoke = ""
+            if name is not None:
+                retiring = self._retiring.pop(name, None)
+                if retiring is not None:
+                    retiring.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await retiring
+                if name not in await self._loaded():
+                    if not path:
+                        raise SwapFailed(f"{persona}: no path for adapter {name!r}; {persona} stays on {where}")
+                    try:
+                        await self.backend.load_adapter(name, path)
+                    except ServingError as e:
+                        raise SwapFailed(f"{persona}: loading {name} from {path} failed ({e}); "
+                                         f"{persona} stays on {where}") from e
+                try:
+                    smoke = await self.smoke_test(name)
+                except (ServingError, TimeoutError) as e:
+                    with contextlib.suppress(ServingError):
+                        await self.backend.unload_adapter(name)
+                    raise SwapFailed(f"{persona}: smoke test of {name} failed ({e!r}); "
+                                     f"{persona} stays on {where}") from e
+                if path:
+                    self.paths[name] = path
+            self._routes[persona] = name
+            self.problems.pop(persona, None)
+            log.info("swap %s: %s -> %s", persona, where, name or "the base model")
+            if old is not None:
+                self._retire(old)
+            return SwapResult(persona, old, name, time.monotonic() - started, smoke)
+
+    def _retire(self, name: str) -> None:
+        """Unload `name` once no request uses it (or after the grace period), unless a persona routes to it."""
+        if name in self._routes.values() or name in self._retiring:
+            return
+        self._retiring[name] = asyncio.get_running_loop().create_task(self._unload_when_idle(name))
+
+    async def _unload_when_idle(self, name: str) -> None:
+        deadline = time.monotonic() + self.unload_grace_s
+        try:
+            while self.in_flight[name] > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if name in self._routes.values():
+                return
+            if self.in_flight[name] > 0:
+                log.warning("unloading %s after the %.0f s grace period with %d requests still on it",
+                            name, self.unload_grace_s, self.in_flight[name])
+            try:
+                await self.backend.unload_adapter(name)
+                self.paths.pop(name, None)
+            except ServingError as e:
+                log.error("could not unload %s: %s", name, e)
+        finally:
+            if self._retiring.get(name) is asyncio.current_task():
+                del self._retiring[name]
+
+    async def drain(self) -> None:
+        """Wait for every pending unload of a retired version."""
+        while self._retiring:
+            await asyncio.gather(*list(self._retiring.values()), return_exceptions=True)
+
+    async def reconcile(self, desired: dict[str, tuple[str, str] | None]) -> dict[str, str | None]:
+        """Make the backend serve `desired` = {persona: (name, path) or None}: load what is missing, set the routes,
+        retire versions no persona uses any more. A version that cannot be loaded is reported in `problems` and its
+        persona keeps its current route if that is loaded, else the base model."""
+        loaded = await self._loaded()
+        old_names = {n for n in self._routes.values() if n}
+        for persona, target in desired.items():
+            name, path = target if target else (None, None)
+            if name and name not in loaded:
+                try:
+                    await self.backend.load_adapter(name, path)
+                    loaded.add(name)
+                except ServingError as e:
+                    log.error("reconcile %s: could not load %s from %s: %s", persona, name, path, e)
+                    self.problems[persona] = f"could not load {name} from {path}: {e}"
+                    current = self._routes.get(persona)
+                    self._routes[persona] = current if current in loaded else None
+                    continue
+            self._routes[persona] = name
+            self.problems.pop(persona, None)
+            if name and path:
+                self.paths[name] = path
+        if hasattr(self.backend, "resync"):
+            await self.backend.resync()
+        for name in old_names - {n for n in self._routes.values() if n}:
+            self._retire(name)
+        return self.routes()
+
+    async def aclose(self) -> None:
+        for task in list(self._retiring.values()):
+            task.cancel()
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
+        self._retiring.clear()
