@@ -1,0 +1,143 @@
+"""Dataset clean-up: PII scrubbing, exact and near-duplicate removal, token estimates and length limits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import unicodedata
+import zlib
+from collections.abc import Callable
+
+TokenCounter = Callable[[str], int]
+MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators a chat template adds per message
+
+EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
+# digits with spaces, dots, dashes or brackets between them; kept only if it has 9+ digits, or 7+ after a '+'
+PHONE_RE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{5,}\d(?!\w)")
+EMAIL_MARK, PHONE_MARK = "[email]", "[phone]"
+
+
+def _phone_or_keep(match: re.Match) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    if digits >= 9 or (text.startswith("+") and digits >= 7):
+        return PHONE_MARK
+    return text
+
+
+def scrub_pii(text: str) -> str:
+    """Replace e-mail addresses with [email] and phone numbers (9+ digits, or +country and 7+) with [phone]."""
+    if "@" in text:
+        text = EMAIL_RE.sub(EMAIL_MARK, text)
+    return PHONE_RE.sub(_phone_or_keep, text)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate (about 4 characters per token), used when no tokenizer is given."""
+    return len(text) // 4 + 1
+
+
+def tokenizer_counter(tokenizer) -> TokenCounter:  # noqa: ANN001
+    """A TokenCounter from a Hugging Face tokenizer (counts tokens without special tokens)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def message_tokens(messages: list[dict], count: TokenCounter) -> int:
+    return sum(count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def fit_prompt(prompt: list[dict], completion_tokens: int, max_tokens: int, count: TokenCounter) -> list[dict] | None:
+    """Drop the oldest turns after the system prompt until prompt + completion fit; None if even the last
+    user turn does not fit. The kept prompt always starts (after any system message) with a user turn."""
+    system = [m for m in prompt[:1] if m["role"] == "system"]
+    turns = prompt[len(system):]
+    budget = max_tokens - completion_tokens - message_tokens(system, count)
+    sizes = [count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in turns]
+    total = sum(sizes)
+    start = 0
+    while start < len(turns) and (total > budget or turns[start]["role"] != "user"):
+        total -= sizes[start]
+        start += 1
+    if start >= len(turns) or total > budget:
+        return None
+    return system + turns[start:]
+
+
+_WORD_RE = re.compile(r"\w+")
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded words without accents or punctuation: what 'the same text' means for dedup."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(_WORD_RE.findall(text))
+
+
+BINS = 16
+BANDS = 4
+ROWS = BINS // BANDS
+_EMPTY = 0xFFFFFFFF
+
+
+def minhash(text: str) -> tuple[int, ...]:
+    """One-permutation MinHash (16 bins) over word bigrams of the normalized text (stable across processes)."""
+    return minhash_normalized(normalize_text(text))
+
+
+def minhash_normalized(norm: str) -> tuple[int, ...]:
+    words = norm.split()
+    shingles = [" ".join(words[i:i + 2]) for i in range(max(1, len(words) - 1))] if words else [""]
+    mins = [_EMPTY] * BINS
+    for sh in shingles:
+        h = zlib.crc32(sh.encode())
+        b = h & (BINS - 1)
+        v = h >> 4
+        if v < mins[b]:
+            mins[b] = v
+    return tuple(mins)
+
+
+def similarity(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """Estimated Jaccard similarity of two MinHash signatures (bins empty in both do not count)."""
+    used = agree = 0
+    for x, y in zip(a, b):
+        if x == _EMPTY and y == _EMPTY:
+            continue
+        used += 1
+        agree += x == y
+    return agree / used if used else 1.0
+
+
+class Deduper:
+    """Remembers what was kept; says whether a new text is an exact or near duplicate of something kept.
+
+    Exact: the same normalized text. Near: MinHash estimated Jaccard similarity of word bigrams >= threshold,
+    found through locality-sensitive hashing (4 bands of 4 bins); a threshold of 1.0 turns near-dup off."""
+
+    def __init__(self, near_threshold: float = 0.9):
+        self.near_threshold = near_threshold
+        self._exact: set[bytes] = set()
+        self._bands: dict[int, int] = {}
+        self._signatures: list[bytes] = []
+
+    def check(self, text: str, *, near: bool = True) -> str | None:
+        """None if new (and remember it), else 'duplicate' or 'near_duplicate'."""
+        norm = normalize_text(text)
+        norm_key = hashlib.blake2b(norm.encode(), digest_size=12).digest()
+        if norm_key in self._exact:
+            return "duplicate"
+        if near and self.near_threshold < 1.0:
+            sig = minhash_normalized(norm)
+            band_keys = [hash((i, sig[i * ROWS:(i + 1) * ROWS])) for i in range(BANDS)]
+            for bk in band_keys:
+                other = self._bands.get(bk)
+                if other is not None and similarity(sig, struct.unpack(f">{BINS}I", self._signatures[other])) \
+                        >= self.near_threshold:
+                    return "near_duplicate"
+            index = len(self._signatures)
+            self._signatures.append(struct.pack(f">{BINS}I", *sig))
+            for bk in band_keys:
+                self._bands.setdefault(bk, index)
+        self._exact.add(norm_key)
+        return None

@@ -1,0 +1,339 @@
+"""Turn imported examples and consented feedback into SFT / DPO / KTO datasets in trl's formats.
+
+Files written under `<data_dir>/datasets/<persona>/<build id>/`:
+  sft.jsonl   {"messages": [...]}
+  dpo.jsonl   {"prompt": [...], "chosen": [{"role": "assistant", ...}], "rejected": [...]}
+  kto.jsonl   {"prompt": [...], "completion": [{"role": "assistant", ...}], "label": true|false}
+  heldout_sft.jsonl, heldout_dpo.jsonl, heldout_kto.jsonl (the same, for the held-out conversations)
+  manifest.json (counts, sources, dropped and why, feedback id range, KTO balance, content hash)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from trainer.cleaning import Deduper, TokenCounter, estimate_tokens, fit_prompt, message_tokens, scrub_pii
+from trainer.feedback_rows import (
+    Snapshot, arena_picks, generations_by_id, retry_links, take_snapshot, voted_generations,
+)
+from trainer.splits import conversation_key, is_heldout
+
+KINDS = ("sft", "dpo", "kto")
+FILES = KINDS + tuple(f"heldout_{k}" for k in KINDS)
+MAX_PAIRS_PER_PROMPT = 4
+BUILD_EVENT = "dataset_build"
+
+
+@dataclass
+class DatasetBuild:
+    """One dataset build: where its files are and what is in them."""
+
+    persona: str
+    build_id: str
+    out_dir: Path | None
+    paths: dict[str, Path]
+    counts: dict[str, int]
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def manifest_path(self) -> Path | None:
+        return self.out_dir / "manifest.json" if self.out_dir else None
+
+
+def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,  # noqa: ANN001
+                   count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
+                   write: bool = True) -> DatasetBuild:
+    """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
+    (default: a cheap estimate). `write=False` counts what a build would hold without writing anything."""
+    persona_cfg = settings.persona(persona)
+    cfg = settings.trainer.dataset
+    snap = take_snapshot(engine)
+    created = datetime.now(timezone.utc)
+    staging = None
+    if write:
+        root = Path(out_dir) if out_dir else settings.datasets_dir / persona
+        root.mkdir(parents=True, exist_ok=True)
+        staging = (Path(out_dir).parent if out_dir else root) / f".building-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+    sink = _Sink(staging, cfg, count_tokens or estimate_tokens, persona_cfg.system_prompt)
+    try:
+        _add_seed_examples(engine, persona, sink)
+        nets, by_prompt, fids = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink)
+        pairs = _preference_pairs(engine, persona, snap, nets, by_prompt)
+        _add_pairs(engine, pairs, cfg.heldout_fraction, sink)
+    except BaseException:
+        sink.close()
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    sink.close()
+    content_hash = sink.content_hash()
+    build_id = f"{created:%Y%m%dT%H%M%SZ}-{content_hash[:8]}"
+    manifest = {
+        "build_id": build_id,
+        "persona": persona,
+        "created_at": created.isoformat(),
+        "base_model": persona_cfg.base_model,
+        "counts": dict(sink.counts),
+        "sources": {k: dict(v) for k, v in sink.sources.items()},
+        "dropped": dict(sorted(sink.dropped.items())),
+        "kto_balance": sink.kto_balance(),
+        "feedback_id_range": [min(fids), max(fids)] if fids else None,
+        "feedback_id_max": snap.feedback_id_max,
+        "comparison_id_max": snap.comparison_id_max,
+        "tokenizer": tokenizer_name or ("estimate" if count_tokens is None else "custom"),
+        "settings": cfg.model_dump(),
+        "files": {name: f"{name}.jsonl" for name in FILES},
+        "content_hash": content_hash,
+    }
+    if not write:
+        return DatasetBuild(persona, build_id, None, {}, dict(sink.counts), manifest)
+    final = Path(out_dir) if out_dir else settings.datasets_dir / persona / build_id
+    if final.exists() and any(final.iterdir()):
+        final = final.with_name(f"{final.name}-{uuid.uuid4().hex[:4]}")
+        manifest["build_id"] = build_id = final.name
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if final.exists():
+        final.rmdir()
+    os.replace(staging, final)
+    paths = {name: final / f"{name}.jsonl" for name in FILES}
+    _record_build(engine, persona, final, manifest)
+    return DatasetBuild(persona, build_id, final, paths, dict(sink.counts), manifest)
+
+
+def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> None:
+    from storage import crud
+
+    crud.record_event(engine, kind=BUILD_EVENT, persona=persona,
+                      data={"build_id": manifest["build_id"], "path": str(path), "counts": manifest["counts"],
+                            "feedback_id_max": manifest["feedback_id_max"],
+                            "content_hash": manifest["content_hash"]})
+
+
+def _add_seed_examples(engine: Engine, persona: str, sink: "_Sink") -> None:
+    from storage import crud
+
+    for ex in crud.list_seed_examples(engine, persona=persona):
+        heldout = ex.split != "train"
+        source = f"seed:{ex.source}"
+        data = ex.data
+        if ex.kind == "sft":
+            sink.add_sft(data["messages"][:-1], data["messages"][-1], heldout, source)
+        elif ex.kind == "dpo":
+            sink.add_dpo(data["prompt"], data["chosen"], data["rejected"], heldout, source)
+        elif ex.kind == "kto":
+            sink.add_kto(data["prompt"], data["completion"], bool(data["label"]), heldout, source)
+
+
+def _unusable(status: str, finish_reason: str | None, text: str | None) -> str | None:
+    """Why a reply can never be a training example (errored, cut off, unfinished, empty), or None."""
+    if status == "error":
+        return "error"
+    if status == "cut_off" or finish_reason == "length":
+        return "cut_off"
+    if status != "ok":
+        return f"status_{status}"
+    if not (text or "").strip():
+        return "empty_reply"
+    return None
+
+
+def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: "_Sink"):
+    """SFT (net 👍, no 👎) and KTO (every voted reply, label = net 👍) in one streamed pass; returns the votes
+    per reply and the replies per prompt message, for the preference pairs."""
+    nets: dict[int, int] = {}
+    by_prompt: dict[int, list[int]] = defaultdict(list)
+    fids: list[int] = []
+    fmin = fmax = None
+    for gid, prompt, status, finish, pmid, chat_id, text, conv, ups, downs, lo, hi in \
+            voted_generations(engine, persona, snap):
+        fmin = lo if fmin is None else min(fmin, lo)
+        fmax = hi if fmax is None else max(fmax, hi)
+        reason = _unusable(status, finish, text)
+        if reason:
+            sink.drop(reason)
+            continue
+        net = ups - downs
+        heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
+        reply = {"role": "assistant", "content": text}
+        if ups > 0 and downs == 0:
+            sink.add_sft(prompt, reply, heldout, "feedback")
+        if net == 0:
+            sink.drop("kto_tied_votes")
+            continue
+        nets[gid] = net
+        sink.add_kto(prompt, [reply], net > 0, heldout, "feedback")
+        if pmid is not None:
+            by_prompt[pmid].append(gid)
+    if fmin is not None:
+        fids = [fmin, fmax]
+    return nets, by_prompt, fids
+
+
+def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
+                      by_prompt: dict[int, list[int]]) -> dict[tuple[int, int], str]:
+    """(chosen id, rejected id) -> source, from arena picks, retries and opposite votes on one prompt."""
+    pairs: dict[tuple[int, int], str] = {}
+    for _cid, winner, loser in arena_picks(engine, persona, snap):
+        pairs.setdefault((winner, loser), "arena")
+    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona):
+        n_new, n_old = nets.get(retry, 0), nets.get(original, 0)
+        if n_new > 0 and n_old <= 0:
+            pairs.setdefault((retry, original), "retry_vote")
+        elif n_old > 0 and n_new < 0:
+            pairs.setdefault((original, retry), "retry_vote")
+        elif n_new == 0 and n_old <= 0 and not retried_again and continued:
+            pairs.setdefault((retry, original), "retry_kept")
+    for gids in by_prompt.values():
+        if len(gids) < 2:
+            continue
+        liked = [g for g in gids if nets[g] > 0]
+        disliked = [g for g in gids if nets[g] < 0]
+        for pair in itertools.islice(itertools.product(liked, disliked), MAX_PAIRS_PER_PROMPT):
+            pairs.setdefault(pair, "opposite_votes")
+    return pairs
+
+
+def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: "_Sink") -> None:
+    ids = sorted({g for pair in pairs for g in pair})
+    gens = {row[0]: row[1:] for row in generations_by_id(engine, ids)}
+    for (chosen, rejected), source in sorted(pairs.items()):
+        if chosen not in gens or rejected not in gens:
+            sink.drop("pair_not_consented")
+            continue
+        c_prompt, c_status, c_finish, chat_id, c_text, conv = gens[chosen]
+        _r_prompt, r_status, r_finish, _chat, r_text, _conv = gens[rejected]
+        reason = _unusable(c_status, c_finish, c_text) or _unusable(r_status, r_finish, r_text)
+        if reason:
+            sink.drop(f"pair_{reason}")
+            continue
+        heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
+        sink.add_dpo(c_prompt, [{"role": "assistant", "content": c_text}],
+                     [{"role": "assistant", "content": r_text}], heldout, source)
+
+
+def _clean_messages(messages: list[dict], scrub: bool) -> list[dict]:
+    out = []
+    for m in messages:
+        content = str(m.get("content") or "")
+        out.append({"role": m["role"], "content": scrub_pii(content) if scrub else content})
+    return out
+
+
+class _Sink:
+    """Cleans, dedups, splits and writes examples; counts what it kept and why it dropped the rest."""
+
+    def __init__(self, out_dir: Path | None, cfg, count: TokenCounter, system_prompt: str):  # noqa: ANN001
+        self.cfg, self.count, self.system_prompt = cfg, count, system_prompt
+        self.counts: Counter = Counter({name: 0 for name in FILES})
+        self.sources: dict[str, Counter] = defaultdict(Counter)
+        self.dropped: Counter = Counter()
+        self.labels: Counter = Counter()
+        self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
+        self.hashers = {name: hashlib.sha256() for name in FILES}
+        self.files = {name: open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") for name in FILES} \
+            if out_dir else {}
+
+    def _prompt(self, prompt: list[dict]) -> list[dict]:
+        prompt = _clean_messages(prompt, self.cfg.scrub_pii)
+        if not prompt or prompt[0]["role"] != "system":
+            prompt.insert(0, {"role": "system", "content": self.system_prompt})
+        return prompt
+
+    def _completion(self, messages: list[dict]) -> list[dict] | None:
+        out = _clean_messages(messages, self.cfg.scrub_pii)
+        if sum(len(m["content"].strip()) for m in out) < max(1, self.cfg.min_reply_chars):
+            return None
+        return out
+
+    def _fit(self, prompt: list[dict], completion_tokens: int) -> list[dict] | None:
+        return fit_prompt(prompt, completion_tokens, self.cfg.max_tokens, self.count)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    def add_sft(self, prompt: list[dict], reply: dict, heldout: bool, source: str) -> None:
+        completion = self._completion([reply])
+        if completion is None:
+            return self.drop("too_short")
+        prompt = self._fit(self._prompt(prompt), message_tokens(completion, self.count))
+        if prompt is None:
+            return self.drop("too_long")
+        why = self.dedup["sft"].check(_last_user(prompt) + "\n" + completion[0]["content"])
+        if why:
+            return self.drop(f"sft_{why}")
+        self._write("sft", {"messages": prompt + completion}, heldout, source)
+
+    def add_dpo(self, prompt: list[dict], chosen: list[dict], rejected: list[dict], heldout: bool,
+                source: str) -> None:
+        chosen, rejected = self._completion(chosen), self._completion(rejected)
+        if chosen is None or rejected is None:
+            return self.drop("too_short")
+        if _text(chosen).strip() == _text(rejected).strip():
+            return self.drop("chosen_equals_rejected")
+        longest = max(message_tokens(chosen, self.count), message_tokens(rejected, self.count))
+        prompt = self._fit(self._prompt(prompt), longest)
+        if prompt is None:
+            return self.drop("too_long")
+        if self.dedup["dpo"].check(f"{_last_user(prompt)}\x00{_text(chosen)}\x00{_text(rejected)}", near=False):
+            return self.drop("dpo_duplicate")
+        self._write("dpo", {"prompt": prompt, "chosen": chosen, "rejected": rejected}, heldout, source)
+
+    def add_kto(self, prompt: list[dict], completion: list[dict], label: bool, heldout: bool, source: str) -> None:
+        completion = self._completion(completion)
+        if completion is None:
+            return self.drop("too_short")
+        prompt = self._fit(self._prompt(prompt), message_tokens(completion, self.count))
+        if prompt is None:
+            return self.drop("too_long")
+        if self.dedup["kto"].check(f"{_last_user(prompt)}\x00{_text(completion)}\x00{label}", near=False):
+            return self.drop("kto_duplicate")
+        self._write("kto", {"prompt": prompt, "completion": completion, "label": label}, heldout, source)
+        if not heldout:
+            self.labels[label] += 1
+
+    def _write(self, kind: str, row: dict, heldout: bool, source: str) -> None:
+        name = f"heldout_{kind}" if heldout else kind
+        self.counts[name] += 1
+        self.sources[name][source] += 1
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        self.hashers[name].update(line.encode())
+        if self.files:
+            self.files[name].write(line)
+
+    def kto_balance(self) -> dict:
+        good, bad = self.labels[True], self.labels[False]
+        return {"desirable": good, "undesirable": bad,
+                "desirable_share": round(good / (good + bad), 4) if good + bad else None}
+
+    def content_hash(self) -> str:
+        total = hashlib.sha256()
+        for name in FILES:
+            total.update(f"{name}:{self.hashers[name].hexdigest()}\n".encode())
+        return total.hexdigest()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _text(messages: list[dict]) -> str:
+    return "\n".join(m["content"] for m in messages)
+
+
+def _last_user(prompt: list[dict]) -> str:
+    for m in reversed(prompt):
+        if m["role"] == "user":
+            return m["content"]
+    return ""

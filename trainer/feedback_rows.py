@@ -1,0 +1,139 @@
+"""The SQL side of the dataset builder: streamed, aggregated reads of votes, retries and arena picks.
+
+Only consenting people count: a vote counts if its voter consented, and a reply is usable only if the
+person whose message it answered consented (their words are in the prompt). Rows come back in chunks,
+never as ORM objects, so a million votes stream in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+
+from storage.models import Comparison, Feedback, Generation, Message, User
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The highest feedback and comparison ids a build reads: votes arriving during a build wait for the next."""
+
+    feedback_id_max: int
+    comparison_id_max: int
+
+
+def take_snapshot(engine: Engine) -> Snapshot:
+    with engine.connect() as c:
+        f = c.execute(select(func.max(Feedback.id))).scalar() or 0
+        k = c.execute(select(func.max(Comparison.id))).scalar() or 0
+    return Snapshot(int(f), int(k))
+
+
+def _consented_prompt_author():
+    """(prompt message alias, author alias, condition): the prompt's author consented, or there is none."""
+    pm = aliased(Message, name="prompt_msg")
+    author = aliased(User, name="prompt_author")
+    return pm, author, or_(author.id.is_(None), author.consent.is_(True))
+
+
+def _vote_totals(persona: str, snap: Snapshot):
+    voter = aliased(User, name="voter")
+    return (select(Feedback.generation_id.label("gid"),
+                   func.sum(case((Feedback.value > 0, 1), else_=0)).label("ups"),
+                   func.sum(case((Feedback.value < 0, 1), else_=0)).label("downs"),
+                   func.min(Feedback.id).label("fmin"), func.max(Feedback.id).label("fmax"))
+            .join(voter, voter.id == Feedback.user_id)
+            .join(Generation, Generation.id == Feedback.generation_id)
+            .where(voter.consent.is_(True), Generation.persona == persona, Feedback.id <= snap.feedback_id_max)
+            .group_by(Feedback.generation_id)).subquery("votes")
+
+
+def voted_generations(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]:
+    """(id, prompt, status, finish_reason, prompt_message_id, chat_id, text, conversation_id, ups, downs, fmin,
+    fmax) for every reply of the persona with at least one consented vote, oldest first."""
+    votes = _vote_totals(persona, snap)
+    reply = aliased(Message, name="reply")
+    pm, author, consented = _consented_prompt_author()
+    q = (select(Generation.id, Generation.prompt, Generation.status, Generation.finish_reason,
+                Generation.prompt_message_id, Generation.chat_id, reply.text, reply.conversation_id,
+                votes.c.ups, votes.c.downs, votes.c.fmin, votes.c.fmax)
+         .join(votes, votes.c.gid == Generation.id)
+         .join(reply, reply.id == Generation.message_id)
+         .outerjoin(pm, pm.id == Generation.prompt_message_id)
+         .outerjoin(author, author.id == pm.user_id)
+         .where(Generation.persona == persona, consented)
+         .order_by(Generation.id))
+    yield from _stream(engine, q)
+
+
+def retry_links(engine: Engine, persona: str) -> Iterator[tuple]:
+    """(retry id, original id, retry status, retry finish_reason, retried again?, conversation went on after it?)
+    for every retry of the persona whose prompt author consented."""
+    reply = aliased(Message, name="reply")
+    later = aliased(Message, name="later")
+    again = aliased(Generation, name="again")
+    pm, author, consented = _consented_prompt_author()
+    retried = select(again.id).where(again.retry_of_id == Generation.id).exists()
+    continued = select(later.id).where(later.chat_id == Generation.chat_id,
+                                       later.conversation_id == reply.conversation_id,
+                                       later.role == "user", later.id > Generation.message_id).exists()
+    q = (select(Generation.id, Generation.retry_of_id, Generation.status, Generation.finish_reason,
+                retried, continued)
+         .join(reply, reply.id == Generation.message_id)
+         .outerjoin(pm, pm.id == Generation.prompt_message_id)
+         .outerjoin(author, author.id == pm.user_id)
+         .where(Generation.persona == persona, Generation.retry_of_id.is_not(None), consented)
+         .order_by(Generation.id))
+    yield from _stream(engine, q)
+
+
+def arena_picks(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]:
+    """(comparison id, winner id, loser id) for decided picks (a or b) by consenting users or anonymous visitors."""
+    picker = aliased(User, name="picker")
+    winner = case((Comparison.pick == "b", Comparison.generation_b_id), else_=Comparison.generation_a_id)
+    loser = case((Comparison.pick == "b", Comparison.generation_a_id), else_=Comparison.generation_b_id)
+    q = (select(Comparison.id, winner, loser)
+         .outerjoin(picker, picker.id == Comparison.user_id)
+         .where(Comparison.persona == persona, Comparison.pick.in_(["a", "b"]),
+                Comparison.id <= snap.comparison_id_max,
+                or_(Comparison.user_id.is_(None), picker.consent.is_(True)))
+         .order_by(Comparison.id))
+    yield from _stream(engine, q)
+
+
+def generations_by_id(engine: Engine, ids: list[int]) -> Iterator[tuple]:
+    """(id, prompt, status, finish_reason, chat_id, text, conversation_id) for the given usable generations
+    (prompt author consented), in chunks."""
+    reply = aliased(Message, name="reply")
+    pm, author, consented = _consented_prompt_author()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        q = (select(Generation.id, Generation.prompt, Generation.status, Generation.finish_reason,
+                    Generation.chat_id, reply.text, reply.conversation_id)
+             .join(reply, reply.id == Generation.message_id)
+             .outerjoin(pm, pm.id == Generation.prompt_message_id)
+             .outerjoin(author, author.id == pm.user_id)
+             .where(Generation.id.in_(chunk), consented))
+        with engine.connect() as c:
+            yield from c.execute(q)
+
+
+def consented_vote_count(engine: Engine, persona: str, *, after_feedback_id: int = 0) -> int:
+    """Votes by consenting users on the persona's replies with an id above `after_feedback_id`."""
+    q = (select(func.count()).select_from(Feedback)
+         .join(User, User.id == Feedback.user_id)
+         .join(Generation, Generation.id == Feedback.generation_id)
+         .where(and_(Generation.persona == persona, User.consent.is_(True), Feedback.id > after_feedback_id)))
+    with engine.connect() as c:
+        return int(c.execute(q).scalar() or 0)
+
+
+def _stream(engine: Engine, query) -> Iterator[tuple]:  # noqa: ANN001
+    with engine.connect() as c:
+        result = c.execution_options(stream_results=True, yield_per=CHUNK).execute(query)
+        for partition in result.partitions(CHUNK):
+            yield from partition
