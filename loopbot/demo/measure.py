@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 
-_WORD = re.compile(r"\S+")
-_SYMBOL = re.compile(r"[^A-Za-z\s.,;:!?'\"()\-]")
+from trainer.degeneracy import degeneracy_figures
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (0, 1) for n = 0."""
+    """The 95% Wilson score interval of a proportion; (0, 1) for n = 0."""
     if n <= 0:
         return 0.0, 1.0
     p = successes / n
@@ -19,15 +17,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def repetition(text: str) -> float:
-    """Share of word 3-grams that repeat an earlier 3-gram of the same reply (0 = none, near 1 = a loop)."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-    if not grams:
-        return 0.0
-    return 1 - len(set(grams)) / len(grams)
 
 
 @dataclass(frozen=True)
@@ -55,29 +44,34 @@ class Measurement:
 
 def measure(label: str, served: str, replies: list[tuple[str, bool, bool]]) -> Measurement:
     """replies: (text, cut off at the token limit?, liked?) for each first answer of the round."""
-    n = len(replies)
     likes = sum(1 for _, _, liked in replies if liked)
-    low, high = wilson_interval(likes, n)
-    words = [len(_WORD.findall(text)) for text, _, _ in replies]
-    total_words = max(1, sum(words))
-    symbols = sum(len(_SYMBOL.findall(text)) for text, _, _ in replies)
-    return Measurement(
-        label=label, served=served, likes=likes, votes=n, low=low, high=high,
-        words_per_reply=sum(words) / n if n else 0.0,
-        cut_off_rate=sum(1 for _, cut, _ in replies if cut) / n if n else 0.0,
-        repetition=sum(repetition(text) for text, _, _ in replies) / n if n else 0.0,
-        symbols_per_word=symbols / total_words,
-    )
+    low, high = wilson_interval(likes, len(replies))
+    figures = degeneracy_figures([text for text, _, _ in replies],
+                                 ["length" if cut else "stop" for _, cut, _ in replies])
+    return Measurement(label=label, served=served, likes=likes, votes=len(replies), low=low, high=high,
+                       words_per_reply=figures["words_per_reply"], cut_off_rate=figures["cutoff_rate"],
+                       repetition=figures["repeated_ngram_rate"], symbols_per_word=figures["symbols_per_word"])
 
 
 @dataclass(frozen=True)
 class Band:
-    """How far the degeneracy figures may drift from the base model's (the gate's own limits)."""
+    """How far the degeneracy figures may drift from the base model's (by default the gate's own limits)."""
 
     max_words_ratio: float = 1.5
     max_cutoff_rise: float = 0.10
     max_repetition_rise: float = 0.10
     max_symbols_ratio: float = 1.5
+
+    @classmethod
+    def from_gate(cls, gate) -> Band:
+        """The band of `[trainer.gate]` (GateSettings)."""
+        return cls(gate.max_words_ratio, gate.max_cutoff_rate_rise, gate.max_repetition_rise,
+                   gate.max_symbols_per_word_ratio)
+
+    def describe(self) -> str:
+        return (f"words per reply within {1 / self.max_words_ratio:.2f}-{self.max_words_ratio:.2f}x of the base model's, "
+                f"cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and +{self.max_repetition_rise:.0%}, "
+                f"symbols per word at most {self.max_symbols_ratio:.2f}x")
 
     def violations(self, base: Measurement, now: Measurement) -> list[str]:
         """Plain-language reasons `now` left the band around `base`; empty when within it."""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loopbot.demo.measure import Band, measure, repetition, wilson_interval
+from loopbot.demo.measure import Band, measure, wilson_interval
 
 
 def test_wilson_interval_matches_known_values():
@@ -18,7 +18,6 @@ def test_degeneracy_figures_catch_digit_cramming_loops_and_cut_offs():
                                     ("You should sleep well and eat carbs.", False, True)])
     assert base.rate == 0.5 and base.words_per_reply == pytest.approx(7.5)
     assert Band().violations(base, base) == []
-    gamed = measure("v1", "coach-v1", [("5 10 15 20 km 5 10 15 20 km 5 10 15 20 km", True, True)] * 2)
+    gamed = measure("v1", "coach-v1", [("5 10 15 20 km, 5 10 15 20 km! 5 10 15 20 km", True, True)] * 2)
     reasons = " ".join(Band().violations(base, gamed))
     assert "cut off 100%" in reasons and "repetition" in reasons and "symbols per word" in reasons
-    assert repetition("a b c a b c a b c") > 0.5 and repetition("one two three four") == 0
