@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import os
 
@@ -45,22 +44,14 @@ def _registry():
         return None
 
 
-async def _call(fn, **kwargs):
-    params = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in kwargs.items() if k in params}
-    result = fn(**kwargs)
-    return await result if inspect.isawaitable(result) else result
-
-
 async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:  # noqa: ANN001
-    """Make `version` live; returns a sentence for the page."""
+    """Make `version` live (hot swap in this process's router when it runs one, then the database)."""
     engine = loopbot.engine
     if crud.get_adapter(engine, persona=persona, version=version) is None:
         raise LookupError(f"{persona} has no version {version}")
     registry = _registry()
-    if registry is not None and hasattr(registry, "promote"):
-        await _call(registry.promote, loopbot=loopbot, engine=engine, settings=loopbot.settings, persona=persona,
-                    version=version, reason=reason)
+    if registry is not None:
+        await registry.promote(loopbot, persona, version, reason=reason)
     else:
         crud.activate_adapter(engine, persona=persona, version=version, reason=reason)
     return f"{persona}-v{version} is live"
@@ -81,13 +72,12 @@ def rollback_target(engine, *, persona: str) -> int | None:  # noqa: ANN001
 
 
 async def rollback(loopbot, *, persona: str, reason: str) -> str:  # noqa: ANN001
-    """Put the previous version back (the live one becomes rolled_back); returns a sentence for the page."""
+    """Put the version `rollback_target` names back (the live one becomes rolled_back)."""
     engine = loopbot.engine
     target = rollback_target(engine, persona=persona)
     registry = _registry()
-    if registry is not None and hasattr(registry, "rollback"):
-        await _call(registry.rollback, loopbot=loopbot, engine=engine, settings=loopbot.settings, persona=persona,
-                    reason=reason, to_version=target)
+    if registry is not None:
+        await registry.rollback(loopbot, persona, reason=reason, to_version=target, to_base=target is None)
     else:
         crud.activate_adapter(engine, persona=persona, version=target, previous_status="rolled_back", reason=reason)
     return f"rolled back {persona} to {f'v{target}' if target is not None else 'the base model'}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from storage import crud
 
 
@@ -20,17 +22,27 @@ def reply(engine, *, persona: str, prompt: str, text: str, version: str | None, 
     return gen.id
 
 
-def arena_world(engine, *, persona: str = "coach", prompts: int = 3) -> dict[str, list[int]]:
+def adapter_dir(loopbot, persona: str, version: int) -> str:
+    """<data_dir>/adapters/<persona>/v<version>/ with an adapter_config.json (what the registry checks for)."""
+    root = loopbot.settings.adapters_dir / persona / f"v{version}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    return str(root)
+
+
+def arena_world(loopbot, *, persona: str = "coach", prompts: int = 3) -> dict[str, list[int]]:
     """`prompts` prompts, each answered by base, v1 and v2; v1 retired, v2 live. Returns {version: [gen ids]}."""
-    crud.create_adapter(engine, persona=persona, version=1, base_model="tiny", path="/tmp/a1")
-    crud.create_adapter(engine, persona=persona, version=2, base_model="tiny", path="/tmp/a2", parent_version=1)
+    engine = loopbot.engine
+    crud.create_adapter(engine, persona=persona, version=1, base_model="tiny", path=adapter_dir(loopbot, persona, 1))
+    crud.create_adapter(engine, persona=persona, version=2, base_model="tiny", path=adapter_dir(loopbot, persona, 2),
+                        parent_version=1)
     crud.activate_adapter(engine, persona=persona, version=1)
     crud.activate_adapter(engine, persona=persona, version=2)
     gens: dict[str, list[int]] = {"base": [], f"{persona}-v1": [], f"{persona}-v2": []}
     for i in range(prompts):
         prompt = f"How should I pace long run number {i}?"
-        for version in gens:
+        for style, version in zip(("Run easy", "Start slow", "Keep it steady"), gens):
             gens[version].append(reply(engine, persona=persona, prompt=prompt, user=f"u{i}",
-                                       text=f"{version} says: run easy, then faster (#{i}).",
+                                       text=f"{style}, then faster (#{i}).",
                                        version=None if version == "base" else version))
     return gens

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
+from loopbot.errors import LoopbotError
 from storage import crud
 from web import admin
 from web.app import page
@@ -79,7 +80,7 @@ def _persona_view(eng, persona: str) -> dict:
             "runs": crud.list_training_runs(eng, persona=persona, limit=10),
             "thumbs": thumbs_by_version(eng, persona=persona),
             "chart": rate_svg(thumbs_by_day(eng, persona=persona)), "rollback_to": rollback_to,
-            "events": recent_events(eng, persona=persona, kinds=("activate", "swap", "rollback"), limit=8)}
+            "events": recent_events(eng, persona=persona, kinds=("promote", "rollback", "swap", "watch"), limit=8)}
 
 
 @router.get("/admin")
@@ -107,6 +108,8 @@ async def promote(request: Request, persona: str, version: int = Form(...), csrf
                                    reason="promoted from the admin dashboard")
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
+    except LoopbotError as e:  # e.g. its files are missing, or it was rolled back before
+        raise HTTPException(409, str(e)) from None
     return page(request, "admin_done.html", message=done, persona=persona)
 
 
@@ -124,6 +127,9 @@ async def rollback(request: Request, persona: str, csrf: str = Form(""), confirm
         to = f"{persona}-v{target}" if target is not None else "the base model"
         return page(request, "admin_confirm.html", action="rollback", persona=persona, version=None, csrf=csrf,
                     question=f"Roll {persona} back to {to}? The live version will be marked rolled_back.")
-    done = await admin.rollback(request.app.state.loopbot, persona=persona,
-                                reason="rolled back from the admin dashboard")
+    try:
+        done = await admin.rollback(request.app.state.loopbot, persona=persona,
+                                    reason="rolled back from the admin dashboard")
+    except (LookupError, LoopbotError) as e:
+        raise HTTPException(409, str(e)) from None
     return page(request, "admin_done.html", message=done, persona=persona)

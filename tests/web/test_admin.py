@@ -1,0 +1,124 @@
+"""The admin dashboard: closed without the token, and promote / roll back with a confirmation step."""
+
+from __future__ import annotations
+
+import shutil
+
+from fastapi.testclient import TestClient
+
+from storage import crud
+from tests.web.conftest import ADMIN_TOKEN
+from tests.web.forms import hidden_fields
+from tests.web.seed import arena_world
+from web.app import create_app
+
+
+def _login(client, token=ADMIN_TOKEN):
+    return client.post("/admin/login", data={"token": token}, follow_redirects=False)
+
+
+def test_admin_refuses_without_a_token(client, loopbot):
+    arena_world(loopbot)
+    r = client.get("/admin")
+    assert r.status_code == 401 and "coach-v2" not in r.text and 'name="token"' in r.text
+    r = client.post("/admin/coach/rollback", data={"confirm": "yes"})
+    assert r.status_code == 401
+    assert crud.active_adapter(loopbot.engine, persona="coach").version == 2
+
+
+def test_admin_refuses_a_wrong_token(client, loopbot):
+    arena_world(loopbot)
+    r = _login(client, "wrong-token")
+    assert r.status_code == 401 and "wrong token" in r.text and "loopbot_admin" not in r.cookies
+    assert client.get("/admin").status_code == 401
+    bearer = client.get("/admin", headers={"authorization": "Bearer wrong-token"})
+    assert bearer.status_code == 401
+    forged = client.get("/admin", cookies={"loopbot_admin": "99999999999.x.forged"})
+    assert forged.status_code == 401
+
+
+def test_admin_is_closed_when_the_token_variable_is_unset(loopbot, monkeypatch):
+    monkeypatch.delenv(loopbot.settings.web.admin_token_env, raising=False)
+    with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as c:
+        r = c.get("/admin")
+        assert r.status_code == 503 and "LOOPBOT_ADMIN_TOKEN" in r.text
+        assert _login(c, "").status_code == 503
+        assert _login(c, "anything").status_code == 503
+
+
+def test_a_session_ends_when_the_token_changes(client, loopbot, monkeypatch):
+    assert _login(client).status_code == 303
+    assert client.get("/admin").status_code == 200
+    monkeypatch.setenv(loopbot.settings.web.admin_token_env, "a-new-token-after-a-leak")
+    assert client.get("/admin").status_code == 401
+
+
+def test_dashboard_shows_live_version_lineage_runs_and_consent_counts(client, loopbot):
+    eng = loopbot.engine
+    arena_world(loopbot)
+    run = crud.start_training_run(eng, persona="coach", trigger="cron", method="sft+dpo")
+    crud.add_run_step(eng, run_id=run.id, step="gate", outcome="failed", reason="perplexity rose 25%")
+    crud.finish_training_run(eng, run_id=run.id, status="rejected", metrics={"heldout_ppl": 12.5},
+                             dataset_sizes={"sft": 40, "dpo": 9}, candidate_version=3)
+    user = crud.get_or_create_user(eng, platform="telegram", platform_user_id="u0")
+    crud.set_consent(eng, user_id=user.id, consent=False)
+    crud.forget_user(eng, user_id=user.id)
+    assert _login(client).status_code == 303
+    page = client.get("/admin").text
+    coach = page.split('id="coach"')[1].split('<section class="persona"')[0]
+    assert '<strong class="live-version">coach-v2</strong>' in coach
+    assert "Roll back to v1" in coach
+    assert "gate: failed (perplexity rose 25%)" in coach and "heldout_ppl=12.5" in coach and "dpo 9" in coach
+    assert "coach-v1" in coach and "retired" in coach
+    assert "consent withdrawn: <strong>1</strong>" in page and "forget requests: <strong>1</strong>" in page
+
+
+def test_rollback_asks_for_confirmation_then_restores_the_previous_version(client, loopbot):
+    arena_world(loopbot)
+    _login(client)
+    form = hidden_fields(client.get("/admin").text, "/admin/coach/rollback")
+    ask = client.post("/admin/coach/rollback", data=form)
+    assert ask.status_code == 200 and "Roll coach back to coach-v1?" in ask.text
+    assert crud.active_adapter(loopbot.engine, persona="coach").version == 2  # nothing changed yet
+    done = client.post("/admin/coach/rollback", data=hidden_fields(ask.text))
+    assert done.status_code == 200 and "rolled back coach to v1" in done.text
+    assert crud.active_adapter(loopbot.engine, persona="coach").version == 1
+    assert crud.get_adapter(loopbot.engine, persona="coach", version=2).status == "rolled_back"
+
+
+def test_promote_needs_the_form_token_and_confirmation(client, loopbot):
+    arena_world(loopbot)
+    _login(client)
+    r = client.post("/admin/coach/promote", data={"version": "1", "confirm": "yes"})
+    assert r.status_code == 403
+    form = hidden_fields(client.get("/admin").text, "/admin/coach/promote")
+    assert form["version"] == "1"
+    ask = client.post("/admin/coach/promote", data=form)
+    assert "Make coach-v1 the live version" in ask.text
+    done = client.post("/admin/coach/promote", data=hidden_fields(ask.text))
+    assert done.status_code == 200 and "coach-v1 is live" in done.text
+    assert crud.active_adapter(loopbot.engine, persona="coach").version == 1
+
+
+def test_rollback_with_nothing_live_says_so(client):
+    _login(client)
+    page = client.get("/admin").text
+    assert "Roll back to" not in page  # no button while the base model answers
+    csrf = client.app.state.signer.csrf_token("admin:" + client.cookies.get("loopbot_admin"))
+    r = client.post("/admin/coach/rollback", data={"csrf": csrf, "confirm": "yes"})
+    assert r.status_code == 409 and "nothing to roll back" in r.text
+
+
+def test_promote_refuses_a_version_whose_files_are_gone(client, loopbot):
+    arena_world(loopbot)
+    shutil.rmtree(loopbot.settings.adapters_dir / "coach" / "v1")
+    _login(client)
+    csrf = hidden_fields(client.get("/admin").text, "/admin/coach/promote")["csrf"]
+    r = client.post("/admin/coach/promote", data={"csrf": csrf, "version": "1", "confirm": "yes"})
+    assert r.status_code == 409 and "no adapter files" in r.text
+    assert crud.active_adapter(loopbot.engine, persona="coach").version == 2
+
+
+def test_login_attempts_are_rate_limited(client):
+    codes = [_login(client, f"guess-{i}").status_code for i in range(12)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
