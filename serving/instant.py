@@ -20,10 +20,11 @@ def echo_script(messages: list[dict], adapter: str | None) -> str:
 
 class InstantBackend:
     """Replies come from `script(messages, adapter)` (a string, or a ServingError instance to raise),
-    split into `chunk_chars` pieces with `delay_s` between them; `max_tokens` counts words."""
+    split into `chunk_chars` pieces with `delay_s` (seconds, or a function of the messages) between them;
+    `max_tokens` counts words."""
 
-    def __init__(self, script: Script = echo_script, *, chunk_chars: int = 8, delay_s: float = 0.0,
-                 name: str = "instant"):
+    def __init__(self, script: Script = echo_script, *, chunk_chars: int = 8,
+                 delay_s: float | Callable[[list[dict]], float] = 0.0, name: str = "instant"):
         self.name = name
         self.script = script
         self.chunk_chars = max(1, chunk_chars)
@@ -44,9 +45,10 @@ class InstantBackend:
         if len(words) > sampling.max_tokens:
             reply, finish = " ".join(words[:sampling.max_tokens]), "length"
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        delay = self.delay_s(messages) if callable(self.delay_s) else self.delay_s
         for i in range(0, len(reply), self.chunk_chars):
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
+            if delay:
+                await asyncio.sleep(delay)
             yield TextChunk(reply[i:i + self.chunk_chars])
         yield Finished(finish, prompt_tokens, min(len(words), sampling.max_tokens), adapter or "base")
 

@@ -1,0 +1,158 @@
+"""Showing a reply stream on a chat platform: split at the platform's limit, edit in place at most once per
+interval, never repeat an identical edit, and always deliver the final state (with its buttons)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.messages import Button, Reply
+
+log = logging.getLogger(__name__)
+
+
+class RateLimited(Exception):
+    """The platform asked us to wait `retry_after` seconds."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Sink(Protocol):
+    """One chat on one platform. `send` returns the new message's id; both raise RateLimited when told to wait."""
+
+    limit: int
+
+    async def send(self, text: str, buttons: list[list[Button]], plain: bool) -> str: ...
+
+    async def edit(self, message_id: str, text: str, buttons: list[list[Button]], plain: bool) -> None: ...
+
+    async def typing(self) -> None: ...
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at a paragraph, line, sentence or word boundary when possible."""
+    text = text or "…"
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"))
+        if cut < limit // 2:
+            cut = max(window.rfind(". "), window.rfind(" "))
+        cut = cut + 1 if cut >= limit // 2 else limit
+        parts.append(text[:cut].rstrip() or text[:cut])
+        text = text[cut:].lstrip() or "…"
+    parts.append(text)
+    return parts
+
+
+_CODE_BLOCK = re.compile(r"```(?:[\w+-]*\n)?(.+?)```", re.S)
+_CODE = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", re.S)
+
+
+def markdown_to_html(text: str) -> str:
+    """The Markdown a model writes (**bold**, `code`, ```blocks```) as Telegram HTML; everything else escaped."""
+    out = html.escape(text, quote=False)
+    out = _CODE_BLOCK.sub(lambda m: f"<pre>{m.group(1)}</pre>", out)
+    out = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", out)
+    return _BOLD.sub(lambda m: f"<b>{m.group(1)}</b>", out)
+
+
+@dataclass
+class _Shown:
+    ids: list[str] = field(default_factory=list)
+    states: list[tuple] = field(default_factory=list)  # what each message shows now: (text, buttons, plain)
+    last_change: float = 0.0
+    blocked_until: float = 0.0
+
+
+class Renderer:
+    """Consume a reply stream and show it through a sink. Calls `on_final(reply, platform_message_id)` once the
+    final state of each outgoing message is on screen (the id is the message that carries the buttons)."""
+
+    def __init__(self, sink: Sink, *, interval_s: float, on_final=None, typing_after_s: float = 0.3,
+                 final_attempts: int = 5, clock=time.monotonic):
+        self.sink = sink
+        self.interval_s = interval_s
+        self.on_final = on_final
+        self.typing_after_s = typing_after_s
+        self.final_attempts = final_attempts
+        self.clock = clock
+        self.edits = 0
+
+    async def run(self, replies: AsyncIterator[Reply]) -> None:
+        start = self.clock()
+        shown: dict[int, _Shown] = {}
+        pending: dict[int, Reply] = {}
+        typing = asyncio.create_task(self._typing_later()) if self.typing_after_s >= 0 else None
+        try:
+            async for reply in replies:
+                st = shown.setdefault(reply.key, _Shown(last_change=start))
+                now = self.clock()
+                if not reply.final and (now - st.last_change < self.interval_s or now < st.blocked_until):
+                    pending[reply.key] = reply
+                    continue
+                pending.pop(reply.key, None)
+                if typing:
+                    typing.cancel()
+                await self._show(st, reply)
+            for key, reply in pending.items():  # a stream that ended without a final state
+                await self._show(shown[key], reply)
+        finally:
+            if typing:
+                typing.cancel()
+
+    async def _typing_later(self) -> None:
+        await asyncio.sleep(self.typing_after_s)
+        try:
+            await self.sink.typing()
+        except Exception:  # noqa: BLE001 - a missing typing indicator is harmless
+            log.debug("typing indicator failed", exc_info=True)
+
+    async def _show(self, st: _Shown, reply: Reply) -> None:
+        parts = split_text(reply.text, self.sink.limit)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            state = (part, reply.buttons if (reply.final and last) else [], reply.plain or not reply.final)
+            if i < len(st.ids) and st.states[i] == state:
+                continue
+            try:
+                await self._deliver(st, i, state, final=reply.final)
+            except RateLimited as e:
+                st.blocked_until = self.clock() + e.retry_after
+                if not reply.final:
+                    return  # an intermediate state can be skipped; the next one will catch up
+                raise
+        st.last_change = self.clock()
+        if reply.final and self.on_final and st.ids:
+            self.on_final(reply, st.ids[len(parts) - 1])
+
+    async def _deliver(self, st: _Shown, i: int, state: tuple, *, final: bool) -> None:
+        attempts = self.final_attempts if final else 1
+        for attempt in range(attempts):
+            wait = st.blocked_until - self.clock()
+            if wait > 0:  # the platform told us to wait: a final state waits, an intermediate one is skipped
+                if not final:
+                    raise RateLimited(wait)
+                await asyncio.sleep(wait)
+            try:
+                if i < len(st.ids):
+                    await self.sink.edit(st.ids[i], *state)
+                    self.edits += 1
+                    st.states[i] = state
+                else:
+                    st.ids.append(await self.sink.send(*state))
+                    st.states.append(state)
+                return
+            except RateLimited as e:
+                st.blocked_until = self.clock() + e.retry_after
+                if attempt == attempts - 1:
+                    raise

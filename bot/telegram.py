@@ -1,0 +1,229 @@
+"""The Telegram adapter (python-telegram-bot 22): the only module that imports `telegram`. It translates updates
+into the chat core's Incoming / Press / Reaction and renders the core's reply streams as throttled edits."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlparse
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    MessageReactionHandler,
+    filters,
+)
+
+from bot.chat import ChatService
+from bot.commands import COMMANDS
+from bot.messages import Button, Incoming, Press, Reaction
+from bot.render import RateLimited, Renderer, markdown_to_html
+from loopbot.settings import TelegramSettings
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
+NON_TEXT_KINDS = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
+                  "location", "contact", "poll", "dice", "venue")
+EXPIRED = "This button has expired."
+
+
+def keyboard(rows: list[list[Button]] | None) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows])
+
+
+def _seconds(e: RetryAfter) -> float:
+    value = e.retry_after
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+
+
+class TelegramSink:
+    """One Telegram chat as a render.Sink: HTML formatting with a plain-text fallback, RetryAfter as RateLimited."""
+
+    limit = 4096
+
+    def __init__(self, bot, chat_id: int, *, reply_to: int | None = None):
+        self.bot = bot
+        self.chat_id = chat_id
+        self.reply_to = reply_to
+
+    async def send(self, text: str, buttons: list[list[Button]], plain: bool) -> str:
+        extra = {}
+        if self.reply_to is not None:
+            extra["reply_parameters"] = ReplyParameters(self.reply_to, allow_sending_without_reply=True)
+            self.reply_to = None  # only the first message of a reply answers the user's message
+        msg = await self._formatted(self.bot.send_message, text, plain, chat_id=self.chat_id,
+                                    reply_markup=keyboard(buttons), **extra)
+        return str(msg.message_id)
+
+    async def edit(self, message_id: str, text: str, buttons: list[list[Button]], plain: bool) -> None:
+        try:
+            await self._formatted(self.bot.edit_message_text, text, plain, chat_id=self.chat_id,
+                                  message_id=int(message_id), reply_markup=keyboard(buttons))
+        except BadRequest as e:
+            if "not modified" not in str(e).lower():
+                raise
+
+    async def typing(self) -> None:
+        await self.bot.send_chat_action(chat_id=self.chat_id, action="typing")
+
+    async def _formatted(self, method, text: str, plain: bool, **kw):
+        formatted = None if plain else markdown_to_html(text)
+        try:
+            if formatted is not None and formatted != text:
+                try:
+                    return await method(text=formatted, parse_mode=ParseMode.HTML, **kw)
+                except BadRequest as e:
+                    if "parse entities" not in str(e).lower():
+                        raise
+                    log.info("Telegram refused the formatting (%s); sending plain text", e)
+            return await method(text=text, **kw)
+        except RetryAfter as e:
+            raise RateLimited(_seconds(e)) from None
+
+
+class TelegramBot:
+    """Build, start and stop the python-telegram-bot Application that serves one ChatService."""
+
+    def __init__(self, service: ChatService, settings: TelegramSettings, token: str, *,
+                 webhook_secret: str | None = None, poll_timeout_s: int = 10):
+        self.service = service
+        self.settings = settings
+        self.token = token
+        self.webhook_secret = webhook_secret
+        self.poll_timeout_s = poll_timeout_s
+        self.app: Application | None = None
+
+    def build(self) -> Application:
+        app = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
+               .base_file_url(self.settings.base_file_url).concurrent_updates(True).build())
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
+        app.add_handler(CallbackQueryHandler(self.on_press))
+        app.add_handler(MessageReactionHandler(self.on_reaction))
+        app.add_error_handler(self.on_error)
+        self.app = app
+        return app
+
+    async def start(self) -> None:
+        app = self.app or self.build()
+        await app.initialize()
+        await app.start()
+        try:
+            await app.bot.set_my_commands([BotCommand(n, d) for n, (d, admin) in COMMANDS.items() if not admin])
+        except TelegramError as e:
+            log.warning("could not set the command menu: %s", e)
+        if self.settings.mode == "webhook":
+            url = self.settings.webhook_url or ""
+            await app.updater.start_webhook(listen=self.settings.webhook_listen, port=self.settings.webhook_port,
+                                            url_path=urlparse(url).path.lstrip("/"), webhook_url=url,
+                                            secret_token=self.webhook_secret, allowed_updates=ALLOWED_UPDATES)
+        else:
+            await app.updater.start_polling(poll_interval=0, timeout=self.poll_timeout_s,
+                                            allowed_updates=ALLOWED_UPDATES)
+        log.info("Telegram bot @%s running (%s)", app.bot.username, self.settings.mode)
+
+    async def stop(self) -> None:
+        app = self.app
+        if app is None:
+            return
+        if app.updater and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    # ---- updates -----------------------------------------------------------------------------------------------
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.message
+        if msg is None or msg.from_user is None:
+            return
+        inc = self.incoming(msg, context.bot)
+        if inc is None:
+            return
+        sink = TelegramSink(context.bot, msg.chat.id, reply_to=msg.message_id if inc.chat_type != "private" else None)
+        await self._render(sink, self.service.handle(inc))
+
+    def incoming(self, msg: Message, bot) -> Incoming | None:
+        private = msg.chat.type == "private"
+        text = msg.text
+        kind = "text"
+        if text is None:
+            kind = next((k for k in NON_TEXT_KINDS if getattr(msg, k, None)), "")
+            if not kind:
+                return None  # a service message (someone joined, a title changed ...)
+        return Incoming(platform="telegram", chat_id=str(msg.chat.id), user_id=str(msg.from_user.id), text=text,
+                        chat_type="private" if private else "group", user_name=msg.from_user.full_name or "",
+                        message_id=str(msg.message_id),
+                        reply_to_message_id=str(msg.reply_to_message.message_id) if msg.reply_to_message else None,
+                        addressed=private or self._addressed(msg, bot), kind=kind)
+
+    @staticmethod
+    def _addressed(msg: Message, bot) -> bool:
+        """In a group: a command (for us or for every bot), a mention of us, or a reply to one of our messages."""
+        text = msg.text or msg.caption or ""
+        username = (bot.username or "").lower()
+        if text.startswith("/"):
+            target = text.split(None, 1)[0].partition("@")[2].lower()
+            return not target or target == username
+        if username and f"@{username}" in text.lower():
+            return True
+        replied = msg.reply_to_message
+        return bool(replied and replied.from_user and replied.from_user.id == bot.id)
+
+    async def on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        message = query.message
+        if message is None:
+            await query.answer(EXPIRED)
+            return
+        press = Press(platform="telegram", chat_id=str(message.chat.id), user_id=str(query.from_user.id),
+                      data=query.data or "", user_name=query.from_user.full_name or "",
+                      chat_type="private" if message.chat.type == "private" else "group",
+                      message_id=str(message.message_id))
+        try:
+            outcome = await self.service.press(press)
+        except Exception:
+            log.exception("button press failed")
+            await query.answer("Sorry, something went wrong. Please try again.")
+            return
+        await query.answer(outcome.answer[:190])
+        try:
+            if outcome.edit_text is not None:
+                await query.edit_message_text(outcome.edit_text, reply_markup=keyboard(outcome.buttons))
+            elif outcome.buttons is not None:
+                await query.edit_message_reply_markup(keyboard(outcome.buttons))
+        except BadRequest as e:
+            if "not modified" not in str(e).lower():
+                log.warning("could not update the pressed message: %s", e)
+        except RetryAfter:
+            log.info("rate limited while updating buttons; the vote is stored")
+        if outcome.replies is not None:
+            await self._render(TelegramSink(context.bot, message.chat.id), outcome.replies)
+
+    async def on_reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        r = update.message_reaction
+        if r is None or r.user is None:
+            return  # anonymous (an admin posting as the group): not a person's vote
+        emoji = tuple(x.emoji for x in r.new_reaction if getattr(x, "emoji", None))
+        self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
+                                       message_id=str(r.message_id), emoji=emoji, user_name=r.user.full_name or ""))
+
+    async def _render(self, sink: TelegramSink, replies) -> None:
+        renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
+        try:
+            await renderer.run(replies)
+        except RateLimited as e:
+            log.warning("Telegram kept rate limiting chat %s (%s); the reply is stored", sink.chat_id, e)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("error while handling a Telegram update", exc_info=context.error)
