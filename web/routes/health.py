@@ -57,7 +57,9 @@ async def readyz(request: Request):
             if healthy:
                 loaded = {a.name for a in await asyncio.wait_for(backend.list_adapters(), timeout=5)}
                 missing = sorted(set(live) - loaded)
-                checks["adapters"] = {"ok": not missing, "live": sorted(live), "missing": missing}
+                problems = dict(getattr(vars(loopbot).get("router"), "problems", {}) or {})
+                checks["adapters"] = {"ok": not missing and not problems, "live": sorted(live), "missing": missing,
+                                      **({"problems": problems} if problems else {})}
         except Exception as e:  # noqa: BLE001
             checks["serving"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     ok = all(c["ok"] for c in checks.values())
