@@ -73,12 +73,14 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model_path: str | Path, *, model_name: str | None = None, tokenizer: str | Path | None = None,
+    def __init__(self, model_path: str | Path | Callable[[], str | Path], *, model_name: str | None = None,
+                 tokenizer: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto", max_batch_size: int = 8, batch_wait_ms: float = 5.0,
                  threads: int | None = None, max_context: int = 2048):
-        self.model_path = str(model_path)
+        self._model_path = model_path  # a callable is resolved by the worker (e.g. a first-use conversion)
+        self.model_path = "(resolved on first use)" if callable(model_path) else str(model_path)
         self.model_name = model_name or Path(self.model_path).name
-        self.tokenizer_path = str(tokenizer) if tokenizer else self.model_path
+        self.tokenizer_path = str(tokenizer) if tokenizer else None
         self.device_setting = device
         self.dtype_setting = dtype
         self.max_batch_size = max_batch_size
@@ -232,6 +234,10 @@ class LocalBackend:
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        if callable(self._model_path):
+            self.model_path = str(self._model_path())
+        else:
+            self.model_path = str(self._model_path)
         device = self.device_setting
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -239,7 +245,7 @@ class LocalBackend:
             dtype = torch.float32 if device == "cpu" else "auto"
         else:
             dtype = getattr(torch, self.dtype_setting)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path or self.model_path)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(device).eval()
         self.device = device
         gen = self.model.generation_config

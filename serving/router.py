@@ -45,10 +45,12 @@ class Router:
 
     def __init__(self, backend: Backend, *, routes: dict[str, tuple[str, str] | None] | None = None,
                  unload_grace_s: float = 30.0, smoke_messages: list[dict] | None = None,
-                 smoke_max_tokens: int = 8, smoke_timeout_s: float = 120.0):
+                 smoke_prompts: dict[str, list[str]] | None = None, smoke_max_tokens: int = 8,
+                 smoke_timeout_s: float = 120.0):
         self.backend = backend
         self.unload_grace_s = unload_grace_s
         self.smoke_messages = smoke_messages or SMOKE_MESSAGES
+        self.smoke_prompts = smoke_prompts or {}  # persona -> prompts; the first one smoke-tests its new versions
         self.smoke_max_tokens = smoke_max_tokens
         self.smoke_timeout_s = smoke_timeout_s
         self._routes: dict[str, str | None] = {}
@@ -104,11 +106,13 @@ class Router:
     async def _loaded(self) -> set[str]:
         return {a.name for a in await self.backend.list_adapters()}
 
-    async def smoke_test(self, name: str | None) -> str:
+    async def smoke_test(self, name: str | None, persona: str | None = None) -> str:
         """A short greedy generation with `name`; raises if it errors (an empty reply is allowed)."""
         sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=self.smoke_max_tokens, seed=0)
+        prompts = self.smoke_prompts.get(persona or "") or []
+        messages = [{"role": "user", "content": prompts[0]}] if prompts else self.smoke_messages
         async with asyncio.timeout(self.smoke_timeout_s):
-            text, _ = await complete(self.backend, self.smoke_messages, adapter=name, sampling=sampling)
+            text, _ = await complete(self.backend, messages, adapter=name, sampling=sampling)
         return text
 
     async def swap(self, persona: str, name: str | None, path: str | None = None) -> SwapResult:
@@ -136,7 +140,7 @@ class Router:
                         raise SwapFailed(f"{persona}: loading {name} from {path} failed ({e}); "
                                          f"{persona} stays on {where}") from e
                 try:
-                    smoke = await self.smoke_test(name)
+                    smoke = await self.smoke_test(name, persona)
                 except (ServingError, TimeoutError) as e:
                     with contextlib.suppress(ServingError):
                         await self.backend.unload_adapter(name)
