@@ -26,6 +26,20 @@ class Loopbot:
             upgrade(engine)
         return engine
 
+    @cached_property
+    def backend(self):
+        """The configured serving backend (serving.backend): local, vllm or mistral."""
+        from serving.factory import build_backend
+
+        return build_backend(self.settings)
+
+    @cached_property
+    def router(self):
+        """persona -> live adapter, initialised from the database's active adapters (loaded on first use)."""
+        from serving.factory import build_router
+
+        return build_router(self.settings, self.backend, self.engine)
+
     def data_path(self, *parts: str) -> Path:
         path = self.settings.data_dir.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
