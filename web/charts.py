@@ -49,7 +49,7 @@ def rate_svg(days: dict[date, tuple[int, int]], *, width: int = 640, height: int
     most = max(up + down for _, (up, down) in items)
 
     def x(i: int) -> float:
-        return left + (i / max(n - 1, 1)) * (width - left - pad)
+        return left + ((i / (n - 1)) if n > 1 else 0.5) * (width - left - pad)
 
     def y(rate: float) -> float:
         return pad + (1 - rate) * (height - 2 * pad)
