@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class RateLimiter:
         if self._running[key] >= self.concurrent:
             return "I'm still answering your previous message. Please wait for it to finish."
         if len(times) >= self.messages_per_minute:
-            wait = max(1, int(60 - (now - times[0])) + 1)
+            wait = max(1, math.ceil(60 - (now - times[0])))
             return (f"You're sending messages faster than I can answer ({self.messages_per_minute} a minute). "
                     f"Please wait about {wait} s.")
         times.append(now)

@@ -143,7 +143,7 @@ class ChatService:
                        conversation_id: str, retry_of_id: int | None = None, key: int = 0) -> AsyncIterator[Reply]:
         """Stream one reply (or, with probability arena_rate, two candidates A/B) and store it."""
         try:
-            live = await resolve(self.router.route(persona))
+            live = await self.live_version(persona)
         except ServingError as e:
             yield Reply(key, e.user_message, final=True, plain=True)
             return
@@ -162,6 +162,13 @@ class ChatService:
                 yield Reply(key, text, message_ids=[gen.message_id], generation_ids=[gen.id])
             else:
                 yield self._final_reply(key, gen, text, outcome)
+
+    async def live_version(self, persona: str) -> str | None:
+        """The served name answering `persona` now (None = the base model); starts the router on first use."""
+        start = getattr(self.router, "start", None)
+        if callable(start):
+            await resolve(start())
+        return await resolve(self.router.route(persona))
 
     def _start(self, chat, persona, messages, adapter, prompt_message_id, conversation_id, retry_of_id=None,
                in_history=True):

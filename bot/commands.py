@@ -137,7 +137,7 @@ async def _stats(service, inc, user, chat, args):
     replies = crud.count_replies(service.engine, persona=persona)
     mine = crud.count_replies(service.engine, persona=persona, chat_id=chat.id)
     try:
-        live = await resolve(service.router.route(persona))
+        live = await service.live_version(persona)
     except Exception:  # noqa: BLE001 - stats must answer even when serving is down
         live = "unknown (serving unreachable)"
     rate = f"{100 * up / (up + down):.0f}% 👍 ({up} 👍, {down} 👎)" if up + down else "no votes yet"

@@ -1,0 +1,429 @@
+"""The Discord adapter (discord.py 2.7): the only module that imports `discord`. It turns DMs, mentions, replies,
+slash commands, button presses and 👍/👎 reactions into the chat core's Incoming / Press / Reaction, and shows the
+core's reply streams as throttled edits split at 2000 characters, with persistent buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from typing import Any, Literal, Optional
+
+import discord
+from discord import app_commands
+
+from bot.chat import ChatService
+from bot.commands import COMMANDS
+from bot.messages import Button, Incoming, Press, Reaction
+from bot.render import RateLimited, Renderer
+from loopbot.settings import DiscordSettings, Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MESSAGE_LIMIT = 2000
+CUSTOM_ID_PREFIX = "lb:"
+EXPIRED = "This button has expired."
+FAILED = "Sorry, something went wrong. Please try again."
+SKIN_TONES = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
+COMMAND_OPTIONS: dict[str, tuple[str, str, bool]] = {  # command -> (option name, description, required)
+    "persona": ("name", "the persona to talk to (leave empty to list them)", False),
+    "consent": ("choice", "on: your chats may train the bot; off: they may not", True),
+    "train": ("persona", "the persona to train (default: this chat's)", False),
+    "adapters": ("persona", "only this persona's versions", False),
+    "rollback": ("persona", "the persona to roll back", True),
+}
+
+
+def chat_service(obj: Any) -> ChatService:
+    """A ChatService, or the one a Loopbot (the composition root) provides."""
+    if isinstance(obj, ChatService):
+        return obj
+    if hasattr(type(obj), "chat"):
+        return obj.chat
+    from bot.routing import router_for
+
+    return ChatService(obj.engine, obj.settings, router_for(obj), loopbot=obj)
+
+
+def base_emoji(name: str | None) -> str:
+    """👍🏽 and 👍️ count as 👍."""
+    return SKIN_TONES.sub("", name or "")
+
+
+class CoreButton(discord.ui.DynamicItem[discord.ui.Button], template=r"lb:(?P<data>[!-~]{1,97})"):
+    """A button carrying the core's callback data in its custom_id. Registered with the client at start, so a
+    press on any message the bot ever sent is handled, across restarts."""
+
+    def __init__(self, label: str, data: str, row: int | None = None):
+        super().__init__(discord.ui.Button(label=label[:80] or "·", custom_id=f"{CUSTOM_ID_PREFIX}{data}",
+                                           style=discord.ButtonStyle.secondary, row=row))
+        self.data = data
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(item.label or "", match["data"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        owner = getattr(interaction.client, "owner", None)
+        if owner is None:
+            await interaction.response.send_message(EXPIRED, ephemeral=True)
+            return
+        await owner.on_press(interaction, self.data)
+
+
+def view_for(rows: list[list[Button]] | None) -> discord.ui.View | None:
+    """The core's button rows as a persistent view (None: no buttons)."""
+    if not rows:
+        return None
+    view = discord.ui.View(timeout=None)
+    for r, row in enumerate(rows[:5]):
+        for b in row[:5]:
+            view.add_item(CoreButton(b.label, b.data, row=r))
+    return view
+
+
+class ChannelSink:
+    """A Discord channel (guild text channel, thread or DM) as a render.Sink. The first message answers `reply_to`."""
+
+    limit = MESSAGE_LIMIT
+
+    def __init__(self, channel: Any, *, reply_to: discord.Message | discord.PartialMessage | None = None):
+        self.channel = channel
+        self.reply_to = reply_to
+
+    async def send(self, text: str, buttons: list[list[Button]], plain: bool) -> str:
+        kw: dict[str, Any] = {}
+        view = view_for(buttons)
+        if view is not None:
+            kw["view"] = view
+        if self.reply_to is not None:
+            kw["reference"] = self.reply_to.to_reference(fail_if_not_exists=False)
+            kw["mention_author"] = False
+            self.reply_to = None
+        msg = await _rate_limited(self.channel.send(text, **kw))
+        return str(msg.id)
+
+    async def edit(self, message_id: str, text: str, buttons: list[list[Button]], plain: bool) -> None:
+        await _rate_limited(self.channel.get_partial_message(int(message_id)).edit(content=text,
+                                                                                   view=view_for(buttons)))
+
+    async def typing(self) -> None:
+        await self.channel.typing()
+
+
+class InteractionSink:
+    """A deferred slash command's answer as a render.Sink: the first message fills the "thinking…" response,
+    further messages are follow-ups."""
+
+    limit = MESSAGE_LIMIT
+
+    def __init__(self, interaction: discord.Interaction):
+        self.interaction = interaction
+        self.original_id: str | None = None
+
+    async def send(self, text: str, buttons: list[list[Button]], plain: bool) -> str:
+        view = view_for(buttons)
+        if self.original_id is None:
+            msg = await _rate_limited(self.interaction.edit_original_response(content=text, view=view))
+            self.original_id = str(msg.id)
+            return self.original_id
+        kw = {"view": view} if view is not None else {}
+        msg = await _rate_limited(self.interaction.followup.send(text, wait=True, **kw))
+        return str(msg.id)
+
+    async def edit(self, message_id: str, text: str, buttons: list[list[Button]], plain: bool) -> None:
+        view = view_for(buttons)
+        if message_id == self.original_id:
+            await _rate_limited(self.interaction.edit_original_response(content=text, view=view))
+        else:
+            await _rate_limited(self.interaction.followup.edit_message(int(message_id), content=text, view=view))
+
+    async def typing(self) -> None:
+        return None  # the deferred response already shows "thinking…"
+
+
+async def _rate_limited(coro):
+    """discord.py waits out 429s itself; one that would wait too long becomes render.RateLimited."""
+    try:
+        return await coro
+    except discord.RateLimited as e:
+        raise RateLimited(e.retry_after) from None
+
+
+class _Client(discord.Client):
+    def __init__(self, owner: "DiscordBot", **kw):
+        super().__init__(**kw)
+        self.owner = owner
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = owner.on_command_error
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(CoreButton)
+        self.owner.register_commands(self.tree)
+        await self.tree.sync()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.owner.on_message(message)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self.owner.on_reaction(payload, added=True)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        self.owner.on_reaction(payload, added=False)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        import sys
+
+        self.owner.record_error(sys.exc_info()[1], f"event {event_method}")
+
+
+class DiscordBot:
+    """Log in, serve one ChatService on Discord, and stop. `errors` keeps every exception a handler raised."""
+
+    def __init__(self, service: Any, settings: Settings | DiscordSettings, token: str | None = None, *,
+                 guild_ready_timeout: float = 2.0, max_reactions_tracked: int = 10000):
+        self.service = chat_service(service)
+        self.settings = settings.discord if isinstance(settings, Settings) else settings
+        self.token = token or os.environ.get(self.settings.token_env) or ""
+        if not self.token:
+            from loopbot.errors import ConfigError
+
+            raise ConfigError(f"no Discord token: set the environment variable {self.settings.token_env} "
+                              "(discord.token_env)")
+        self.guild_ready_timeout = guild_ready_timeout
+        self.max_reactions_tracked = max_reactions_tracked
+        self.client: _Client | None = None
+        self.errors: list[BaseException] = []
+        self._task: asyncio.Task | None = None
+        self._reactions: dict[tuple[int, int], list[str]] = {}  # (user, message) -> unicode reactions, in order
+        self._saved_endpoints: tuple[str, Any] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+
+    def build(self) -> _Client:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable "Message Content Intent" in the Developer Portal
+        return _Client(self, intents=intents, guild_ready_timeout=self.guild_ready_timeout,
+                       allowed_mentions=discord.AllowedMentions.none())
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Log in, connect the gateway, register the slash commands and wait until the bot is ready."""
+        self._use_endpoints()
+        self.client = self.build()
+        try:
+            await self.client.login(self.token)
+        except Exception:
+            await self.client.close()
+            self._restore_endpoints()
+            raise
+        self._task = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            error = self._task.exception() if self._task in done else TimeoutError(
+                f"Discord gateway not ready after {timeout_s:.0f} s")
+            await self.stop()
+            raise error or RuntimeError("the Discord gateway connection ended")
+        log.info("Discord bot %s running in %d guild(s)", self.client.user, len(self.client.guilds))
+
+    async def stop(self) -> None:
+        if self.client is not None and not self.client.is_closed():
+            await self.client.close()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except Exception:  # noqa: BLE001 - the gateway task ends with the closed client; its error is moot now
+                log.debug("gateway task ended with an error", exc_info=True)
+        self._restore_endpoints()
+
+    async def run_forever(self) -> None:
+        """Start, then serve until cancelled (for `loopbot run`)."""
+        await self.start()
+        try:
+            await self._task
+        finally:
+            await self.stop()
+
+    def _use_endpoints(self) -> None:
+        """`discord.api_base` / `discord.gateway_url` point discord.py elsewhere (a proxy, a test server)."""
+        import yarl
+
+        http, gateway = discord.http.Route, discord.gateway.DiscordWebSocket
+        self._saved_endpoints = (http.BASE, gateway.DEFAULT_GATEWAY)
+        if self.settings.api_base:
+            http.BASE = self.settings.api_base.rstrip("/")
+        if self.settings.gateway_url:
+            gateway.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
+
+    def _restore_endpoints(self) -> None:
+        if self._saved_endpoints is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_endpoints
+            self._saved_endpoints = None
+
+    def record_error(self, error: BaseException | None, where: str) -> None:
+        if error is None:
+            return
+        self.errors.append(error)
+        log.error("Discord %s failed", where, exc_info=(type(error), error, error.__traceback__))
+
+    # ---- messages ----------------------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        inc = self.incoming(message)
+        if inc is None or not inc.addressed:
+            return
+        reply_to = message if message.guild is not None else None
+        await self._render(ChannelSink(message.channel, reply_to=reply_to), self.service.handle(inc))
+
+    def incoming(self, message: discord.Message) -> Incoming | None:
+        me = self.client.user
+        private = message.guild is None
+        text: str | None = re.sub(rf"<@!?{me.id}>", "", message.content).strip() if message.content else ""
+        kind = "text"
+        if not text:
+            kind = _non_text_kind(message)
+            if not kind:
+                return None
+            text = None
+        ref = message.reference
+        return Incoming(platform=PLATFORM, chat_id=str(message.channel.id), user_id=str(message.author.id),
+                        text=text, chat_type="private" if private else "group",
+                        user_name=message.author.display_name or "", message_id=str(message.id),
+                        reply_to_message_id=str(ref.message_id) if ref and ref.message_id else None,
+                        addressed=private or self._addressed(message), kind=kind)
+
+    def _addressed(self, message: discord.Message) -> bool:
+        """In a guild: a mention of the bot, or a reply to one of its messages."""
+        me = self.client.user
+        if any(u.id == me.id for u in message.mentions):
+            return True
+        ref = message.reference
+        resolved = ref.resolved if ref else None
+        return isinstance(resolved, discord.Message) and resolved.author.id == me.id
+
+    async def _render(self, sink: ChannelSink | InteractionSink, replies) -> None:
+        renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
+        try:
+            await renderer.run(replies)
+        except RateLimited as e:
+            log.warning("Discord kept rate limiting (%s); the reply is stored", e)
+
+    # ---- slash commands ----------------------------------------------------------------------------------------
+
+    def register_commands(self, tree: app_commands.CommandTree) -> None:
+        """One slash command per chat command; each is the same as typing it."""
+        tree.clear_commands(guild=None)
+        personas = list(self.service.settings.personas)[:25]
+        for name, (description, _admin) in COMMANDS.items():
+            tree.add_command(self._command(name, description, personas))
+
+    def _command(self, name: str, description: str, personas: list[str]) -> app_commands.Command:
+        option = COMMAND_OPTIONS.get(name)
+        if option is None:
+            async def run(interaction: discord.Interaction) -> None:
+                await self.on_command(interaction, name, None)
+            return app_commands.Command(name=name, description=description[:100], callback=run)
+        option_name, option_description, required = option
+        if name == "consent":
+            async def run(interaction: discord.Interaction, value: Literal["on", "off"]) -> None:
+                await self.on_command(interaction, name, value)
+        elif required:
+            async def run(interaction: discord.Interaction, value: str) -> None:
+                await self.on_command(interaction, name, value)
+        else:
+            async def run(interaction: discord.Interaction, value: Optional[str] = None) -> None:
+                await self.on_command(interaction, name, value)
+        run = app_commands.rename(value=option_name)(run)
+        run = app_commands.describe(value=option_description)(run)
+        if option_name in ("name", "persona"):
+            run = app_commands.choices(value=[app_commands.Choice(name=p, value=p) for p in personas])(run)
+        return app_commands.Command(name=name, description=description[:100], callback=run)
+
+    async def on_command(self, interaction: discord.Interaction, name: str, value: str | None) -> None:
+        await interaction.response.defer(thinking=True)
+        inc = Incoming(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
+                       text=f"/{name} {value}" if value else f"/{name}",
+                       chat_type="private" if interaction.guild_id is None else "group",
+                       user_name=interaction.user.display_name or "", addressed=True)
+        sink = InteractionSink(interaction)
+        await self._render(sink, self.service.handle(inc))
+        if sink.original_id is None:
+            await interaction.edit_original_response(content="Done.")
+
+    async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        self.record_error(getattr(error, "original", error), f"/{interaction.command.name if interaction.command else '?'}")
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(FAILED, ephemeral=True)
+            else:
+                await interaction.response.send_message(FAILED, ephemeral=True)
+        except discord.HTTPException:
+            pass
+
+    # ---- feedback ----------------------------------------------------------------------------------------------
+
+    async def on_press(self, interaction: discord.Interaction, data: str) -> None:
+        message = interaction.message
+        press = Press(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
+                      data=data, user_name=interaction.user.display_name or "",
+                      chat_type="private" if interaction.guild_id is None else "group",
+                      message_id=str(message.id) if message else None)
+        try:
+            outcome = await self.service.press(press)
+        except Exception as e:  # noqa: BLE001 - the user gets an answer, the bot keeps running
+            self.record_error(e, "button press")
+            await interaction.response.send_message(FAILED, ephemeral=True)
+            return
+        if outcome.edit_text is not None or outcome.buttons is not None:
+            kw: dict[str, Any] = {"view": view_for(outcome.buttons)}
+            if outcome.edit_text is not None:
+                kw["content"] = outcome.edit_text[:MESSAGE_LIMIT]
+            await interaction.response.edit_message(**kw)
+            await interaction.followup.send(outcome.answer[:MESSAGE_LIMIT], ephemeral=True)
+        else:
+            await interaction.response.send_message(outcome.answer[:MESSAGE_LIMIT], ephemeral=True)
+        if outcome.replies is not None:
+            await self._render(ChannelSink(interaction.channel, reply_to=message), outcome.replies)
+
+    def on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        """👍/👎 reactions on a reply are votes; removing the reaction withdraws the vote."""
+        if self.client.user is None or payload.user_id == self.client.user.id or payload.emoji.id is not None:
+            return
+        emoji = base_emoji(payload.emoji.name)
+        key = (payload.user_id, payload.message_id)
+        current = self._reactions.get(key, [])
+        current = [e for e in current if e != emoji] + ([emoji] if added else [])
+        if current:
+            self._reactions[key] = current
+            while len(self._reactions) > self.max_reactions_tracked:
+                self._reactions.pop(next(iter(self._reactions)))
+        else:
+            self._reactions.pop(key, None)
+        if emoji not in ("👍", "👎"):
+            return
+        user_name = payload.member.display_name if payload.member else ""
+        try:
+            self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
+                                           user_id=str(payload.user_id), message_id=str(payload.message_id),
+                                           emoji=tuple(current), user_name=user_name))
+        except Exception as e:  # noqa: BLE001
+            self.record_error(e, "reaction")
+
+
+def _non_text_kind(message: discord.Message) -> str:
+    """What a message without text carries ("" for nothing a user sent, e.g. a blank embed)."""
+    if message.stickers:
+        return "sticker"
+    for a in message.attachments:
+        ctype = (a.content_type or "").split("/")[0]
+        return {"image": "photo", "audio": "voice", "video": "video"}.get(ctype, "file")
+    if message.embeds:
+        return "embed"
+    if message.poll:
+        return "poll"
+    return ""

@@ -1,0 +1,254 @@
+"""The real discord.py client against a loopback Discord gateway + REST server: what a Discord user sees."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from sqlalchemy import select
+
+from bot.chat import ChatService
+from bot.discord import DiscordBot
+from bot.routing import BackendRouter
+from serving.instant import InstantBackend
+from storage.db import session_scope
+from storage.models import Feedback, Generation, Message
+from tests.helpers.fake_discord import FakeDiscord
+
+
+def rows(engine, model):
+    with session_scope(engine) as s:
+        return list(s.execute(select(model).order_by(model.id)).scalars())
+
+
+def labels(message: dict) -> list[str]:
+    return [b.get("label") for b in FakeDiscord.buttons(message)]
+
+
+def final(message: dict) -> bool:
+    """A finished reply carries its buttons."""
+    return bool(FakeDiscord.buttons(message))
+
+
+@pytest.fixture
+async def fake():
+    server = await FakeDiscord().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def start_bot(fake, sqlite_engine, settings):
+    """start_bot(backend=..., **access) -> a running DiscordBot; every bot is stopped and must have no errors."""
+    bots: list[DiscordBot] = []
+    services: dict = {}
+
+    async def start(backend=None, *, edit_interval_s=0.05, arena_rate=0.0, max_tokens=2000, **access):
+        s = settings.model_copy(deep=True)
+        for persona in s.personas.values():
+            persona.sampling.max_tokens = max_tokens  # the instant backend counts words as tokens
+        s.feedback.arena_rate = arena_rate
+        s.discord.api_base, s.discord.gateway_url = fake.api_base, fake.gateway_url
+        s.discord.edit_interval_s = edit_interval_s
+        for key, value in access.items():
+            setattr(s.access, key, value)
+        service = ChatService(sqlite_engine, s, BackendRouter(backend or InstantBackend(), sqlite_engine),
+                              rng=random.Random(0))
+        bot = DiscordBot(service, s, token=fake.token, guild_ready_timeout=0.05)
+        await bot.start(timeout_s=15)
+        bots.append(bot)
+        return bot
+
+    yield start
+    for bot in bots:
+        await bot.stop()
+    assert [repr(e) for bot in bots for e in bot.errors] == []
+
+
+async def test_answers_a_mention_and_ignores_chatter(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "just chatting with friends")
+    asked = await fake.say(alice, "how far is a marathon?", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    assert reply["content"] == "[base] how far is a marathon?"  # the mention is not part of the prompt
+    assert reply["message_reference"]["message_id"] == asked["id"]  # answers as a reply
+    assert labels(reply) == ["👍", "👎", "🔄"]
+    assert len(fake.bot_messages()) == 1  # the chatter got no answer
+    assert fake.identify["intents"] & (1 << 15)  # asks for message content (replies without a mention)
+    texts = [m.text for m in rows(sqlite_engine, Message)]
+    assert texts == ["how far is a marathon?", "[base] how far is a marathon?"]
+
+
+async def test_a_reply_chain_is_the_conversation_history(fake, start_bot, sqlite_engine):
+    backend = InstantBackend(lambda messages, adapter: " | ".join(m["content"] for m in messages[1:]))
+    await start_bot(backend)
+    alice, bob = fake.user("alice"), fake.user("bob")
+    await fake.say(alice, "first", mention_bot=True)
+    first = await fake.wait_for_message(lambda m: final(m) and m["content"] == "first")
+    await fake.say(bob, "unrelated", mention_bot=True)
+    await fake.wait_for_message(lambda m: final(m) and m["content"] == "unrelated")
+    await fake.say(alice, "second", reply_to=first, ping_reply=False)  # a reply without a ping still counts
+    second = await fake.wait_for_message(lambda m: final(m) and m["content"].endswith("second"))
+    assert second["content"] == "first | first | second"  # the chain, not bob's message in between
+    await fake.say(alice, "third", reply_to=second)
+    third = await fake.wait_for_message(lambda m: final(m) and m["content"].endswith("third"))
+    assert third["content"] == "first | first | second | first | first | second | third"
+    assert len(rows(sqlite_engine, Generation)) == 4
+
+
+async def test_direct_messages_need_no_mention(fake, start_bot):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "hello there", dm=True)
+    reply = await fake.wait_for_message(final)
+    assert reply["content"] == "[base] hello there"
+    assert int(reply["channel_id"]) == fake.dm_channel_of(alice)
+
+
+async def test_slash_commands_are_registered_and_answer(fake, start_bot, sqlite_engine):
+    await start_bot()
+    names = {c["name"] for c in fake.global_commands}
+    assert names >= {"start", "help", "persona", "new", "retry", "consent", "forget", "stats", "train", "adapters",
+                     "rollback"}
+    alice = fake.user("alice")
+    shown = (await fake.response_of(await fake.slash(alice, "help")))["content"]
+    assert "Rate every answer with 👍 or 👎" in shown and "/train" not in shown
+    switched = await fake.response_of(await fake.slash(alice, "persona", {"name": "comedian"}))
+    assert "Now talking as Comediante chileno" in switched["content"]
+    denied = await fake.response_of(await fake.slash(alice, "train"))
+    assert denied["content"] == "/train is for admins only."
+    await fake.say(alice, "hola", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    assert rows(sqlite_engine, Generation)[0].persona == "comedian"  # the switch holds for this channel
+    assert reply["content"] == "[base] hola"
+
+
+async def test_retry_by_slash_command_is_stored_as_a_retry(fake, start_bot, sqlite_engine):
+    answers = iter(["one answer", "another answer"])
+    await start_bot(InstantBackend(lambda m, a: next(answers)))
+    alice = fake.user("alice")
+    await fake.say(alice, "tell me something", mention_bot=True)
+    await fake.wait_for_message(lambda m: final(m) and m["content"] == "one answer")
+    retried = await fake.slash(alice, "retry")
+    again = await fake.wait_for_message(lambda m: final(m) and m["content"] == "another answer")
+    assert int(again["id"]) == retried.original_message_id  # shown in the command's own response
+    first, second = rows(sqlite_engine, Generation)
+    assert second.retry_of_id == first.id and not first.in_history
+
+
+async def test_button_vote_changes_and_survives_a_restart(fake, start_bot, sqlite_engine):
+    bot = await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "rate me", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    pressed = await fake.wait_answered(await fake.press(alice, reply, label="👍"))
+    assert pressed.ephemeral is False and pressed.response_type == 7  # the message itself is updated
+    assert labels(fake.messages[int(reply["id"])]) == ["👍 1", "👎", "🔄"]
+    await asyncio.sleep(0.2)
+    assert "Thanks! 👍 noted." in [m["content"] for m in pressed.followups]
+    assert [(f.value, f.source) for f in rows(sqlite_engine, Feedback)] == [(1, "button")]
+
+    await bot.stop()
+    await start_bot()  # a new process: the buttons on old messages must still work
+    assert fake.identify_count == 2
+    await fake.wait_answered(await fake.press(alice, fake.messages[int(reply["id"])], label="👎"))
+    assert [(f.value, f.source) for f in rows(sqlite_engine, Feedback)] == [(-1, "button")]  # changed, not added
+    assert labels(fake.messages[int(reply["id"])]) == ["👍", "👎 1", "🔄"]
+
+
+async def test_retry_button_posts_another_answer(fake, start_bot, sqlite_engine):
+    answers = iter(["first try", "second try"])
+    await start_bot(InstantBackend(lambda m, a: next(answers)))
+    alice = fake.user("alice")
+    await fake.say(alice, "go", mention_bot=True)
+    reply = await fake.wait_for_message(lambda m: final(m) and m["content"] == "first try")
+    await fake.press(alice, reply, label="🔄")
+    again = await fake.wait_for_message(lambda m: final(m) and m["content"] == "second try")
+    assert again["message_reference"]["message_id"] == reply["id"]
+    first, second = rows(sqlite_engine, Generation)
+    assert second.retry_of_id == first.id
+
+
+async def test_reactions_count_as_votes(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "react to this", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    await fake.react(alice, reply, "👍🏽")  # a skin tone is still a thumbs up
+    await asyncio.sleep(0.3)
+    assert [(f.value, f.source) for f in rows(sqlite_engine, Feedback)] == [(1, "reaction")]
+    await fake.react(alice, reply, "👎")
+    await asyncio.sleep(0.3)
+    assert [f.value for f in rows(sqlite_engine, Feedback)] == [-1]
+    await fake.react(alice, reply, "👎", remove=True)
+    await asyncio.sleep(0.3)
+    assert [f.value for f in rows(sqlite_engine, Feedback)] == [1]  # back to the 👍 still on the message
+    await fake.react(alice, reply, "👍🏽", remove=True)
+    await fake.react(alice, reply, "🎉")
+    await asyncio.sleep(0.3)
+    assert rows(sqlite_engine, Feedback) == []
+
+
+async def test_a_long_reply_is_split_at_2000_characters(fake, start_bot, sqlite_engine):
+    sentence = "Keep the long run slow, eat before you are hungry, and sleep well the week before. "
+    text = sentence * 60  # ~5000 characters
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=400))
+    alice = fake.user("alice")
+    await fake.say(alice, "tell me everything", mention_bot=True)
+    last = await fake.wait_for_message(final)
+    parts = fake.bot_messages()
+    assert len(parts) == 3 and all(len(p["content"]) <= 2000 for p in parts)
+    assert " ".join(p["content"] for p in parts).split() == text.split()  # nothing lost at the cuts
+    assert last is parts[-1] and not FakeDiscord.buttons(parts[0])  # buttons only under the last part
+    assert rows(sqlite_engine, Generation)[0].status == "ok"
+
+
+async def test_streaming_edits_are_throttled(fake, start_bot):
+    text = "Run easy most days and keep the long run conversational. " * 3
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=6, delay_s=0.02), edit_interval_s=0.15)
+    alice = fake.user("alice")
+    await fake.say(alice, "how should I train?", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    history = fake.edits[int(reply["id"])]
+    assert reply["content"] == text.strip() or reply["content"] == text
+    assert 2 <= len(history) <= 10  # streamed, but nowhere near one edit per chunk (29 chunks)
+    states = fake.states[int(reply["id"])]
+    assert all(a != b for a, b in zip(states, states[1:]))  # never an identical edit
+
+
+async def test_a_429_on_edits_is_waited_out(fake, start_bot):
+    fake.edit_limit = (2, 0.5)  # 2 edits per message per 0.5 s, then 429 with retry_after
+    text = "word " * 120
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=10, delay_s=0.01), edit_interval_s=0.0)
+    alice = fake.user("alice")
+    await fake.say(alice, "stream fast", mention_bot=True)
+    reply = await fake.wait_for_message(final, timeout=20)
+    assert reply["content"].split() == text.split()
+    assert fake.rate_limited  # it was told to wait, waited, and still delivered the final state
+
+
+async def test_forged_and_foreign_presses_are_rejected(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice, mallory = fake.user("alice"), fake.user("mallory")
+    await fake.say(alice, "my question", dm=True)
+    alice_reply = await fake.wait_for_message(final)
+    vote_id = FakeDiscord.buttons(alice_reply)[0]["custom_id"]
+    # mallory sends an interaction naming alice's reply from a channel it does not belong to
+    await fake.say(mallory, "hi", mention_bot=True)
+    mallory_reply = await fake.wait_for_message(lambda m: final(m) and m["channel_id"] == str(fake.channel_id))
+    forged = await fake.wait_answered(await fake.press(mallory, mallory_reply, vote_id, forged=True))
+    garbage = await fake.wait_answered(await fake.press(mallory, mallory_reply, "lb:v:99999999:+9", forged=True))
+    for inter in (forged, garbage):
+        assert inter.ephemeral and inter.responses[0]["data"]["content"] == "This button has expired."
+    assert rows(sqlite_engine, Feedback) == []
+    assert labels(fake.messages[int(alice_reply["id"])]) == ["👍", "👎", "🔄"]
+
+
+async def test_stickers_and_images_get_a_useful_answer(fake, start_bot):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "", dm=True, sticker=True)
+    reply = await fake.wait_for_message(lambda m: "sticker" in m["content"])
+    assert "I can only read text" in reply["content"]
