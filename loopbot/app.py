@@ -40,6 +40,14 @@ class Loopbot:
 
         return build_router(self.settings, self.backend, self.engine)
 
+    @cached_property
+    def chat_service(self):
+        """The platform-agnostic chat core (bot.chat.ChatService) every bot and `loopbot chat` talk through."""
+        from bot.chat import ChatService
+        from bot.routing import router_for
+
+        return ChatService(self.engine, self.settings, router_for(self), loopbot=self)
+
     def data_path(self, *parts: str) -> Path:
         path = self.settings.data_dir.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
