@@ -44,7 +44,7 @@ def _registry():
         return None
 
 
-async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:  # noqa: ANN001
+async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:
     """Make `version` live (hot swap in this process's router when it runs one, then the database)."""
     engine = loopbot.engine
     if crud.get_adapter(engine, persona=persona, version=version) is None:
@@ -57,7 +57,7 @@ async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:  
     return f"{persona}-v{version} is live"
 
 
-def rollback_target(engine, *, persona: str) -> int | None:  # noqa: ANN001
+def rollback_target(engine, *, persona: str) -> int | None:
     """The version a rollback returns to: the live one's parent if it still exists and did not fail,
     else the newest earlier retired version, else the base model (None)."""
     adapters = crud.list_adapters(engine, persona=persona)
@@ -71,7 +71,7 @@ def rollback_target(engine, *, persona: str) -> int | None:  # noqa: ANN001
     return max(retired) if retired else None
 
 
-async def rollback(loopbot, *, persona: str, reason: str) -> str:  # noqa: ANN001
+async def rollback(loopbot, *, persona: str, reason: str) -> str:
     """Put the version `rollback_target` names back (the live one becomes rolled_back)."""
     engine = loopbot.engine
     target = rollback_target(engine, persona=persona)

@@ -23,7 +23,7 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(loopbot) -> FastAPI:  # noqa: ANN001 (loopbot.app.Loopbot; not imported to keep this light)
+def create_app(loopbot) -> FastAPI:
     """One app per Loopbot; nothing touches the database until the first request."""
     from web.routes import admin, arena, health, home, leaderboard
 

@@ -24,8 +24,8 @@ def ratings_svg(ratings: list[Rating], *, width: int = 640) -> Markup:
     def x(v: float) -> float:
         return label_w + pad + (v - lo) / (hi - lo) * plot_w
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" aria-label="ratings with 95% intervals">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" aria-label="ratings with 95% intervals">')]
     for tick in _ticks(lo, hi):
         parts.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{pad}" y2="{height - pad - 10}" '
                      f'class="grid"/><text x="{x(tick):.1f}" y="{height - 4}" class="tick">{tick:.0f}</text>')
@@ -54,8 +54,8 @@ def rate_svg(days: dict[date, tuple[int, int]], *, width: int = 640, height: int
     def y(rate: float) -> float:
         return pad + (1 - rate) * (height - 2 * pad)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" aria-label="thumbs-up rate per day">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" aria-label="thumbs-up rate per day">')]
     for level in (0, 0.5, 1):
         parts.append(f'<line x1="{left}" x2="{width - pad}" y1="{y(level):.1f}" y2="{y(level):.1f}" class="grid"/>'
                      f'<text x="{left - 4}" y="{y(level) + 4:.1f}" class="tick" text-anchor="end">'

@@ -5,11 +5,11 @@ Other code may record what the database does not hold, e.g. `web.metrics.record_
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from storage.db import session_scope
 from storage.models import Adapter, Comparison, Event, Feedback, Generation, Message, TrainingRun
 

@@ -120,6 +120,6 @@ def rate(matches: Sequence[Match], *, players: Iterable[str] = (), rounds: int =
     elo = online_elo(matches)
     games = (wins + wins.T).sum(axis=1)
     ratings = [Rating(player=n, rating=float(point[i]), lower=float(lower[i]), upper=float(upper[i]),
-                      elo=float(elo.get(n, CENTER)), games=int(round(games[i])), wins=float(wins[i].sum()))
+                      elo=float(elo.get(n, CENTER)), games=round(games[i]), wins=float(wins[i].sum()))
                for n, i in index.items()]
     return sorted(ratings, key=lambda r: -r.rating)

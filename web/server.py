@@ -21,7 +21,7 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def make_server(loopbot, *, host: str | None = None, port: int | None = None) -> EmbeddedServer:  # noqa: ANN001
+def make_server(loopbot, *, host: str | None = None, port: int | None = None) -> EmbeddedServer:
     settings = loopbot.settings.web
     config = uvicorn.Config(create_app(loopbot), host=host or settings.host,
                             port=settings.port if port is None else port, log_level="warning", access_log=False,
@@ -30,7 +30,7 @@ def make_server(loopbot, *, host: str | None = None, port: int | None = None) ->
     return EmbeddedServer(config)
 
 
-async def serve(loopbot) -> None:  # noqa: ANN001
+async def serve(loopbot) -> None:
     """Serve until cancelled; cancelling closes the listening socket and open connections, then re-raises."""
     server = make_server(loopbot)
     log.info("web pages on http://%s:%d/ (arena, leaderboard, admin, /metrics)",

@@ -92,7 +92,7 @@ def test_replayed_vote_is_refused_and_stored_once(client, loopbot):
 
 def test_a_pair_that_was_not_shown_is_refused(client, loopbot):
     gens = arena_world(loopbot)
-    form, r = _vote(client, a=str(gens["base"][0]), b=str(gens["coach-v2"][1]))
+    _form, r = _vote(client, a=str(gens["base"][0]), b=str(gens["coach-v2"][1]))
     assert r.status_code == 400 and "not shown to you" in r.text
     assert _comparisons(loopbot.engine) == []
 
@@ -116,8 +116,9 @@ def test_flood_over_the_rate_limit_is_refused(client, loopbot):
 
 def test_per_ip_limit_holds_across_new_visitors(client, loopbot):
     loopbot.settings.web.votes_per_minute_per_ip = 4
-    from web.app import create_app
     from fastapi.testclient import TestClient
+
+    from web.app import create_app
 
     arena_world(loopbot, prompts=3)
     with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as fresh:

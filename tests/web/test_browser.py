@@ -59,7 +59,7 @@ def site(settings, monkeypatch):
 def _seed(bot) -> None:
     """Three versions answering the same prompts, and earlier chat picks drawn from known strengths."""
     eng = bot.engine
-    gens = arena_world(bot, prompts=3)
+    arena_world(bot, prompts=3)
     strength = {"base": 0.0, "coach-v1": 0.6, "coach-v2": 1.2}
     rng = random.Random(5)
     extra = {v: [] for v in strength}
@@ -74,10 +74,9 @@ def _seed(bot) -> None:
             row = crud.create_comparison(eng, persona="coach", generation_a_id=extra[x][i],
                                          generation_b_id=extra[y][i], user_id=judge.id)
             crud.record_pick(eng, comparison_id=row.id, pick="a" if rng.random() < p_x else "b")
-        for v in strength:
+        for v, s in strength.items():
             crud.upsert_vote(eng, generation_id=extra[v][i], user_id=judge.id,
-                             value=1 if rng.random() < 0.3 + 0.25 * strength[v] else -1)
-    assert gens
+                             value=1 if rng.random() < 0.3 + 0.25 * s else -1)
 
 
 @pytest.fixture
@@ -105,7 +104,7 @@ def _shot(page, name: str) -> Path:
 
 
 def test_vote_in_the_arena_and_see_the_leaderboard_update(site, browser):
-    bot, url = site
+    _bot, url = site
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

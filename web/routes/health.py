@@ -22,14 +22,14 @@ async def healthz():
     return {"ok": True}
 
 
-def _database(loopbot) -> list[str]:  # noqa: ANN001
+def _database(loopbot) -> list[str]:
     """The served names the database says are live (raises if the database is unreachable)."""
     with session_scope(loopbot.engine) as s:
         s.execute(text("SELECT 1"))
         return list(s.execute(select(Adapter.name).where(Adapter.status == "active")).scalars())
 
 
-def _built_backend(loopbot):  # noqa: ANN001
+def _built_backend(loopbot):
     """The serving backend if this process has built one (readiness never starts a model)."""
     built = vars(loopbot)
     if "router" in built and getattr(built["router"], "backend", None) is not None:
