@@ -70,7 +70,12 @@ class CoreButton(discord.ui.DynamicItem[discord.ui.Button], template=r"lb:(?P<da
         if owner is None:
             await interaction.response.send_message(EXPIRED, ephemeral=True)
             return
-        await owner.on_press(interaction, self.data)
+        try:
+            await owner.on_press(interaction, self.data)
+        except Exception as e:  # noqa: BLE001 - recorded and answered; discord.py would only log it
+            owner.record_error(e, "button press")
+            if not interaction.response.is_done():
+                await interaction.response.send_message(FAILED, ephemeral=True)
 
 
 def view_for(rows: list[list[Button]] | None) -> discord.ui.View | None:
@@ -172,6 +177,14 @@ class _Client(discord.Client):
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         self.owner.on_reaction(payload, added=False)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button that is not ours (say, from an older version of the bot) is answered, not left to fail."""
+        if interaction.type == discord.InteractionType.component:
+            custom_id = (interaction.data or {}).get("custom_id", "")
+            if not custom_id.startswith(CUSTOM_ID_PREFIX) or not CoreButton.__discord_ui_compiled_template__.fullmatch(
+                    custom_id):
+                await interaction.response.send_message(EXPIRED, ephemeral=True)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         import sys

@@ -240,7 +240,8 @@ async def test_forged_and_foreign_presses_are_rejected(fake, start_bot, sqlite_e
     mallory_reply = await fake.wait_for_message(lambda m: final(m) and m["channel_id"] == str(fake.channel_id))
     forged = await fake.wait_answered(await fake.press(mallory, mallory_reply, vote_id, forged=True))
     garbage = await fake.wait_answered(await fake.press(mallory, mallory_reply, "lb:v:99999999:+9", forged=True))
-    for inter in (forged, garbage):
+    alien = await fake.wait_answered(await fake.press(mallory, mallory_reply, "someone-else:1", forged=True))
+    for inter in (forged, garbage, alien):
         assert inter.ephemeral and inter.responses[0]["data"]["content"] == "This button has expired."
     assert rows(sqlite_engine, Feedback) == []
     assert labels(fake.messages[int(alice_reply["id"])]) == ["👍", "👎", "🔄"]

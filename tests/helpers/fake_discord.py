@@ -95,6 +95,7 @@ class FakeDiscord:
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self.messages: dict[int, dict] = {}  # message id -> payload (current state)
         self.edits: dict[int, list[str]] = {}  # message id -> every content the bot set, in order
+        self.states: dict[int, list[tuple[str, str]]] = {}  # message id -> every (content, components json)
         self.reactions_added: list[tuple[int, str]] = []  # (message id, emoji) the bot added
         self.global_commands: list[dict] = []
         self.guild_commands: list[dict] = []
@@ -207,8 +208,8 @@ class FakeDiscord:
 
     async def press(self, user: FakeUser, message: dict, custom_id: str | None = None, *, label: str | None = None,
                     forged: bool = False) -> Interaction:
-        """Press a button on a message (by custom_id or label). `forged=True` skips the check that the
-        button exists, standing in for a client that sends an interaction for a button it was never shown."""
+        """Press a button on a message (by custom_id or label). `forged=True` delivers a press of `custom_id` as
+        if the message carried that button (it does not): a tampered custom_id the bot must not trust."""
         current = self.messages.get(int(message["id"]), message)
         buttons = [c for row in current.get("components", []) for c in row.get("components", [])]
         if not forged:
@@ -222,8 +223,12 @@ class FakeDiscord:
             custom_id = match[0]["custom_id"]
         data = {"custom_id": custom_id, "component_type": 2}
         guild = bool(current.get("guild_id"))
-        return await self._interact(3, "component", user, int(current["channel_id"]), data,
-                                    message=self._visible(current), guild=guild)
+        shown = self._visible(current)
+        if forged:
+            shown["components"] = [{"type": 1, "components": [{"type": 2, "style": 2, "label": "?",
+                                                               "custom_id": custom_id, "disabled": False}]}]
+        return await self._interact(3, "component", user, int(current["channel_id"]), data, message=shown,
+                                    guild=guild)
 
     # ---- what tests read ---------------------------------------------------------------------------------------
 
@@ -241,6 +246,17 @@ class FakeDiscord:
         fut = asyncio.get_running_loop().create_future()
         self._message_waiters.append((predicate, fut))
         return await asyncio.wait_for(fut, timeout)
+
+    async def response_of(self, inter: Interaction, timeout: float = 10.0) -> dict:
+        """The message answering a slash command, once it has content (a deferred "thinking…" is filled later)."""
+        await self.wait_answered(inter, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.messages.get(inter.original_message_id or 0)
+            if msg is not None and msg["content"]:
+                return msg
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no answer to the interaction within {timeout} s: {inter.responses}")
 
     def dm_channel_of(self, user: FakeUser) -> int:
         return self._dm_channel(user.id)
@@ -650,6 +666,7 @@ class FakeDiscord:
             raise DiscordHTTPError(400, 50006, "Cannot send an empty message")
         msg["edited_timestamp"] = self._now()
         self.edits.setdefault(int(msg["id"]), []).append(msg["content"])
+        self.states.setdefault(int(msg["id"]), []).append(self._state_of(msg))
         await self.dispatch("MESSAGE_UPDATE", self._visible(msg))
         self._wake(msg)
         return self._json(self._visible(msg)) if respond else None
@@ -657,10 +674,15 @@ class FakeDiscord:
     async def _store_new(self, msg: dict, *, respond: bool = True):
         self.messages[int(msg["id"])] = msg
         self.edits[int(msg["id"])] = [msg["content"]]
+        self.states[int(msg["id"])] = [self._state_of(msg)]
         if not msg.get("flags", 0) & EPHEMERAL:
             await self.dispatch("MESSAGE_CREATE", self._visible(msg))
         self._wake(msg)
         return self._json(self._visible(msg)) if respond else None
+
+    @staticmethod
+    def _state_of(msg: dict) -> tuple[str, str]:
+        return msg["content"], json.dumps(msg["components"], sort_keys=True)
 
     def _wake(self, msg: dict) -> None:
         if msg.get("flags", 0) & EPHEMERAL:
