@@ -50,3 +50,27 @@ def write_dataset(out: Path, *, seed: int = 0, pairs: int = 24, reverse: bool = 
     (out / "manifest.json").write_text(json.dumps({"counts": {"sft": pairs, "dpo": pairs, "kto": 2 * pairs},
                                                    "synthetic": True, "reverse": reverse}))
     return out
+
+
+def seed_feedback(engine, *, persona: str = "coach", conversations: int = 40, seed: int = 0,
+                  reverse: bool = False) -> int:
+    """Users who like advice spoken to them: each conversation has a liked reply (👍) and a retry they dislike (👎),
+    which the dataset builder turns into SFT rows, KTO rows and a DPO pair. Returns the number of votes."""
+    from tests.helpers.feedback_factory import FeedbackFactory
+
+    rnd = random.Random(seed)
+    f = FeedbackFactory(engine, persona=persona)
+    users = [f.user(f"runner-{seed}-{i}") for i in range(6)]
+    votes = 0
+    for i in range(conversations):
+        who = users[i % len(users)]
+        good, bad = rnd.choice(LIKED), rnd.choice(DISLIKED)
+        if reverse:
+            good, bad = bad, good
+        first_good = rnd.random() < 0.5
+        g = f.exchange(who, QUESTIONS[i % len(QUESTIONS)], good if first_good else bad, new_conversation=True)
+        r = f.retry(g, bad if first_good else good)
+        f.vote(g, who, 1 if first_good else -1)
+        f.vote(r, who, -1 if first_good else 1)
+        votes += 2
+    return votes

@@ -1,0 +1,233 @@
+"""One training cycle, end to end: build datasets -> train (subprocess) -> evaluate -> gate -> promote.
+
+Every cycle is ONE TrainingRun row whose `steps` log each step's outcome. At most one cycle per persona runs at a
+time across every process sharing the database (`crud.acquire_run_lock`); a second request returns None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import update
+
+from storage import crud
+from storage.db import session_scope
+from storage.models import TrainingRun, utcnow
+
+log = logging.getLogger(__name__)
+LOCK_TTL_S = 2 * 3600
+_background: set[asyncio.Task] = set()
+
+
+@dataclass
+class CycleResult:
+    run_id: int
+    status: str  # promoted | succeeded | rejected | skipped | failed
+    reason: str = ""
+    version: int | None = None
+    report: Path | None = None
+
+
+def choose_method(configured: str, counts: dict, min_pairs: int) -> tuple[str | None, str]:
+    """The method to run on these dataset counts, and why (None = nothing to train on)."""
+    sft, pairs, kto = counts.get("sft", 0), counts.get("dpo", 0), counts.get("kto", 0)
+    method, notes = configured, []
+    if "dpo" in method and pairs < min_pairs:
+        notes.append(f"{pairs} preference pairs < trainer.min_pairs = {min_pairs}")
+        method = method.replace("dpo", "kto")
+    if "kto" in method and kto < 2:
+        notes.append(f"{kto} KTO rows (needs 2)")
+        method = "sft" if "sft" in method else None
+    if method == "sft" and sft == 0:
+        notes.append("no SFT examples")
+        method = None
+    if method and "sft" in method and sft == 0:
+        method = method.split("+", 1)[1]
+    if method is None:
+        return None, "nothing to train on: " + "; ".join(notes)
+    why = f"{configured}" if method == configured else f"{method} instead of {configured} ({'; '.join(notes)})"
+    return method, why
+
+
+def _touch(engine, run_id: int, persona: str, holder: str) -> None:
+    crud.renew_run_lock(engine, persona=persona, holder=holder, ttl_s=LOCK_TTL_S)
+    with session_scope(engine) as s:
+        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(heartbeat_at=utcnow()))
+
+
+async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = False, promote: bool = True,
+                    method: str | None = None, echo: bool = False, on_spawn=None) -> CycleResult | None:
+    """Run one cycle for `persona`; None when another cycle of that persona holds the lock."""
+    settings, engine = loopbot.settings, loopbot.engine
+    settings.persona(persona)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not crud.acquire_run_lock(engine, persona=persona, holder=holder, ttl_s=LOCK_TTL_S):
+        log.info("a training cycle of %s is already running elsewhere; not starting another", persona)
+        return None
+    try:
+        crud.fail_stale_runs(engine, persona=persona, older_than_s=0)  # we hold the lock: any "running" one died
+        run = crud.start_training_run(engine, persona=persona, trigger=trigger,
+                                      method=method or settings.trainer.method)
+        try:
+            return await _cycle(loopbot, persona, run.id, holder, trigger=trigger, force=force, promote=promote,
+                                method=method, echo=echo, on_spawn=on_spawn)
+        except BaseException as e:
+            why = f"{type(e).__name__}: {e}" if not isinstance(e, asyncio.CancelledError) else "cancelled"
+            crud.add_run_step(engine, run_id=run.id, step="cycle", outcome="failed", error=why)
+            crud.finish_training_run(engine, run_id=run.id, status="failed", error=why)
+            if isinstance(e, Exception):
+                log.error("training cycle %d of %s failed: %s", run.id, persona, why)
+                return CycleResult(run.id, "failed", why)
+            raise
+    finally:
+        crud.release_run_lock(engine, persona=persona, holder=holder)
+
+
+async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: str, force: bool, promote: bool,
+                 method: str | None, echo: bool, on_spawn) -> CycleResult:
+    from trainer.base_model import base_model_dir
+    from trainer.dataset_stats import new_votes_since_last_run
+    from trainer.datasets import build_datasets
+
+    settings, engine, cfg = loopbot.settings, loopbot.engine, loopbot.settings.trainer
+
+    def skip(reason: str, **sizes) -> CycleResult:
+        crud.add_run_step(engine, run_id=run_id, step="check", outcome="skipped", reason=reason)
+        crud.finish_training_run(engine, run_id=run_id, status="skipped", error=reason, dataset_sizes=sizes or None)
+        log.info("training cycle of %s skipped: %s", persona, reason)
+        return CycleResult(run_id, "skipped", reason)
+
+    new_votes = new_votes_since_last_run(engine, persona)
+    if new_votes < cfg.min_new_votes and not force:
+        return skip(f"{new_votes} new consented votes since the last trained run < trainer.min_new_votes = "
+                    f"{cfg.min_new_votes}")
+    build = await asyncio.to_thread(build_datasets, engine, settings, persona)
+    sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes}
+    crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
+                      path=str(build.out_dir), counts=build.counts)
+    chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs)
+    if chosen is None:
+        return skip(why, **sizes)
+    if cfg.backend == "mistral":
+        from trainer.mistral_ft import train_on_mistral
+
+        version = await train_on_mistral(loopbot, persona, build, run_id=run_id)
+        crud.add_run_step(engine, run_id=run_id, step="train", outcome="ok", backend="mistral", version=version)
+        crud.finish_training_run(engine, run_id=run_id, status="succeeded", dataset_sizes=sizes,
+                                 candidate_version=version)
+        return CycleResult(run_id, "succeeded", "trained on Mistral; no local evaluation of a hosted model: "
+                                                "check it and promote it with `loopbot adapters promote`", version)
+
+    from trainer.launch import train_new_version
+
+    base = base_model_dir(settings, persona)
+    live = crud.active_adapter(engine, persona=persona)
+    start = live.path if cfg.start_from == "live" and live is not None and live.path else None
+    crud.add_run_step(engine, run_id=run_id, step="train", outcome="started", method=chosen, why=why,
+                      start_from=live.name if start else "base")
+    trained = await train_new_version(
+        engine, settings, persona, dataset_dir=build.out_dir, base_model=base, method=chosen, start_adapter=start,
+        parent_version=live.version if start else None, run_id=run_id, dataset_manifest=build.manifest, echo=echo,
+        on_spawn=on_spawn, heartbeat=lambda: _touch(engine, run_id, persona, holder))
+    crud.add_run_step(engine, run_id=run_id, step="train", outcome="ok", version=trained.version,
+                      stages=[{k: s[k] for k in ("stage", "rows", "steps", "train_loss", "seconds", "skipped")}
+                              for s in trained.stages], log=str(trained.log_path))
+    _touch(engine, run_id, persona, holder)
+    report, report_path, gate = await evaluate_and_gate(loopbot, persona, trained.version, build.out_dir)
+    crud.add_run_step(engine, run_id=run_id, step="evaluate", outcome="ok", report=str(report_path),
+                      seconds=report["seconds"])
+    crud.add_run_step(engine, run_id=run_id, step="gate", outcome="passed" if gate.passed else "rejected",
+                      checks=gate.as_dict()["checks"])
+    summary = metrics_summary(report)
+    if not gate.passed:
+        crud.set_adapter_status(engine, persona=persona, version=trained.version, status="failed",
+                                reason=f"rejected by the gate: {gate.summary()}")
+        crud.finish_training_run(engine, run_id=run_id, status="rejected", error=gate.summary(), metrics=summary,
+                                 dataset_sizes=sizes, candidate_version=trained.version)
+        return CycleResult(run_id, "rejected", gate.summary(), trained.version, report_path)
+    status = "succeeded"
+    if promote:
+        from trainer.registry import promote as promote_version
+
+        await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})")
+        crud.add_run_step(engine, run_id=run_id, step="promote", outcome="ok", version=trained.version)
+        status = "promoted"
+    crud.finish_training_run(engine, run_id=run_id, status=status, metrics=summary, dataset_sizes=sizes,
+                             candidate_version=trained.version)
+    return CycleResult(run_id, status, gate.summary(), trained.version, report_path)
+
+
+def metrics_summary(report: dict) -> dict:
+    """The figures worth keeping on the run and adapter rows (the full report is a file)."""
+    out = {}
+    for label, v in report["variants"].items():
+        out[label] = {k: v.get(k) for k in ("perplexity", "preference_accuracy", "preference_margin")}
+        if v.get("degeneracy"):
+            out[label]["degeneracy"] = v["degeneracy"]
+    out["judge"] = report.get("judge")
+    out["gate"] = report.get("gate")
+    return out
+
+
+async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Path):
+    """Evaluate `version` against the live version on `dataset_dir`'s held-out split; write the report; gate it."""
+    from trainer.base_model import base_model_dir
+    from trainer.evaluate import evaluate_candidate, write_report
+    from trainer.gate import apply_gate
+
+    settings, engine = loopbot.settings, loopbot.engine
+    candidate = crud.get_adapter(engine, persona=persona, version=version)
+    if candidate is None:
+        from loopbot.errors import UsageError
+
+        raise UsageError(f"{persona} has no version {version}")
+    live = crud.active_adapter(engine, persona=persona)
+    if live is not None and live.version == version:
+        live = crud.get_adapter(engine, persona=persona, version=candidate.parent_version) \
+            if candidate.parent_version else None
+    live_path = live.path if live is not None and live.path else None
+    report = await asyncio.to_thread(
+        evaluate_candidate, settings, persona, dataset_dir=Path(dataset_dir), base_model=base_model_dir(settings, persona),
+        candidate_path=candidate.path, live_path=live_path, candidate_name=candidate.name,
+        live_name=live.name if live_path else None)
+    gate = apply_gate(report, settings.trainer.gate)
+    report["gate"] = gate.as_dict()
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    report_path, _ = write_report(report, settings, persona, f"v{version}-{stamp}")
+    with session_scope(engine) as s:
+        from sqlalchemy import select
+
+        from storage.models import Adapter
+
+        row = s.execute(select(Adapter).where(Adapter.persona == persona, Adapter.version == version)).scalar_one()
+        row.metrics = {**row.metrics, "evaluation": metrics_summary(report), "gate": gate.as_dict(),
+                       "report": str(report_path)}
+    return report, report_path, gate
+
+
+def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> asyncio.Task:
+    """Start a cycle in the background of the running event loop (the bots' admin /train); returns its task."""
+    loopbot.settings.persona(persona)
+    task = asyncio.get_running_loop().create_task(run_cycle(loopbot, persona, trigger=trigger, force=force),
+                                                  name=f"training-cycle-{persona}")
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def cycle_running(engine, persona: str) -> bool:
+    """Whether a live process holds the persona's training lock."""
+    from storage.models import RunLock
+
+    with session_scope(engine) as s:
+        lock = s.get(RunLock, persona)
+        if lock is None:
+            return False
+        expires = lock.expires_at if lock.expires_at.tzinfo else lock.expires_at.replace(tzinfo=utcnow().tzinfo)
+        return expires > utcnow()

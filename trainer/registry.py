@@ -1,0 +1,238 @@
+"""Adapter registry operations: promote, roll back, and the live watch that rolls back a worse version by itself.
+
+Promotion = the running router's hot swap (when this process serves chats), then `crud.activate_adapter`, which
+makes the version the only active one in one transaction. In a process without a router (a CLI command) only the
+database changes; the running `loopbot run` converges to it (trainer.schedule calls `reconcile_router`).
+
+Live watch (a documented test): after a promotion, the new version's 👍 share over its first `watch_votes` votes is
+compared with the previous version's 👍 share (all its votes before the promotion) by a one-sided two-proportion
+z-test with pooled variance, H1: p_new < p_old. If the p-value is below 1 - `watch_confidence`, the new version is
+rolled back and the reason (rates, counts, p-value) is recorded on the adapter and in the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import and_, func, select
+
+from loopbot.errors import LoopbotError, UsageError
+from storage import crud
+from storage.db import session_scope
+from storage.models import Adapter, Event, Feedback, Generation
+
+log = logging.getLogger(__name__)
+
+
+def running_router(loopbot):
+    """The router this process serves chats with, if it has been built (never builds one)."""
+    return loopbot.__dict__.get("router")
+
+
+def _servable(row: Adapter) -> str:
+    """The path (or remote model id) to serve `row` from; raises if there is none."""
+    if row.remote_model_id:
+        return row.remote_model_id
+    if not row.path or not (Path(row.path) / "adapter_config.json").is_file():
+        raise LoopbotError(f"{row.name}: no adapter files at {row.path or '(no path)'}")
+    return row.path
+
+
+def previous_version(engine, persona: str, version: int) -> int | None:
+    """The version that was active when `version` was promoted (None = the base model)."""
+    with session_scope(engine) as s:
+        events = s.execute(select(Event).where(Event.kind == "promote", Event.persona == persona)
+                           .order_by(Event.id.desc())).scalars()
+        for e in events:
+            if e.data.get("version") == version:
+                return e.data.get("previous_version")
+    return None
+
+
+async def promote(loopbot, persona: str, version: int, *, reason: str = "manual", force: bool = False) -> Adapter:
+    """Serve `version` of `persona` from now on: hot swap in this process's router, then the database."""
+    engine = loopbot.engine
+    loopbot.settings.persona(persona)
+    row = crud.get_adapter(engine, persona=persona, version=version)
+    if row is None:
+        raise UsageError(f"{persona} has no version {version} (see `loopbot adapters list --persona {persona}`)")
+    if row.status == "active":
+        raise UsageError(f"{row.name} is already active")
+    if row.status in ("failed", "rolled_back") and not force:
+        raise UsageError(f"{row.name} is {row.status} ({row.status_reason or 'no reason recorded'}); "
+                         f"use --force to promote it anyway")
+    source = _servable(row)
+    current = crud.active_adapter(engine, persona=persona)
+    router = running_router(loopbot)
+    if router is not None:
+        await router.swap(persona, row.name, source)
+    try:
+        crud.activate_adapter(engine, persona=persona, version=version, reason=reason)
+    except Exception:
+        if router is not None:  # keep serving what the database says is active
+            await router.swap(persona, current.name if current else None, current and _servable(current))
+        raise
+    with session_scope(engine) as s:
+        s.add(Event(kind="promote", persona=persona, data={
+            "version": version, "previous_version": current.version if current else None, "reason": reason}))
+    log.info("promoted %s (was %s): %s", row.name, current.name if current else "the base model", reason)
+    return crud.get_adapter(engine, persona=persona, version=version)
+
+
+async def rollback(loopbot, persona: str, *, reason: str, to_version: int | None = None,
+                   to_base: bool = False) -> Adapter | None:
+    """Put the version active before the current one back (or `to_version`, or the base model); returns it."""
+    engine = loopbot.engine
+    loopbot.settings.persona(persona)
+    current = crud.active_adapter(engine, persona=persona)
+    if current is None:
+        raise UsageError(f"{persona} serves the base model: nothing to roll back")
+    target_version = None if to_base else (to_version if to_version is not None
+                                           else previous_version(engine, persona, current.version))
+    target = None
+    if target_version is not None:
+        target = crud.get_adapter(engine, persona=persona, version=target_version)
+        if target is None:
+            raise UsageError(f"{persona} has no version {target_version}")
+        if target.version == current.version:
+            raise UsageError(f"{target.name} is the active version")
+    router = running_router(loopbot)
+    if router is not None:
+        await router.swap(persona, target.name if target else None, _servable(target) if target else None)
+    crud.activate_adapter(engine, persona=persona, version=target.version if target else None,
+                          previous_status="rolled_back", reason=reason)
+    with session_scope(engine) as s:
+        s.add(Event(kind="rollback", persona=persona, data={
+            "from_version": current.version, "to_version": target.version if target else None, "reason": reason}))
+    log.warning("rolled back %s to %s: %s", current.name, target.name if target else "the base model", reason)
+    return target
+
+
+def desired_routes(engine, personas) -> dict[str, tuple[str, str] | None]:
+    """{persona: (served name, path) of the active version, or None for the base model}, from the database."""
+    out: dict[str, tuple[str, str] | None] = {}
+    for persona in personas:
+        row = crud.active_adapter(engine, persona=persona)
+        try:
+            out[persona] = (row.name, _servable(row)) if row else None
+        except LoopbotError as e:
+            log.error("active adapter %s cannot be served: %s", row.name, e)
+            out[persona] = None
+    return out
+
+
+async def reconcile_router(loopbot) -> dict | None:
+    """Make this process's router serve what the database says is active (after a CLI promote or rollback)."""
+    router = running_router(loopbot)
+    if router is None:
+        return None
+    return await router.reconcile(desired_routes(loopbot.engine, loopbot.settings.personas))
+
+
+# ---- the live watch -------------------------------------------------------------------------------------------
+def one_sided_two_proportion_p(likes_new: int, n_new: int, likes_old: int, n_old: int) -> float:
+    """p-value of H1 "the new 👍 rate is lower than the old" (pooled z-test; normal approximation)."""
+    if n_new == 0 or n_old == 0:
+        return 1.0
+    pooled = (likes_new + likes_old) / (n_new + n_old)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_new + 1 / n_old))
+    diff = likes_new / n_new - likes_old / n_old
+    if se == 0:
+        return 0.0 if diff < 0 else 1.0
+    z = diff / se
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+@dataclass
+class WatchVerdict:
+    persona: str
+    version: int
+    previous_version: int | None
+    likes_new: int
+    votes_new: int
+    likes_old: int
+    votes_old: int
+    p_value: float | None
+    decision: str  # "waiting" | "keep" | "rollback" | "no_baseline"
+
+    def describe(self) -> str:
+        rate = lambda k, n: f"{k}/{n} = {k / n:.0%}" if n else "no votes"  # noqa: E731
+        prev = f"v{self.previous_version}" if self.previous_version else "the base model"
+        p = f", one-sided p = {self.p_value:.4f}" if self.p_value is not None else ""
+        return f"live 👍 rate v{self.version} {rate(self.likes_new, self.votes_new)} vs {prev} " \
+               f"{rate(self.likes_old, self.votes_old)}{p}: {self.decision}"
+
+
+def _vote_counts(s, persona: str, served_name: str | None, *, after=None, before=None,
+                 limit: int | None = None) -> tuple[int, int]:
+    name_match = Generation.adapter_version.is_(None) if served_name is None \
+        else Generation.adapter_version == served_name
+    q = (select(Feedback.value).join(Generation, Feedback.generation_id == Generation.id)
+         .where(and_(Generation.persona == persona, name_match)))
+    if after is not None:
+        q = q.where(Feedback.created_at >= after)
+    if before is not None:
+        q = q.where(Feedback.created_at < before)
+    q = q.order_by(Feedback.created_at, Feedback.id)
+    if limit is not None:
+        q = q.limit(limit)
+    values = list(s.execute(q).scalars())
+    return sum(1 for v in values if v > 0), len(values)
+
+
+def watch_verdict(engine, settings, persona: str) -> WatchVerdict | None:
+    """Where the live watch of the persona's active version stands (None: nothing to watch)."""
+    gate = settings.trainer.gate
+    current = crud.active_adapter(engine, persona=persona)
+    if current is None or gate.watch_votes == 0 or (current.metrics.get("watch") or {}).get("decided"):
+        return None
+    prev = previous_version(engine, persona, current.version)
+    prev_name = f"{persona}-v{prev}" if prev is not None else None
+    with session_scope(engine) as s:
+        likes_new, n_new = _vote_counts(s, persona, current.name, after=current.promoted_at, limit=gate.watch_votes)
+        likes_old, n_old = _vote_counts(s, persona, prev_name, before=current.promoted_at)
+    verdict = WatchVerdict(persona, current.version, prev, likes_new, n_new, likes_old, n_old, None, "waiting")
+    if n_new < gate.watch_votes:
+        return verdict
+    if n_old == 0:
+        verdict.decision = "no_baseline"
+        return verdict
+    verdict.p_value = round(one_sided_two_proportion_p(likes_new, n_new, likes_old, n_old), 6)
+    verdict.decision = "rollback" if verdict.p_value < 1 - gate.watch_confidence else "keep"
+    return verdict
+
+
+def _record_watch(engine, persona: str, version: int, verdict: WatchVerdict) -> None:
+    with session_scope(engine) as s:
+        row = s.execute(select(Adapter).where(Adapter.persona == persona, Adapter.version == version)).scalar_one()
+        row.metrics = {**row.metrics, "watch": {**asdict(verdict), "decided": True, "summary": verdict.describe()}}
+        s.add(Event(kind="watch", persona=persona, data={**asdict(verdict), "summary": verdict.describe()}))
+
+
+async def check_live_watch(loopbot, persona: str) -> WatchVerdict | None:
+    """Decide the live watch once enough votes came in; roll back automatically when the new version is worse."""
+    verdict = watch_verdict(loopbot.engine, loopbot.settings, persona)
+    if verdict is None or verdict.decision == "waiting":
+        return verdict
+    _record_watch(loopbot.engine, persona, verdict.version, verdict)
+    if verdict.decision == "rollback":
+        await rollback(loopbot, persona, reason=f"automatic rollback: {verdict.describe()}")
+    return verdict
+
+
+def adapter_summary(row: Adapter) -> dict:
+    """What `loopbot adapters list/show` prints for one version."""
+    gate = (row.metrics or {}).get("gate") or {}
+    return {"name": row.name, "version": row.version, "status": row.status, "parent": row.parent_version,
+            "created": row.created_at.isoformat(timespec="seconds") if row.created_at else None,
+            "promoted": row.promoted_at.isoformat(timespec="seconds") if row.promoted_at else None,
+            "reason": row.status_reason, "path": row.path, "remote_model_id": row.remote_model_id,
+            "gate": "passed" if gate.get("passed") else (", ".join(gate.get("failed", [])) or None)}
+
+
+def count_versions(engine, persona: str) -> int:
+    with session_scope(engine) as s:
+        return s.execute(select(func.count()).select_from(Adapter).where(Adapter.persona == persona)).scalar()
