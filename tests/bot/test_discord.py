@@ -12,8 +12,9 @@ from bot.chat import ChatService
 from bot.discord import DiscordBot
 from bot.routing import BackendRouter
 from serving.instant import InstantBackend
+from storage import crud
 from storage.db import session_scope
-from storage.models import Feedback, Generation, Message
+from storage.models import Comparison, Feedback, Generation, Message
 from tests.helpers.fake_discord import FakeDiscord
 
 
@@ -221,7 +222,7 @@ async def test_streaming_edits_are_throttled(fake, start_bot):
 async def test_a_429_on_edits_is_waited_out(fake, start_bot):
     fake.edit_limit = (2, 0.5)  # 2 edits per message per 0.5 s, then 429 with retry_after
     text = "word " * 120
-    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=10, delay_s=0.01), edit_interval_s=0.0)
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=10, delay_s=0.01), edit_interval_s=0.1)
     alice = fake.user("alice")
     await fake.say(alice, "stream fast", mention_bot=True)
     reply = await fake.wait_for_message(final, timeout=20)
@@ -253,3 +254,47 @@ async def test_stickers_and_images_get_a_useful_answer(fake, start_bot):
     await fake.say(alice, "", dm=True, sticker=True)
     reply = await fake.wait_for_message(lambda m: "sticker" in m["content"])
     assert "I can only read text" in reply["content"]
+
+
+async def test_arena_round_shows_a_and_b_and_stores_the_pick(fake, start_bot, sqlite_engine):
+    backend = InstantBackend()
+    await backend.load_adapter("coach-v1", "/x")
+    crud.create_adapter(sqlite_engine, persona="coach", version=1, base_model="smollm2", path="/x")
+    crud.activate_adapter(sqlite_engine, persona="coach", version=1)
+    await start_bot(backend, arena_rate=1.0)
+    alice = fake.user("alice")
+    await fake.say(alice, "which is better?", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    assert "🅰️ A" in reply["content"] and "🅱️ B" in reply["content"]
+    assert "[coach-v1] which is better?" in reply["content"] and "[base] which is better?" in reply["content"]
+    await fake.wait_answered(await fake.press(alice, reply, "lb:" + next(
+        b["custom_id"][3:] for b in FakeDiscord.buttons(reply) if b["label"].startswith("🅱️"))))
+    assert labels(fake.messages[int(reply["id"])]) == ["👍", "👎", "🔄"]  # now rate the kept answer
+    assert rows(sqlite_engine, Comparison)[0].pick == "b"
+
+
+async def test_forget_asks_then_deletes_only_for_the_asker(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice, bob = fake.user("alice"), fake.user("bob")
+    await fake.say(alice, "remember this", mention_bot=True)
+    await fake.wait_for_message(final)
+    ask = await fake.response_of(await fake.slash(alice, "forget"))
+    assert "cannot be undone" in ask["content"]
+    refused = await fake.wait_answered(await fake.press(bob, ask, label="🗑 Yes, delete everything"))
+    assert refused.ephemeral and "Only the person who asked" in refused.responses[0]["data"]["content"]
+    assert len(rows(sqlite_engine, Message)) == 2
+    await fake.wait_answered(await fake.press(alice, ask, label="🗑 Yes, delete everything"))
+    done = fake.messages[int(ask["id"])]
+    assert done["content"].startswith("Done: deleted") and done["components"] == []
+    assert rows(sqlite_engine, Message) == [] and rows(sqlite_engine, Generation) == []
+
+
+async def test_a_user_over_the_rate_limit_gets_a_polite_answer(fake, start_bot, sqlite_engine):
+    await start_bot(messages_per_minute=2)
+    alice = fake.user("alice")
+    for i in range(3):
+        await fake.say(alice, f"message {i}", dm=True)
+        await fake.wait_for_message(lambda m, i=i: f"message {i}" in m["content"] or "faster than" in m["content"])
+    assert "faster than I can answer" in fake.bot_messages()[-1]["content"]
+    assert [m.text for m in rows(sqlite_engine, Message) if m.role == "user"] == [
+        "message 0", "message 1", "message 2"]  # the refused message is kept
