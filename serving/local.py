@@ -272,16 +272,17 @@ class LocalBackend:
         self._adapters = {**self._adapters, name: path}
 
     def _unload_adapter(self, name: str) -> None:
-        import gc
+        import warnings
 
         if name not in self._adapters:
             raise ModelNotFound(f"adapter {name!r} is not loaded")
         if len(self._adapters) == 1:  # the last one: back to the plain base model
             self.model = self.model.unload()
         else:
-            self.model.delete_adapter(name)
+            with warnings.catch_warnings():  # "adapter X was active which is now deleted": we set it per batch
+                warnings.simplefilter("ignore")
+                self.model.delete_adapter(name)
         self._adapters = {n: p for n, p in self._adapters.items() if n != name}
-        gc.collect()
 
     # ---- decoding -------------------------------------------------------------------------------------------
     def _prepare(self, req: _Request) -> _Row | None:
