@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from storage import crud
-from web.queries import picks, thumbs_by_version
+from web.queries import picks, picks_stamp, thumbs_by_version
 from web.ratings import Rating, matches_from_picks, rate
 
 
@@ -34,19 +34,18 @@ class Board:
 
 def build_board(engine: Engine, *, persona: str, rounds: int = 200, cache: dict | None = None) -> Board:
     """Every version's standing; the bootstrap is redone only when new picks arrived (cached per persona)."""
-    rows = picks(engine, persona=persona)
-    matches = matches_from_picks(rows)
-    key = (persona, len(rows), tuple(rows[-1]) if rows else None, rounds)
+    key = (picks_stamp(engine, persona=persona), rounds)
     if cache is not None and cache.get(persona, (None,))[0] == key:
-        ratings = cache[persona][1]
+        ratings, comparisons = cache[persona][1]
     else:
-        ratings = rate(matches, rounds=rounds)
+        matches = matches_from_picks(picks(engine, persona=persona))
+        ratings, comparisons = rate(matches, rounds=rounds), len(matches)
         if cache is not None:
-            cache[persona] = (key, ratings)
+            cache[persona] = (key, (ratings, comparisons))
     thumbs = thumbs_by_version(engine, persona=persona)
     active = crud.active_adapter(engine, persona=persona)
     live = active.name if active else "base"
     by_name = {r.player: r for r in ratings}
     names = [r.player for r in ratings] + sorted(set(thumbs) - set(by_name))
     board_rows = [Row(n, by_name.get(n), *thumbs.get(n, (0, 0)), live=(n == live)) for n in names]
-    return Board(persona, board_rows, ratings, len(matches))
+    return Board(persona, board_rows, ratings, comparisons)

@@ -79,6 +79,13 @@ def picks(engine: Engine, *, persona: str) -> list[tuple[str, str, str]]:
     return [(version_label(a), version_label(b), p) for a, b, p in rows]
 
 
+def picks_stamp(engine: Engine, *, persona: str) -> tuple:
+    """Changes whenever a pick is added, changed or deleted (count, newest id, newest pick time)."""
+    with session_scope(engine) as s:
+        return tuple(s.execute(select(func.count(), func.max(Comparison.id), func.max(Comparison.picked_at))
+                               .where(Comparison.persona == persona, Comparison.pick.is_not(None))).one())
+
+
 def thumbs_by_version(engine: Engine, *, persona: str) -> dict[str, tuple[int, int]]:
     """{version: (👍, 👎)} over every vote on this persona's replies."""
     with session_scope(engine) as s:
