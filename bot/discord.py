@@ -40,11 +40,10 @@ def chat_service(obj: Any) -> ChatService:
     """A ChatService, or the one a Loopbot (the composition root) provides."""
     if isinstance(obj, ChatService):
         return obj
-    if hasattr(type(obj), "chat"):
-        return obj.chat
-    from bot.routing import router_for
-
-    return ChatService(obj.engine, obj.settings, router_for(obj), loopbot=obj)
+    service = getattr(obj, "chat_service", None)
+    if service is None:
+        raise TypeError(f"DiscordBot needs a ChatService or a Loopbot, not {type(obj).__name__}")
+    return service
 
 
 def base_emoji(name: str | None) -> str:

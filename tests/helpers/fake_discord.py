@@ -136,6 +136,11 @@ class FakeDiscord:
             await ws.close()
 
     @property
+    def connections(self) -> int:
+        """Gateway connections that have identified and are still open."""
+        return len(self._sockets)
+
+    @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v10"
 

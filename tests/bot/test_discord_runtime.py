@@ -1,0 +1,35 @@
+"""`loopbot run` with a Discord token in the environment serves Discord (against the loopback gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from loopbot.app import Loopbot
+from loopbot.runtime import serve_all
+from serving.instant import InstantBackend
+from tests.helpers.fake_discord import FakeDiscord
+
+
+async def test_loopbot_run_serves_discord_when_its_token_is_set(settings):
+    fake = await FakeDiscord().start()
+    try:
+        s = settings.model_copy(deep=True)
+        s.discord.api_base, s.discord.gateway_url = fake.api_base, fake.gateway_url
+        s.schedule.enabled = s.web.enabled = False
+        loopbot = Loopbot(s)
+        loopbot.backend = InstantBackend()  # the configured backend would load a real model
+        stop = asyncio.Event()
+        run = asyncio.create_task(serve_all(loopbot, stop=stop, env={s.discord.token_env: fake.token}))
+        while not fake.global_commands and not run.done():  # registered once connected and ready
+            await asyncio.sleep(0.05)
+        if run.done():
+            await run  # it stopped early: show why
+        alice = fake.user("alice")
+        await fake.say(alice, "are you there?", mention_bot=True)
+        reply = await fake.wait_for_message(lambda m: bool(FakeDiscord.buttons(m)), timeout=15)
+        assert reply["content"] == "[base] are you there?"
+        stop.set()
+        assert "discord" in await asyncio.wait_for(run, 30)
+        assert fake.connections == 0  # the gateway connection was closed on stop
+    finally:
+        await fake.stop()
