@@ -145,6 +145,8 @@ class GateSettings(Section):
     max_words_ratio: float = Field(1.5, gt=1)
     max_repetition_rise: float = Field(0.10, ge=0)
     max_symbols_per_word_ratio: float = Field(1.5, gt=1)
+    degeneracy_checks: bool = Field(True, description="compare generated replies with the live version's; "
+                                                      "switch off only for toy models whose replies are noise")
     watch_votes: int = Field(50, ge=0, description="live votes to compare after promotion; 0 = no auto-rollback")
     watch_confidence: float = Field(0.95, gt=0, lt=1)
 

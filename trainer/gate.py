@@ -73,7 +73,9 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
                         + (f"; failed: {bad}" if bad else "")))
 
     cd, ld = cand.get("degeneracy") or {}, live.get("degeneracy") or {}
-    if cd.get("replies") and ld.get("replies"):
+    if not gate.degeneracy_checks:
+        checks.append(Check("degeneracy", True, "not checked (trainer.gate.degeneracy_checks = false)"))
+    elif cd.get("replies") and ld.get("replies"):
         rise = cd["cutoff_rate"] - ld["cutoff_rate"]
         checks.append(Check("cutoff", rise <= gate.max_cutoff_rate_rise + 1e-9,
                             f"cut off at the token limit {cd['cutoff_rate']:.0%} vs live {ld['cutoff_rate']:.0%}"))

@@ -14,13 +14,10 @@ FAST_TRAINING = {
     "trainer.dataset.heldout_fraction": 0.3,
     "personas.coach.sampling.max_tokens": 24,
 }
-# The tiny model's greedy replies are noise (its lm_head is random and frozen, so SFT loss stays above ~5), and
-# their length and repetition swing from run to run: tests of the preference gate switch the degeneracy checks
-# off; tests/trainer/test_gate.py checks those on reports of known figures.
-LOOSE_DEGENERACY = {
-    "trainer.gate.max_words_ratio": 100.0, "trainer.gate.max_repetition_rise": 1.0,
-    "trainer.gate.max_cutoff_rate_rise": 1.0, "trainer.gate.max_symbols_per_word_ratio": 100.0,
-}
+# The tiny model's greedy replies are noise (its lm_head and final norm are random and not LoRA targets, so SFT loss
+# stays above ~5): their length and repetition swing from run to run (0 to 10 words per reply seen for one
+# dataset). Tests of the preference gate switch the degeneracy checks off; test_gate.py checks them on reports.
+LOOSE_DEGENERACY = {"trainer.gate.degeneracy_checks": False}
 
 
 @pytest.fixture

@@ -1,0 +1,147 @@
+"""A training cycle end to end on the tiny model: feedback in the database -> a served, better adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import crud
+from tests.trainer.conftest import loopbot_on
+from tests.trainer.synthetic import seed_feedback
+from trainer.pipeline import choose_method, cycle_running, run_cycle
+
+
+def _lora_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbot, tiny_model_dir):
+    seed_feedback(loopbot.engine, conversations=40)
+    started = time.monotonic()
+    first = await run_cycle(loopbot, "coach", trigger="manual")
+    assert first.status == "promoted", first.reason
+    v1 = crud.active_adapter(loopbot.engine, persona="coach")
+    assert (v1.version, v1.name, v1.status) == (1, "coach-v1", "active")
+    assert Path(v1.path) == loopbot.settings.adapters_dir / "coach" / "v1"
+    lora_b = [t for k, t in _lora_tensors(Path(v1.path)).items() if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b), "training left LoRA B at its zero initialisation"
+    run = crud.get_training_run(loopbot.engine, run_id=first.run_id)
+    assert run.status == "promoted" and run.candidate_version == 1
+    assert [s["step"] for s in run.steps] == ["build", "train", "train", "evaluate", "gate", "promote"]
+    assert [s["stage"] for s in run.steps[2]["stages"]] == ["sft", "dpo"]
+    assert run.dataset_sizes["feedback_id_max"] and run.dataset_sizes["dpo"] >= 4
+    report = json.loads(first.report.read_text())
+    cand, base = report["variants"]["candidate"], report["variants"]["live"]
+    assert cand["preference_accuracy"] > base["preference_accuracy"]
+    assert first.report.with_suffix(".png").stat().st_size > 1000
+
+    seed_feedback(loopbot.engine, conversations=20, seed=1)
+    second = await run_cycle(loopbot, "coach", method="kto")
+    assert second.status in ("promoted", "rejected"), second.reason
+    v2 = crud.get_adapter(loopbot.engine, persona="coach", version=2)
+    assert v2.parent_version == 1 and v2.metrics["training"]["stages"][0]["stage"] == "kto"
+    t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
+    assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
+    assert time.monotonic() - started < 120
+
+    from serving.base import SamplingParams, complete
+    from serving.local import LocalBackend
+
+    backend = LocalBackend(tiny_model_dir, device="cpu")
+    try:
+        await backend.load_adapter(v2.name, v2.path)
+        text, finished = await complete(backend, [{"role": "user", "content": "How far should I run?"}],
+                                        adapter=v2.name, sampling=SamplingParams(temperature=0, max_tokens=8))
+        assert finished.completion_tokens > 0 and text
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_killed_training_leaves_a_failed_run_and_nothing_servable(loopbot):
+    loopbot.settings.trainer.sft.max_steps = 100_000  # long enough to be killed mid-training
+    seed_feedback(loopbot.engine, conversations=30)
+    pids: list[int] = []
+    task = asyncio.create_task(run_cycle(loopbot, "coach", on_spawn=pids.append))
+    logs = loopbot.settings.data_dir / "logs" / "train"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if logs.is_dir() and any("stage sft:" in p.read_text(errors="replace") for p in logs.iterdir()):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("training never started")
+    await asyncio.sleep(1.0)
+    os.kill(pids[0], signal.SIGKILL)
+    result = await asyncio.wait_for(task, 60)
+    assert result.status == "failed" and "killed by signal 9" in result.reason
+    run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
+    assert run.status == "failed" and "killed" in run.error
+    assert crud.list_adapters(loopbot.engine, persona="coach") == []
+    assert crud.active_adapter(loopbot.engine, persona="coach") is None
+    assert list((loopbot.settings.adapters_dir / "coach").iterdir()) == []  # no vN/, no partial directory
+    assert not cycle_running(loopbot.engine, "coach")
+
+
+async def test_a_cycle_with_too_few_new_votes_is_skipped_with_the_reason(loopbot):
+    seed_feedback(loopbot.engine, conversations=3)  # 6 votes < min_new_votes = 10
+    result = await run_cycle(loopbot, "coach", trigger="cron")
+    assert result.status == "skipped" and "6 new consented votes" in result.reason
+    run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
+    assert run.status == "skipped" and run.trigger == "cron" and "min_new_votes" in run.error
+    assert crud.list_adapters(loopbot.engine, persona="coach") == []
+
+
+async def test_a_second_cycle_waits_its_turn_while_the_lock_is_held(loopbot):
+    assert crud.acquire_run_lock(loopbot.engine, persona="coach", holder="another process")
+    assert cycle_running(loopbot.engine, "coach")
+    assert await run_cycle(loopbot, "coach", force=True) is None
+    assert crud.list_training_runs(loopbot.engine, persona="coach") == []
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_two_loopbots_on_one_postgres_run_one_cycle_not_two(postgres_url, train_settings):
+    from tests.helpers.databases import truncate_all
+
+    a, b = loopbot_on(postgres_url, train_settings), loopbot_on(postgres_url, train_settings)
+    truncate_all(a.engine)
+    try:
+        a.settings.trainer.method = "sft"
+        seed_feedback(a.engine, conversations=30)
+        results = await asyncio.gather(run_cycle(a, "coach", trigger="cron"), run_cycle(b, "coach", trigger="cron"))
+        assert sum(r is None for r in results) == 1
+        ran = next(r for r in results if r is not None)
+        assert ran.status in ("promoted", "rejected"), ran.reason
+        late = await run_cycle(b, "coach", trigger="cron")  # the other scheduler's turn comes after: no new data
+        assert late.status == "skipped"
+        runs = crud.list_training_runs(a.engine, persona="coach")
+        assert sorted(r.status for r in runs) == sorted([ran.status, "skipped"])
+        assert len(crud.list_adapters(a.engine, persona="coach")) == 1
+    finally:
+        a.engine.dispose()
+        b.engine.dispose()
+
+
+@pytest.mark.parametrize("configured, counts, expected", [
+    ("sft+dpo", {"sft": 10, "dpo": 20, "kto": 30}, "sft+dpo"),
+    ("sft+dpo", {"sft": 10, "dpo": 2, "kto": 30}, "sft+kto"),
+    ("dpo", {"sft": 0, "dpo": 1, "kto": 1}, None),
+    ("sft+dpo", {"sft": 0, "dpo": 9, "kto": 0}, "dpo"),
+    ("kto", {"sft": 5, "dpo": 0, "kto": 0}, None),
+    ("sft", {"sft": 0, "dpo": 9, "kto": 9}, None),
+])
+def test_the_method_follows_the_data(configured, counts, expected):
+    method, why = choose_method(configured, counts, min_pairs=8)
+    assert method == expected, why
+    if expected is None:
+        assert why.startswith("nothing to train on")
