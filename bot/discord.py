@@ -17,6 +17,7 @@ from bot.chat import ChatService
 from bot.commands import COMMANDS
 from bot.messages import Button, Incoming, Press, Reaction
 from bot.render import RateLimited, Renderer
+from loopbot.errors import ConfigError, LoopbotError
 from loopbot.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,6 @@ class DiscordBot:
         self.settings = settings.discord if isinstance(settings, Settings) else settings
         self.token = token or os.environ.get(self.settings.token_env) or ""
         if not self.token:
-            from loopbot.errors import ConfigError
-
             raise ConfigError(f"no Discord token: set the environment variable {self.settings.token_env} "
                               "(discord.token_env)")
         self.guild_ready_timeout = guild_ready_timeout
@@ -226,19 +225,20 @@ class DiscordBot:
         self.client = self.build()
         try:
             await self.client.login(self.token)
-        except Exception:
+        except Exception as e:
             await self.client.close()
             self._restore_endpoints()
-            raise
+            raise self._explain(e) from e
         self._task = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
         ready = asyncio.create_task(self.client.wait_until_ready())
         done, _ = await asyncio.wait({ready, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if ready not in done:
             ready.cancel()
-            error = self._task.exception() if self._task in done else TimeoutError(
-                f"Discord gateway not ready after {timeout_s:.0f} s")
+            error = self._task.exception() if self._task in done else None
             await self.stop()
-            raise error or RuntimeError("the Discord gateway connection ended")
+            if error is not None:
+                raise self._explain(error) from error
+            raise LoopbotError(f"the Discord gateway was not ready after {timeout_s:.0f} s")
         log.info("Discord bot %s running in %d guild(s)", self.client.user, len(self.client.guilds))
 
     async def stop(self) -> None:
@@ -258,6 +258,16 @@ class DiscordBot:
             await self._task
         finally:
             await self.stop()
+
+    def _explain(self, error: BaseException) -> BaseException:
+        """The two start-up failures a person can fix, as one-line errors that say how."""
+        if isinstance(error, discord.LoginFailure):
+            return ConfigError(f"Discord refused the bot token in {self.settings.token_env} (discord.token_env): "
+                               "copy it again from the Developer Portal, Bot page (Reset Token)")
+        if isinstance(error, discord.PrivilegedIntentsRequired):
+            return ConfigError("Discord refused the Message Content intent: turn on \"Message Content Intent\" in "
+                               "the Developer Portal, Bot page, Privileged Gateway Intents")
+        return error
 
     def _use_endpoints(self) -> None:
         """`discord.api_base` / `discord.gateway_url` point discord.py elsewhere (a proxy, a test server)."""

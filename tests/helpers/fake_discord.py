@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_LIMIT = 2000
 MESSAGE_CONTENT_INTENT = 1 << 15
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, message content
 
 # interaction response types (Discord API)
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 1, 4, 5, 6, 7
@@ -81,8 +82,9 @@ class FakeDiscord:
     """One guild with one text channel, one bot application and any number of users."""
 
     def __init__(self, *, token: str = "fake-discord-token", interaction_deadline_s: float = 3.0,
-                 edit_limit: tuple[int, float] | None = None):
+                 edit_limit: tuple[int, float] | None = None, privileged_intents: bool = True):
         self.token = token
+        self.privileged_intents = privileged_intents  # False: the app has not turned on Message Content
         self.interaction_deadline_s = interaction_deadline_s
         self.edit_limit = edit_limit  # (edits, seconds) per message before a 429, like Discord's buckets
         self._ids = itertools.count(1)
@@ -104,6 +106,7 @@ class FakeDiscord:
         self.rate_limited: list[tuple[str, str]] = []  # calls answered 429
         self.identify: dict | None = None
         self.identify_count = 0
+        self.resumes = 0
         self._edit_times: dict[int, list[float]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
@@ -131,8 +134,9 @@ class FakeDiscord:
             await self._runner.cleanup()
 
     async def drop_connections(self) -> None:
-        """Close every gateway connection (what a bot restart looks like from the server's side)."""
-        for ws in list(self._sockets):
+        """Close every gateway connection with code 1000, as Discord sometimes does: the client should RESUME."""
+        sockets, self._sockets = list(self._sockets), []
+        for ws in sockets:
             await ws.close()
 
     @property
@@ -292,10 +296,21 @@ class FakeDiscord:
                 if msg["d"].get("token") != self.token:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
+                if msg["d"].get("intents", 0) & PRIVILEGED_INTENTS and not self.privileged_intents:
+                    await ws.close(code=4014, message=b"Disallowed intent(s).")
+                    break
                 self.identify = msg["d"]
                 self.identify_count += 1
                 self._sockets.append(ws)
                 await self._send_ready(ws)
+            elif op == 6:  # RESUME after a dropped connection: the session goes on
+                if msg["d"].get("token") != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                    break
+                self._sockets.append(ws)
+                self.resumes += 1
+                self._seq += 1
+                await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}}))
         if ws in self._sockets:
             self._sockets.remove(ws)
         return ws
