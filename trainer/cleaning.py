@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -26,6 +27,7 @@ def _phone_or_keep(match: re.Match) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=65536)  # a conversation's history repeats in each of its prompts
 def scrub_pii(text: str) -> str:
     """Replace e-mail addresses with [email] and phone numbers (9+ digits, or +country and 7+) with [phone]."""
     if "@" in text:
@@ -67,10 +69,14 @@ def fit_prompt(prompt: list[dict], completion_tokens: int, max_tokens: int, coun
 _WORD_RE = re.compile(r"\w+")
 
 
+_COMBINING_RE = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
 def normalize_text(text: str) -> str:
     """Case-folded words without accents or punctuation: what 'the same text' means for dedup."""
-    text = unicodedata.normalize("NFKD", text.casefold())
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = text.casefold()
+    if not text.isascii():
+        text = _COMBINING_RE.sub("", unicodedata.normalize("NFKD", text))
     return " ".join(_WORD_RE.findall(text))
 
 
@@ -122,22 +128,30 @@ class Deduper:
         self._signatures: list[bytes] = []
 
     def check(self, text: str, *, near: bool = True) -> str | None:
-        """None if new (and remember it), else 'duplicate' or 'near_duplicate'."""
+        """None if new (and remember it), else 'duplicate' or 'near_duplicate'. With near=False only the very
+        same text is a duplicate (no normalization: fast)."""
+        if not near:
+            key = hashlib.blake2b(text.encode(), digest_size=12).digest()
+            if key in self._exact:
+                return "duplicate"
+            self._exact.add(key)
+            return None
         norm = normalize_text(text)
         norm_key = hashlib.blake2b(norm.encode(), digest_size=12).digest()
         if norm_key in self._exact:
             return "duplicate"
-        if near and self.near_threshold < 1.0:
-            sig = minhash_normalized(norm)
-            band_keys = [hash((i, sig[i * ROWS:(i + 1) * ROWS])) for i in range(BANDS)]
-            for bk in band_keys:
-                other = self._bands.get(bk)
-                if other is not None and similarity(sig, struct.unpack(f">{BINS}I", self._signatures[other])) \
-                        >= self.near_threshold:
-                    return "near_duplicate"
-            index = len(self._signatures)
-            self._signatures.append(struct.pack(f">{BINS}I", *sig))
-            for bk in band_keys:
-                self._bands.setdefault(bk, index)
         self._exact.add(norm_key)
+        if self.near_threshold >= 1.0:
+            return None
+        sig = minhash_normalized(norm)
+        band_keys = [hash((i, sig[i * ROWS:(i + 1) * ROWS])) for i in range(BANDS)]
+        for bk in band_keys:
+            other = self._bands.get(bk)
+            if other is not None and similarity(sig, struct.unpack(f">{BINS}I", self._signatures[other])) \
+                    >= self.near_threshold:
+                return "near_duplicate"
+        index = len(self._signatures)
+        self._signatures.append(struct.pack(f">{BINS}I", *sig))
+        for bk in band_keys:
+            self._bands.setdefault(bk, index)
         return None
