@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -158,7 +158,7 @@ async def _rate_limited(coro):
 
 
 class _Client(discord.Client):
-    def __init__(self, owner: "DiscordBot", **kw):
+    def __init__(self, owner: DiscordBot, **kw):
         super().__init__(**kw)
         self.owner = owner
         self.tree = app_commands.CommandTree(self)
@@ -247,7 +247,7 @@ class DiscordBot:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 10)
-            except Exception:  # noqa: BLE001 - the gateway task ends with the closed client; its error is moot now
+            except Exception:
                 log.debug("gateway task ended with an error", exc_info=True)
         self._restore_endpoints()
 
@@ -358,7 +358,7 @@ class DiscordBot:
             async def run(interaction: discord.Interaction, value: str) -> None:
                 await self.on_command(interaction, name, value)
         else:
-            async def run(interaction: discord.Interaction, value: Optional[str] = None) -> None:
+            async def run(interaction: discord.Interaction, value: str | None = None) -> None:
                 await self.on_command(interaction, name, value)
         run = app_commands.rename(value=option_name)(run)
         run = app_commands.describe(value=option_description)(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -43,7 +44,6 @@ async def fake():
 async def start_bot(fake, sqlite_engine, settings):
     """start_bot(backend=..., **access) -> a running DiscordBot; every bot is stopped and must have no errors."""
     bots: list[DiscordBot] = []
-    services: dict = {}
 
     async def start(backend=None, *, edit_interval_s=0.05, arena_rate=0.0, max_tokens=2000, **access):
         s = settings.model_copy(deep=True)
@@ -216,7 +216,7 @@ async def test_streaming_edits_are_throttled(fake, start_bot):
     assert reply["content"] == text.strip() or reply["content"] == text
     assert 2 <= len(history) <= 10  # streamed, but nowhere near one edit per chunk (29 chunks)
     states = fake.states[int(reply["id"])]
-    assert all(a != b for a, b in zip(states, states[1:]))  # never an identical edit
+    assert all(a != b for a, b in itertools.pairwise(states))  # never an identical edit
 
 
 async def test_a_429_on_edits_is_waited_out(fake, start_bot):

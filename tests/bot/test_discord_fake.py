@@ -95,7 +95,7 @@ async def test_message_content_is_blank_without_the_intent_unless_mentioned_or_a
     async def on_message(message: discord.Message):
         seen[message.id] = message.content
 
-    async with bare_client(fake, message_content=False, handlers={"on_message": on_message}) as client:
+    async with bare_client(fake, message_content=False, handlers={"on_message": on_message}):
         alice = fake.user("alice")
         plain = await fake.say(alice, "hello all")
         mention = await fake.say(alice, "hello bot", mention_bot=True)

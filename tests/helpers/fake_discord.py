@@ -18,7 +18,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -116,7 +116,7 @@ class FakeDiscord:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         app = web.Application(middlewares=[self._errors])
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
@@ -363,7 +363,7 @@ class FakeDiscord:
         path = "/" + request.match_info["path"]
         method = request.method
         self.requests.append((method, path))
-        is_webhook = path.startswith("/webhooks/") or path.startswith("/interactions/")
+        is_webhook = path.startswith(("/webhooks/", "/interactions/"))
         if not is_webhook and request.headers.get("Authorization") != f"Bot {self.token}":
             raise DiscordHTTPError(401, 0, "401: Unauthorized")
         body = await request.json() if request.can_read_body and request.content_type == "application/json" else None
@@ -775,4 +775,4 @@ class FakeDiscord:
 
     @staticmethod
     def _now() -> str:
-        return datetime.now(timezone.utc).isoformat()
+        return datetime.now(UTC).isoformat()
