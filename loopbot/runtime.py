@@ -1,0 +1,129 @@
+"""`loopbot run`: one asyncio process with the enabled bots, the training schedule and the web pages, stopped
+cleanly by SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+
+from loopbot.config import platform_token
+
+log = logging.getLogger("loopbot.run")
+
+Stopper = Callable[[], Awaitable[None]]
+
+
+def run_forever(loopbot) -> None:
+    """Serve until SIGINT / SIGTERM."""
+    asyncio.run(serve_all(loopbot))
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    """Start every enabled part, wait for `stop` (set by SIGINT/SIGTERM), then stop them in reverse order.
+    Returns the names of the parts that ran."""
+    env = os.environ if env is None else env
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            pass
+    stoppers: list[tuple[str, Stopper]] = []
+    watched: list[asyncio.Task] = []
+    try:
+        await _start_parts(loopbot, env, stoppers, watched)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, *watched}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in done:
+            if task is not waiter and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        log.info("stopping: %s", ", ".join(name for name, _ in reversed(stoppers)) or "nothing was running")
+    finally:
+        for name, stopper in reversed(stoppers):
+            try:
+                await asyncio.wait_for(stopper(), 30)
+            except Exception:  # noqa: BLE001 - stop the rest even if one part fails to stop
+                log.exception("stopping %s failed", name)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    return [name for name, _ in stoppers]
+
+
+async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task]) -> None:
+    settings = loopbot.settings
+    stoppers.append(("serving", lambda: _close_backend(loopbot)))
+    platforms = 0
+    token = platform_token(settings, "telegram", env)
+    if token:
+        from bot.telegram import TelegramBot
+
+        secret = env.get(settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
+        bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret)
+        await bot.start()
+        stoppers.append(("telegram", bot.stop))
+        platforms += 1
+    token = platform_token(settings, "discord", env)
+    if token:
+        if _available("bot.discord"):
+            from bot.discord import DiscordBot
+
+            discord_bot = DiscordBot(loopbot.chat_service, settings, token)
+            await discord_bot.start()
+            stoppers.append(("discord", discord_bot.stop))
+            platforms += 1
+        else:
+            log.warning("a Discord token is set but this install has no Discord bot (bot/discord.py)")
+    if not platforms:
+        log.warning("no chat platform enabled: set %s (Telegram) or %s (Discord) to start a bot",
+                    settings.telegram.token_env, settings.discord.token_env)
+    if settings.schedule.enabled:
+        if _available("trainer.schedule"):
+            from trainer.schedule import start_scheduler
+
+            scheduler = start_scheduler(loopbot)
+            stoppers.append(("scheduler", lambda: _shutdown_scheduler(scheduler)))
+        else:
+            log.warning("the training schedule is not available in this install (trainer/schedule.py is missing)")
+    if settings.web.enabled:
+        if _available("web.server"):
+            from web.server import serve
+
+            task = asyncio.create_task(serve(loopbot), name="web")
+            watched.append(task)
+            stoppers.append(("web", lambda: _cancel(task)))
+        else:
+            log.warning("the web pages are not available in this install (web/server.py is missing)")
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def _shutdown_scheduler(scheduler) -> None:
+    scheduler.shutdown(wait=False)
+
+
+async def _close_backend(loopbot) -> None:
+    if "backend" in vars(loopbot):
+        await loopbot.backend.aclose()
