@@ -1,0 +1,62 @@
+"""Clean-up helpers: what counts as PII, as a duplicate, and how prompts are shortened to fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.cleaning import Deduper, estimate_tokens, fit_prompt, scrub_pii
+from trainer.splits import is_heldout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("call me on +56 9 8765 4321", "call me on [phone]"),
+    ("my cell is (555) 123-4567!", "my cell is [phone]!"),
+    ("020 7946 0958 is the office", "[phone] is the office"),
+    ("+44 20 7946", "[phone]"),
+    ("write to ana.runner+coach@mail.example.cl today", "write to [email] today"),
+])
+def test_phone_numbers_and_emails_are_scrubbed(text, expected):
+    assert scrub_pii(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Run 6 x 800 m at 5 km pace, 10-15 seconds slower, 30-60 g of carbs per hour.",
+    "Race day is 2024-10-13 at 07:30, bib 12345.",
+    "Your splits: 4:59, 5:01, 5:03. Weekly volume 40-50 km.",
+    "Version 1.2.3 and 192.168.1",
+])
+def test_training_numbers_dates_and_times_are_not_mistaken_for_phones(text):
+    assert scrub_pii(text) == text
+
+
+def test_duplicates_ignore_case_accents_and_punctuation_but_not_other_words():
+    d = Deduper(0.9)
+    assert d.check("Corre suave, después descansa.") is None
+    assert d.check("corre SUAVE despues descansa") == "duplicate"
+    long = "run easy most days and keep the long run at a pace where you can talk in full sentences always"
+    assert d.check(long) is None
+    assert d.check(long + " ok") == "near_duplicate"
+    assert d.check("hill repeats build power with less impact than flat speed work on the track") is None
+
+
+def test_near_duplicate_detection_can_be_turned_off():
+    d = Deduper(1.0)
+    long = "run easy most days and keep the long run at a pace where you can talk in full sentences always"
+    assert d.check(long) is None and d.check(long + " ok") is None and d.check(long.upper()) == "duplicate"
+
+
+def test_fit_prompt_drops_oldest_turns_and_keeps_the_system_prompt():
+    prompt = [{"role": "system", "content": "s" * 8}, {"role": "user", "content": "u" * 80},
+              {"role": "assistant", "content": "a" * 80}, {"role": "user", "content": "last?"}]
+    count = estimate_tokens
+    assert fit_prompt(prompt, 10, 1000, count) == prompt
+    assert fit_prompt(prompt, 10, 40, count) == [prompt[0], prompt[3]]
+    assert fit_prompt(prompt, 10, 12, count) is None
+
+
+def test_heldout_split_is_stable_and_close_to_the_fraction():
+    keys = [f"conv:{i}" for i in range(4000)]
+    held = [k for k in keys if is_heldout(k, 0.1)]
+    assert 300 < len(held) < 500
+    assert held == [k for k in keys if is_heldout(k, 0.1)]
+    assert set(held) <= {k for k in keys if is_heldout(k, 0.2)}  # a larger fraction only adds conversations
