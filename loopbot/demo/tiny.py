@@ -93,3 +93,48 @@ def build_tiny_adapter(model_dir: str | Path, out_dir: str | Path, *, r: int = 4
                 p.copy_(torch.randn_like(p) * scale)
     peft_model.save_pretrained(out)
     return out
+
+
+def teach_tiny_model(model_dir: str | Path, conversations: list[list[dict]], *, steps: int = 150, lr: float = 3e-3,
+                     seed: int = 0) -> Path:
+    """Train a tiny model's weights (in place, once) on chat conversations, assistant tokens only, so it answers
+    in their style and ends its turns: the `--quick` demo's stand-in for an instruction-tuned model."""
+    out = Path(model_dir)
+    marker = out / ".taught"
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return out
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(seed)
+        tok = AutoTokenizer.from_pretrained(out)
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        rows = []
+        for conv in conversations:
+            enc = tok.apply_chat_template(conv, return_dict=True, return_assistant_tokens_mask=True)
+            ids, mask = enc["input_ids"][-256:], enc["assistant_masks"][-256:]
+            rows.append((torch.tensor(ids), torch.tensor([i if m else -100 for i, m in zip(ids, mask)])))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        batch = 8
+        for step in range(steps):
+            picked = [rows[(step * batch + k) % len(rows)] for k in range(batch)]
+            width = max(len(ids) for ids, _ in picked)
+            pad = model.config.pad_token_id
+            input_ids = torch.stack([torch.cat([i, torch.full((width - len(i),), pad)]) for i, _ in picked])
+            labels = torch.stack([torch.cat([lab, torch.full((width - len(lab),), -100)]) for _, lab in picked])
+            attention = (torch.arange(width)[None, :] < torch.tensor([len(i) for i, _ in picked])[:, None]).long()
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
+        tmp = out / ".tmp-taught"
+        model.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        marker.write_text(f"{steps} steps on {len(rows)} conversations, final loss {loss.item():.3f}\n")
+        return out

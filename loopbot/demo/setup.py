@@ -1,0 +1,100 @@
+"""The demo's settings and base model: a fresh data dir, SQLite, the local backend, SmolLM2 (or a tiny model)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopbot.settings import ModelSettings, Settings, SourceSettings
+
+PERSONA = "coach"
+CORPUS = "examples/coach_qa.jsonl"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much traffic and training one demo run does."""
+
+    measure_questions: int  # held-out questions per 👍-rate measurement (one answer each)
+    traffic_questions: int  # training questions per round of voting traffic
+    max_retries: int
+    max_tokens: int
+    dpo_steps: int
+    max_length: int
+    arena_rate: float
+    users: int = 8
+
+
+FULL = Plan(measure_questions=64, traffic_questions=72, max_retries=3, max_tokens=128, dpo_steps=30,
+            max_length=256, arena_rate=0.2)
+QUICK = Plan(measure_questions=24, traffic_questions=40, max_retries=3, max_tokens=40, dpo_steps=4, max_length=384,
+             arena_rate=0.2)
+
+
+def cache_dir() -> Path:
+    """Where the converted SmolLM2 copy is kept between demo runs (each run gets a fresh data dir)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "loopbot" / "models"
+
+
+def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan, model_name: str) -> Settings:
+    """`base` with everything the demo needs overridden; only the coach persona is kept."""
+    s = base.model_copy(deep=True)
+    s.data_dir = data_dir
+    s.storage.url = "sqlite:///{data_dir}/loopbot.db"
+    s.storage.auto_upgrade = True
+    s.serving.backend = "local"
+    s.schedule.enabled = False  # the demo runs the scheduler's cycle job itself, N times
+    s.default_persona = PERSONA
+    s.telegram.default_persona = s.discord.default_persona = None
+    s.access.allowed_users, s.access.allowed_chats = [], []
+    s.access.messages_per_minute = 100_000  # simulated users ask faster than people
+    s.feedback.arena_rate = plan.arena_rate
+    s.feedback.consent_default = True
+    s.models = {model_name: ModelSettings(path=str(model_dir), dtype="float32", max_context=1024)}
+    coach = s.personas[PERSONA].model_copy(deep=True)
+    coach.base_model = model_name
+    coach.sources = [SourceSettings(kind="qa", path=CORPUS)]
+    coach.sampling.max_tokens = plan.max_tokens
+    s.personas = {PERSONA: coach}
+    t = s.trainer
+    # the field notes' measured recipe: DPO on the users' pairs. SFT on the seed corpus would teach its own style
+    # (half its answers open with "you"), and the demo must show the loop learning from votes alone.
+    t.method = "dpo"
+    t.dataset.heldout_fraction = 0.15  # more held-out pairs for the gate's preference-accuracy check
+    t.max_length = plan.max_length
+    t.dpo.max_steps = plan.dpo_steps
+    t.kto.max_steps = plan.dpo_steps
+    t.min_new_votes = min(t.min_new_votes, 10)
+    t.judge.url = None
+    return s
+
+
+def quick_conversations(base: Settings) -> list[list[dict]]:
+    """The coach corpus as short chats: question and the answer's first sentence (no system prompt: shorter)."""
+    import json
+    import re
+
+    from trainer.importers import resolve_source_path
+
+    out = []
+    with open(resolve_source_path(base, CORPUS), encoding="utf-8") as f:
+        for line in f:
+            messages = json.loads(line)["messages"]
+            answer = re.split(r"(?<=[.!?])\s+", messages[-1]["content"])[0]
+            out.append([*messages[:-1], {"role": "assistant", "content": answer}])
+    return out
+
+
+def prepare_model(quick: bool, data_dir: Path, base: Settings, *, progress=None) -> tuple[str, Path]:
+    """(model name, directory): a tiny model built and taught the coach corpus on the spot, or the offline
+    SmolLM2 copy (converted once, then cached)."""
+    if quick:
+        from loopbot.demo.tiny import build_tiny_model, teach_tiny_model
+
+        model_dir = build_tiny_model(data_dir / "models" / "tiny")
+        return "tiny", teach_tiny_model(model_dir, quick_conversations(base), steps=80)
+    from serving.offline_model import convert_offline_model
+
+    return "smollm2", convert_offline_model("smollm2", cache_dir(), progress=progress)
