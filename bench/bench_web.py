@@ -64,8 +64,8 @@ def _per_request_ms(client, path: str, n: int = 30) -> float:
 def run() -> list[dict]:
     from fastapi.testclient import TestClient
 
-    from loopbot.config import load_settings
     from loopbot.app import Loopbot
+    from loopbot.config import load_settings
     from web.app import create_app
     from web.ratings import _tally, fit_bradley_terry, matches_from_picks, rate
 

@@ -213,6 +213,9 @@ class WebSettings(Section):
     admin_session_hours: float = Field(12.0, gt=0)
     bootstrap_rounds: int = Field(200, ge=0, description="resamples for the leaderboard's 95% intervals")
     secure_cookies: bool = Field(False, description="mark cookies Secure (set true behind an https proxy)")
+    arena_from_chats: bool = Field(True, description="arena shows replies to chat messages of consenting users")
+    arena_prompts: list[str] = Field([], description="prompts the arena may answer afresh (with smoke_prompts)")
+    fresh_pairs_per_minute: int = Field(6, ge=0, description="fresh arena pairs generated per minute; 0 = none")
 
 
 class Settings(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,8 @@ def create_app(loopbot) -> FastAPI:
     app.state.visitor_limit = RateLimiter(settings.votes_per_minute)
     app.state.ip_limit = RateLimiter(settings.votes_per_minute_per_ip)
     app.state.login_limit = RateLimiter(10)
+    app.state.fresh_limit = RateLimiter(settings.fresh_pairs_per_minute) if settings.fresh_pairs_per_minute else None
+    app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["personas"] = loopbot.settings.personas

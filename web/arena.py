@@ -29,13 +29,13 @@ class VoteRefused(Exception):
         self.status = status
 
 
-def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None
-                   ) -> Matchup | None:
+def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None,
+                   chats: bool = True) -> Matchup | None:
     """A random pair of replies to one prompt from two different versions that this visitor has not judged."""
     rng = rng or random.Random()
     seen = voted_pairs(engine, visitor_id=visitor_id)
     options: list[tuple[str, Candidate, Candidate]] = []
-    for group in arena_groups(engine, persona=persona):
+    for group in arena_groups(engine, persona=persona, chats=chats):
         cands = group.candidates
         for i, x in enumerate(cands):
             for y in cands[i + 1:]:

@@ -11,9 +11,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
 from storage.db import session_scope
-from storage.models import Comparison, Event, Feedback, Generation, Message, utcnow
+from storage.models import Comparison, Event, Feedback, Generation, Message, User, utcnow
 
 BASE = "base"  # how the base model (no adapter) is named on every page
+ARENA_PLATFORM = "web"  # the user and chat that fresh arena pairs are stored under
 
 
 def version_label(adapter_version: str | None) -> str:
@@ -33,28 +34,26 @@ class PromptGroup:
     candidates: list[Candidate]
 
 
-def _prompt_text(prompt_msg: str | None, prompt: list) -> str:
-    if prompt_msg:
-        return prompt_msg
-    for m in reversed(prompt or []):
-        if isinstance(m, dict) and m.get("role") == "user":
-            return str(m.get("content", ""))
-    return ""
+def arena_groups(engine: Engine, *, persona: str, limit: int = 2000, chats: bool = True) -> list[PromptGroup]:
+    """Recent finished replies grouped by prompt text, keeping prompts answered by at least two versions.
 
-
-def arena_groups(engine: Engine, *, persona: str, limit: int = 2000) -> list[PromptGroup]:
-    """Recent finished replies grouped by prompt text, keeping prompts answered by at least two versions."""
+    Only prompts written by users whose consent is on (or by the arena itself) are shown; `chats=False` keeps
+    only the arena's own fresh pairs.
+    """
     reply, asked = aliased(Message), aliased(Message)
     with session_scope(engine) as s:
-        rows = s.execute(
-            select(Generation.id, Generation.adapter_version, Generation.prompt, reply.text, asked.text)
-            .join(reply, reply.id == Generation.message_id)
-            .outerjoin(asked, asked.id == Generation.prompt_message_id)
-            .where(Generation.persona == persona, Generation.status == "ok", reply.text != "")
-            .order_by(Generation.id.desc()).limit(limit)).all()
+        q = (select(Generation.id, Generation.adapter_version, reply.text, asked.text)
+             .join(reply, reply.id == Generation.message_id)
+             .join(asked, asked.id == Generation.prompt_message_id)
+             .join(User, User.id == asked.user_id)
+             .where(Generation.persona == persona, Generation.status.in_(["ok", "cut_off"]), reply.text != "",
+                    User.consent.is_(True)))
+        if not chats:
+            q = q.where(User.platform == ARENA_PLATFORM)
+        rows = s.execute(q.order_by(Generation.id.desc()).limit(limit)).all()
     groups: dict[str, list[Candidate]] = defaultdict(list)
-    for gen_id, version, prompt, text, asked_text in rows:
-        key = _prompt_text(asked_text, prompt).strip()
+    for gen_id, version, text, asked_text in rows:
+        key = (asked_text or "").strip()
         if key:
             groups[key].append(Candidate(gen_id, version_label(version), text))
     return [PromptGroup(p, c) for p, c in groups.items() if len({x.version for x in c}) >= 2]

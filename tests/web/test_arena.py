@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from storage import crud
 from storage.db import session_scope
 from storage.models import Comparison, Generation
 from tests.web.forms import hidden_fields
@@ -143,3 +144,67 @@ def test_user_text_is_escaped(client, loopbot):
 def test_unknown_persona_is_a_404_naming_the_configured_ones(client):
     r = client.get("/arena/nobody")
     assert r.status_code == 404 and "coach" in r.text
+
+
+def test_prompts_of_users_without_consent_stay_off_the_arena(client, loopbot):
+    eng = loopbot.engine
+    for version in (None, "coach-v1"):
+        reply(eng, persona="coach", prompt="my private question", text="an answer", version=version, user="shy")
+    shy = crud.get_or_create_user(eng, platform="telegram", platform_user_id="shy")
+    crud.set_consent(eng, user_id=shy.id, consent=False)
+    page = client.get("/arena/coach")
+    assert 'id="no-pairs"' in page.text and "my private question" not in page.text
+    crud.set_consent(eng, user_id=shy.id, consent=True)
+    assert "my private question" in client.get("/arena/coach").text
+
+
+def test_arena_can_leave_chat_replies_out(client, loopbot):
+    arena_world(loopbot)
+    loopbot.settings.web.arena_from_chats = False
+    assert 'id="no-pairs"' in client.get("/arena/coach").text
+
+
+async def test_fresh_pair_from_the_running_router_when_stored_ones_run_out(client, loopbot):
+    from serving.instant import InstantBackend
+    from serving.router import Router
+
+    eng = loopbot.engine
+    arena_world(loopbot, prompts=1)  # 3 stored pairs
+    path = str(loopbot.settings.adapters_dir / "coach" / "v2")
+    backend = InstantBackend(lambda messages, adapter: f"{adapter or 'base'} answers: {messages[-1]['content']}")
+    loopbot.router = Router(backend, routes={"coach": ("coach-v2", path)})
+    loopbot.settings.web.arena_from_chats = False  # only fresh pairs
+    loopbot.settings.web.arena_prompts = ["What is a tempo run?"]
+    loopbot.settings.personas["coach"].smoke_prompts = []
+    page = client.get("/arena/coach")
+    assert "What is a tempo run?" in page.text
+    texts = {page.text.split('id="reply-a">')[1].split("<")[0], page.text.split('id="reply-b">')[1].split("<")[0]}
+    assert texts == {"coach-v2 answers: What is a tempo run?", "base answers: What is a tempo run?"}
+    system = backend.requests[-1]["messages"][0]
+    assert system["role"] == "system" and "marathon coach" in system["content"]
+    form = {**hidden_fields(page.text, "/arena/coach/vote"), "pick": "a"}
+    assert client.post("/arena/coach/vote", data=form, follow_redirects=False).status_code == 303
+    row = _comparisons(eng)[-1]
+    assert {_generation(eng, row.generation_a_id).adapter_version,
+            _generation(eng, row.generation_b_id).adapter_version} == {"coach-v2", None}
+
+
+async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
+    from serving.instant import InstantBackend
+    from serving.router import Router
+
+    backend = InstantBackend()
+    loopbot.router = Router(backend, routes={"coach": ("coach-v2", "/x")})
+    loopbot.settings.web.arena_from_chats = False
+    cap = loopbot.settings.web.fresh_pairs_per_minute
+    for _ in range(60):  # judge everything the arena offers until it has nothing left
+        page = client.get("/arena/coach")
+        if 'id="no-pairs"' in page.text:
+            break
+        client.post("/arena/coach/vote", data={**hidden_fields(page.text, "/arena/coach/vote"), "pick": "tie"})
+    else:
+        raise AssertionError("the arena never ran out of pairs")
+    with session_scope(loopbot.engine) as s:
+        fresh = s.execute(select(Generation.adapter_version)).scalars().all()
+    assert len(backend.requests) == len(fresh) == 2 * cap  # one live and one base reply per fresh pair
+    assert fresh.count("coach-v2") == fresh.count(None) == cap

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from web.app import page
 from web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal
+from web.fresh import generate_pair, running_router
 from web.metrics import WEB_VOTES_REFUSED
 from web.routes.common import check_persona, client_ip, engine
 from web.security import VISITOR_COOKIE
@@ -38,20 +40,40 @@ def arena_default(request: Request):
 
 
 @router.get("/arena/{persona}")
-def arena_page(request: Request, persona: str, last: int | None = None):
+async def arena_page(request: Request, persona: str, last: int | None = None):
     check_persona(request, persona)
     vid, new_cookie = _visitor(request)
-    signer = request.app.state.signer
-    eng = engine(request)
-    matchup = choose_matchup(eng, persona=persona, visitor_id=vid)
+    state = request.app.state
+    loopbot = state.loopbot
+    eng = await run_in_threadpool(engine, request)
+    chats = loopbot.settings.web.arena_from_chats
+
+    def choose():
+        return choose_matchup(eng, persona=persona, visitor_id=vid, chats=chats)
+
+    matchup = await run_in_threadpool(choose)
+    if matchup is None and await _fresh_pair_allowed(request):
+        async with state.fresh_lock:
+            matchup = await run_in_threadpool(choose)  # another request may have made one meanwhile
+            if matchup is None and await generate_pair(loopbot, persona):
+                matchup = await run_in_threadpool(choose)
     pair_sig = None
     if matchup:
-        pair_sig = signer.sign("pair", pair_value(persona, matchup.a.generation_id, matchup.b.generation_id, vid))
-    previous = reveal(eng, comparison_id=last, visitor_id=vid) if last else None
+        pair_sig = state.signer.sign("pair", pair_value(persona, matchup.a.generation_id, matchup.b.generation_id,
+                                                        vid))
+    previous = await run_in_threadpool(reveal, eng, comparison_id=last, visitor_id=vid) if last else None
     response = page(request, "arena.html", persona=persona, matchup=matchup, pair_sig=pair_sig, previous=previous,
-                    csrf=signer.csrf_token("visitor:" + vid))
+                    csrf=state.signer.csrf_token("visitor:" + vid))
     _set_visitor_cookie(request, response, new_cookie)
     return response
+
+
+async def _fresh_pair_allowed(request: Request) -> bool:
+    """Only in a process that serves a model, and within the per-minute budget (generation costs compute)."""
+    state = request.app.state
+    if running_router(state.loopbot) is None or state.fresh_limit is None:
+        return False
+    return state.fresh_limit.retry_after("fresh") == 0
 
 
 @router.post("/arena/{persona}/vote")
