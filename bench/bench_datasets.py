@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 POSTGRES_ADMIN_URL = os.environ.get("LOOPBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PERSONA = "coach"
-WORDS = ("run easy pace long tempo interval rest recovery marathon race gel water carb sleep shoes hill stride "
+WORDS = ("run easy pace long tempo interval rest recovery marathon race gel water carb sleep shoes hill stride "  # noqa: SIM905
          "cadence taper mile kilometre heart rate zone strength core calf hip knee stretch warm cool fuel "
          "breakfast dinner protein iron salt heat cold rain wind trail track road week plan goal split finish "
          "start wall cramp blister chafe coffee banana rice pasta bread honey oats legs lungs mind focus breathe "
@@ -38,13 +38,13 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choices(WORDS, k=rng.randint(lo, hi))) + f" {rng.randrange(10**6)}."
 
 
-def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict:  # noqa: ANN001
+def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict:
     """Insert about `rows` feedback rows (2 votes per reply) with their users, chats, messages, replies, retries
     and arena picks, in bulk. Returns the row counts."""
     from storage.models import Chat, Comparison, Feedback, Generation, Message, User
 
     rng = random.Random(seed)
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     n_users = max(50, rows // 1000)
     users = [{"id": i + 1, "platform": "telegram", "platform_user_id": str(i + 1), "display_name": f"u{i + 1}",
               "consent": rng.random() > 0.1, "is_admin": False, "created_at": now} for i in range(n_users)]
@@ -56,7 +56,7 @@ def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict: 
     counts = dict.fromkeys(buffers, 0)
     system = {"role": "system", "content": "You are an experienced marathon coach."}
 
-    def flush(conn, force=False):  # noqa: ANN001
+    def flush(conn, force=False):
         if not force and max(map(len, buffers.values())) < batch:
             return
         for name in ("messages", "generations", "feedback", "comparisons"):  # parents before children
@@ -138,7 +138,7 @@ def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict: 
     return {"users": n_users, **counts}
 
 
-def _bulk_insert(conn, table, rows: list[dict]) -> None:  # noqa: ANN001
+def _bulk_insert(conn, table, rows: list[dict]) -> None:
     if conn.dialect.name != "postgresql":
         conn.execute(table.insert(), rows)
         return
@@ -183,13 +183,13 @@ def build(url: str, out: Path) -> dict:
     return result.counts
 
 
-def _child(fn, args, queue) -> None:  # noqa: ANN001
+def _child(fn, args, queue) -> None:
     start = time.perf_counter()
     result = fn(*args)
     queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, result))
 
 
-def timed_in_child(fn, *args) -> tuple[float, float, object]:  # noqa: ANN001
+def timed_in_child(fn, *args) -> tuple[float, float, object]:
     """(seconds, peak RSS in MB, result) of fn(*args) run in a forked process."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -249,7 +249,7 @@ def _drop_postgres(url: str) -> None:
 
 
 def run(rows: int | None = None, postgres: bool = True) -> list[dict]:
-    rows = rows or int(os.environ.get("LOOPBOT_BENCH_DATASET_ROWS", 1_000_000))
+    rows = rows or int(os.environ.get("LOOPBOT_BENCH_DATASET_ROWS", "1000000"))
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-datasets-") as tmp:
         work = Path(tmp)

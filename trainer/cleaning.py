@@ -40,7 +40,7 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def tokenizer_counter(tokenizer) -> TokenCounter:  # noqa: ANN001
+def tokenizer_counter(tokenizer) -> TokenCounter:
     """A TokenCounter from a Hugging Face tokenizer (counts tokens without special tokens)."""
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -99,8 +99,7 @@ def minhash_normalized(norm: str) -> tuple[int, ...]:
         h = zlib.crc32(sh.encode())
         b = h & (BINS - 1)
         v = h >> 4
-        if v < mins[b]:
-            mins[b] = v
+        mins[b] = min(mins[b], v)
     return tuple(mins)
 
 

@@ -64,7 +64,7 @@ def thumbs_up_by_week(engine: Engine, persona: str) -> list[dict]:
     return [{"week": k, "up": u, "down": d, "rate": round(u / (u + d), 3)} for k, (u, d) in sorted(weeks.items())]
 
 
-def dataset_stats(engine: Engine, persona: str, settings=None) -> dict:  # noqa: ANN001
+def dataset_stats(engine: Engine, persona: str, settings=None) -> dict:
     """Counts per source, votes, 👍 rate by week, new votes since the last build and run, and (given settings)
     what a build now would hold."""
     from storage import crud

@@ -18,14 +18,19 @@ import shutil
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from trainer.cleaning import Deduper, TokenCounter, estimate_tokens, fit_prompt, message_tokens, scrub_pii
 from trainer.feedback_rows import (
-    Snapshot, arena_picks, generations_by_id, retry_links, take_snapshot, voted_generations,
+    Snapshot,
+    arena_picks,
+    generations_by_id,
+    retry_links,
+    take_snapshot,
+    voted_generations,
 )
 from trainer.splits import conversation_key, is_heldout
 
@@ -51,7 +56,7 @@ class DatasetBuild:
         return self.out_dir / "manifest.json" if self.out_dir else None
 
 
-def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,  # noqa: ANN001
+def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
                    write: bool = True) -> DatasetBuild:
     """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
@@ -59,7 +64,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     persona_cfg = settings.persona(persona)
     cfg = settings.trainer.dataset
     snap = take_snapshot(engine)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     staging = None
     if write:
         root = Path(out_dir) if out_dir else settings.datasets_dir / persona
@@ -121,7 +126,7 @@ def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> N
                             "content_hash": manifest["content_hash"]})
 
 
-def _add_seed_examples(engine: Engine, persona: str, sink: "_Sink") -> None:
+def _add_seed_examples(engine: Engine, persona: str, sink: _Sink) -> None:
     from storage import crud
 
     for ex in crud.list_seed_examples(engine, persona=persona):
@@ -149,7 +154,7 @@ def _unusable(status: str, finish_reason: str | None, text: str | None) -> str |
     return None
 
 
-def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: "_Sink"):
+def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink):
     """SFT (net 👍, no 👎) and KTO (every voted reply, label = net 👍) in one streamed pass; returns the votes
     per reply and the replies per prompt message, for the preference pairs."""
     nets: dict[int, int] = {}
@@ -205,7 +210,7 @@ def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[i
     return pairs
 
 
-def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: "_Sink") -> None:
+def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: _Sink) -> None:
     ids = sorted({g for pair in pairs for g in pair})
     gens = {row[0]: row[1:] for row in generations_by_id(engine, ids)}
     for (chosen, rejected), source in sorted(pairs.items()):
@@ -234,7 +239,7 @@ def _clean_messages(messages: list[dict], scrub: bool) -> list[dict]:
 class _Sink:
     """Cleans, dedups, splits and writes examples; counts what it kept and why it dropped the rest."""
 
-    def __init__(self, out_dir: Path | None, cfg, count: TokenCounter, system_prompt: str):  # noqa: ANN001
+    def __init__(self, out_dir: Path | None, cfg, count: TokenCounter, system_prompt: str):
         self.cfg, self.count, self.system_prompt = cfg, count, system_prompt
         self.counts: Counter = Counter({name: 0 for name in FILES})
         self.sources: dict[str, Counter] = defaultdict(Counter)
@@ -242,8 +247,9 @@ class _Sink:
         self.labels: Counter = Counter()
         self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
         self.hashers = {name: hashlib.sha256() for name in FILES}
-        self.files = {name: open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") for name in FILES} \
-            if out_dir else {}
+        self.files = {}
+        for name in FILES if out_dir else ():
+            self.files[name] = open(out_dir / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def _prompt(self, prompt: list[dict]) -> list[dict]:
         prompt = _clean_messages(prompt, self.cfg.scrub_pii)

@@ -132,7 +132,7 @@ def consented_vote_count(engine: Engine, persona: str, *, after_feedback_id: int
         return int(c.execute(q).scalar() or 0)
 
 
-def _stream(engine: Engine, query) -> Iterator[tuple]:  # noqa: ANN001
+def _stream(engine: Engine, query) -> Iterator[tuple]:
     with engine.connect() as c:
         result = c.execution_options(stream_results=True, yield_per=CHUNK).execute(query)
         for partition in result.partitions(CHUNK):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ dataset_app = typer.Typer(no_args_is_help=True, help="build SFT / DPO / KTO data
 
 @dataset_app.command("build")
 def build(ctx: typer.Context, persona: str = typer.Option(..., "--persona", "-p", help="the persona to build for"),
-          out: Optional[Path] = typer.Option(None, "--out", help="write here instead of "
+          out: Path | None = typer.Option(None, "--out", help="write here instead of "
                                                                    "<data_dir>/datasets/<persona>/<build id>/"),
           tokenizer: bool = typer.Option(False, "--tokenizer", help="count tokens with the persona's base model "
                                                                     "tokenizer (default: a fast estimate)"),
@@ -41,7 +40,7 @@ def build(ctx: typer.Context, persona: str = typer.Option(..., "--persona", "-p"
     typer.echo(f"  feedback ids {m['feedback_id_range']}, content hash {m['content_hash'][:16]}")
 
 
-def _persona_tokenizer(settings, persona: str):  # noqa: ANN001
+def _persona_tokenizer(settings, persona: str):
     """(token counter, name) from the persona's base model tokenizer (converted on first use if offline:)."""
     from trainer.base_model import base_model_dir
     from trainer.cleaning import tokenizer_counter
@@ -54,7 +53,7 @@ def _persona_tokenizer(settings, persona: str):  # noqa: ANN001
 
 
 @dataset_app.command("stats")
-def stats(ctx: typer.Context, persona: Optional[str] = typer.Option(None, "--persona", "-p",
+def stats(ctx: typer.Context, persona: str | None = typer.Option(None, "--persona", "-p",
                                                                     help="one persona (default: every persona)"),
           as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON")) -> None:
     """Counts per persona and source, 👍 rate over time, and what the next training run would get."""

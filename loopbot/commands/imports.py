@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,7 +32,7 @@ def _run(ctx: typer.Context, kind: str, path: Path, persona: str, dry_run: bool,
     _show(report, as_json, dry_run)
 
 
-def _show(report, as_json: bool, dry_run: bool) -> None:  # noqa: ANN001
+def _show(report, as_json: bool, dry_run: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
         return
@@ -51,7 +50,7 @@ def whatsapp(ctx: typer.Context, path: Path = typer.Argument(..., help="the expo
              max_turns: int = typer.Option(12, help="turns per example; longer conversations are cut"),
              separator: str = typer.Option("\n", help="joins the messages merged into one turn"),
              date_order: str = typer.Option("auto", help="auto | dmy | mdy | ymd"),
-             validation: Optional[float] = VALIDATION, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
+             validation: float | None = VALIDATION, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
     """Import a WhatsApp chat export: AUTHOR's messages become the assistant's turns."""
     _run(ctx, "whatsapp", path, persona, dry_run, as_json, validation, author=author, merge_minutes=merge_minutes,
          gap_minutes=gap_minutes, max_turns=max_turns, separator=separator, date_order=date_order)
@@ -61,8 +60,8 @@ def whatsapp(ctx: typer.Context, path: Path = typer.Argument(..., help="the expo
 def jokes(ctx: typer.Context, path: Path = typer.Argument(..., help="JSONL {joke, keywords} or .txt (blank-line "
                                                                     "separated)"),
           persona: str = PERSONA,
-          language: Optional[str] = typer.Option(None, help="prompt language, es or en (default: the persona's)"),
-          validation: Optional[float] = VALIDATION, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
+          language: str | None = typer.Option(None, help="prompt language, es or en (default: the persona's)"),
+          validation: float | None = VALIDATION, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
     """Import a jokes corpus as "tell me a joke about KEYWORD" examples."""
     options = {"language": language} if language else {}
     _run(ctx, "jokes", path, persona, dry_run, as_json, validation, **options)
@@ -71,7 +70,7 @@ def jokes(ctx: typer.Context, path: Path = typer.Argument(..., help="JSONL {joke
 @import_app.command("qa")
 def qa(ctx: typer.Context, path: Path = typer.Argument(..., help='JSONL of {"messages": [...]} or '
                                                                  '{"question", "answer"}'),
-       persona: str = PERSONA, validation: Optional[float] = VALIDATION, dry_run: bool = DRY_RUN,
+       persona: str = PERSONA, validation: float | None = VALIDATION, dry_run: bool = DRY_RUN,
        as_json: bool = AS_JSON) -> None:
     """Import question/answer pairs (Mistral fine-tuning format or question/answer)."""
     _run(ctx, "qa", path, persona, dry_run, as_json, validation)
@@ -80,7 +79,7 @@ def qa(ctx: typer.Context, path: Path = typer.Argument(..., help='JSONL of {"mes
 @import_app.command("preferences")
 def preferences(ctx: typer.Context, path: Path = typer.Argument(..., help="JSONL of prompt/chosen/rejected and/or "
                                                                           "prompt/completion/label"),
-                persona: str = PERSONA, validation: Optional[float] = VALIDATION, dry_run: bool = DRY_RUN,
+                persona: str = PERSONA, validation: float | None = VALIDATION, dry_run: bool = DRY_RUN,
                 as_json: bool = AS_JSON) -> None:
     """Import preference data: DPO pairs and KTO thumbs."""
     _run(ctx, "preferences", path, persona, dry_run, as_json, validation)

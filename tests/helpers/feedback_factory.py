@@ -27,7 +27,7 @@ class Conversation:
 
 
 class FeedbackFactory:
-    def __init__(self, engine, *, persona: str = "coach", system_prompt: str = "You are a coach.",  # noqa: ANN001
+    def __init__(self, engine, *, persona: str = "coach", system_prompt: str = "You are a coach.",
                  platform: str = "telegram"):
         self.engine, self.persona, self.system_prompt, self.platform = engine, persona, system_prompt, platform
         self.conversations: dict[int, Conversation] = {}

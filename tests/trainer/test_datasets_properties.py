@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from storage.db import session_scope
@@ -33,7 +36,7 @@ def test_the_whatsapp_parser_never_crashes_and_examples_are_well_formed(text, or
         assert m.author and m.at.year >= 2000
     for _start, messages in chat_examples(parsed.messages, "Ana", max_turns=4):
         assert messages[0]["role"] == "user" and messages[-1]["role"] == "assistant"
-        assert all(a["role"] != b["role"] for a, b in zip(messages, messages[1:]))
+        assert all(a["role"] != b["role"] for a, b in itertools.pairwise(messages))
         assert len(messages) <= 4
 
 

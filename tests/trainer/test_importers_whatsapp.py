@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def test_long_conversations_are_cut_into_examples_that_start_with_the_user_and_e
     assert [len(m) for _, m in examples] == [6, 6, 6, 2]
     for _, messages in examples:
         assert messages[0]["role"] == "user" and messages[-1]["role"] == "assistant"
-        assert all(a["role"] != b["role"] for a, b in zip(messages, messages[1:]))
+        assert all(a["role"] != b["role"] for a, b in itertools.pairwise(messages))
 
 
 def test_the_example_corpus_imports(engine, settings):

@@ -8,19 +8,19 @@ from sqlalchemy.engine import Engine
 
 from trainer.importers.common import ImportFileError, ImportReport, store_examples
 
-__all__ = ["ImportFileError", "ImportReport", "KINDS", "run_import", "read_import", "import_sources", "resolve_source_path"]
+__all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path", "run_import"]
 
 KINDS = ("whatsapp", "jokes", "qa", "preferences")
 
 
-def run_import(engine: Engine, settings, persona: str, kind: str, path: str | Path, *,  # noqa: ANN001
+def run_import(engine: Engine, settings, persona: str, kind: str, path: str | Path, *,
                dry_run: bool = False, **options) -> ImportReport:
     """Read `path` with the `kind` importer and store its examples for `persona` (all or nothing)."""
     report, examples = read_import(settings, persona, kind, path, **options)
     return report if dry_run else store_examples(engine, report, examples)
 
 
-def read_import(settings, persona: str, kind: str, path: str | Path, **options):  # noqa: ANN001
+def read_import(settings, persona: str, kind: str, path: str | Path, **options):
     """Parse a file with the `kind` importer: (report, [(kind, split, data)]) without touching the database."""
     persona_cfg = settings.persona(persona)
     options.setdefault("validation_fraction", settings.trainer.dataset.heldout_fraction)
@@ -48,7 +48,7 @@ def read_import(settings, persona: str, kind: str, path: str | Path, **options):
     return report, examples
 
 
-def resolve_source_path(settings, path: str) -> Path:  # noqa: ANN001
+def resolve_source_path(settings, path: str) -> Path:
     """A configured source path: absolute, or relative to the working directory, the config's directory
     (the parent of a relative data_dir) or the loopbot checkout, whichever has it."""
     p = Path(path).expanduser()
@@ -62,7 +62,7 @@ def resolve_source_path(settings, path: str) -> Path:  # noqa: ANN001
     return p
 
 
-def import_sources(engine: Engine, settings, persona: str, *, dry_run: bool = False) -> list[ImportReport]:  # noqa: ANN001
+def import_sources(engine: Engine, settings, persona: str, *, dry_run: bool = False) -> list[ImportReport]:
     """Import every `sources` entry configured for the persona in config.toml."""
     persona_cfg = settings.persona(persona)
     if not persona_cfg.sources:

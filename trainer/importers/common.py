@@ -86,7 +86,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield number, obj
 
 
-def as_messages(value, default_role: str, where: str) -> list[dict]:  # noqa: ANN001
+def as_messages(value, default_role: str, where: str) -> list[dict]:
     """A string becomes one message of `default_role`; a list must hold {role, content} messages."""
     if isinstance(value, str):
         return [{"role": default_role, "content": value}]

@@ -27,7 +27,7 @@ the a an and or but if then than that this these those there their they them he 
 i me my of to in on at by for with from about as is are was were be been being have has had do does did not no so
 what which who whom when where why how all any some just very can could would should will shall may might must
 says said tell told asks asked one two into out over again because
-""".split())
+""".split())  # noqa: SIM905
 WORD_RE = re.compile(r"[^\W\d_]+")
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from trainer.importers.common import ImportFileError, ImportReport, as_messages, read_jsonl, validation_split
 
 FORMAT_HINT = 'expected {"prompt", "chosen", "rejected"} or {"prompt", "completion", "label"}'
-LABELS = {True: True, False: False, 1: True, 0: False, "true": True, "false": False, "1": True, "0": False,
+LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False,
           "yes": True, "no": False, "👍": True, "👎": False}
 
 
-def _label(value, where: str) -> bool:  # noqa: ANN001
+def _label(value, where: str) -> bool:
     key = value.strip().lower() if isinstance(value, str) else value
     if isinstance(key, float) and key in (0.0, 1.0):
         key = int(key)

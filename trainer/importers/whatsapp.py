@@ -20,8 +20,8 @@ from trainer.importers.common import ImportFileError, ImportReport, open_text, v
 _DATE = r"(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
 _TIME = r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)"
 _AMPM = r"(?:\s?(?P<ampm>[AaPp]\.?\s?[Mm]\.?))?"
-ANDROID_RE = re.compile(rf"^{_DATE},?\s{_TIME}{_AMPM}\s[-–]\s(?P<rest>.*)$", re.S)
-IOS_RE = re.compile(rf"^\[{_DATE},?\s{_TIME}{_AMPM}\]\s(?P<rest>.*)$", re.S)
+ANDROID_RE = re.compile(rf"^{_DATE},?\s{_TIME}{_AMPM}\s[-–]\s(?P<rest>.*)$", re.DOTALL)
+IOS_RE = re.compile(rf"^\[{_DATE},?\s{_TIME}{_AMPM}\]\s(?P<rest>.*)$", re.DOTALL)
 INVISIBLE_CHARS = "\u200e\u200f\ufeff\u202a\u202b\u202c\u2068\u2069"
 INVISIBLE = dict.fromkeys(map(ord, INVISIBLE_CHARS), None)
 SPACES = dict.fromkeys(map(ord, "\u202f\u00a0\u2009"), " ")
@@ -33,18 +33,18 @@ MEDIA_RE = re.compile(
     r"|(?:imagen|video|audio|sticker|gif|documento|tarjeta de contacto|foto) omitid[oa]"
     r"|<attached: [^>]*>|<adjunto: [^>]*>"
     r"|.*\((?:file attached|archivo adjunto)\)"
-    r"|(?:location|ubicación): https?://\S+)$", re.I | re.S)
+    r"|(?:location|ubicación): https?://\S+)$", re.IGNORECASE | re.DOTALL)
 DELETED_RE = re.compile(r"^(?:this message was deleted|you deleted this message|se eliminó este mensaje\.?"
-                        r"|eliminaste este mensaje\.?|este mensaje fue eliminado\.?)$", re.I)
-EDITED_RE = re.compile(r"\s*<(?:this message was edited|se editó este mensaje\.?)>\s*$", re.I)
+                        r"|eliminaste este mensaje\.?|este mensaje fue eliminado\.?)$", re.IGNORECASE)
+EDITED_RE = re.compile(r"\s*<(?:this message was edited|se editó este mensaje\.?)>\s*$", re.IGNORECASE)
 SYSTEM_RE = re.compile(
     r"(?:messages and calls are end-to-end encrypted|los mensajes y las llamadas están cifrados"
     r"|created group|creó el grupo|changed the subject|cambió el asunto|changed this group's icon"
     r"|cambió el ícono|cambió la imagen del grupo|your security code with|tu código de seguridad"
     r"|joined using this group's invite link|se unió usando el enlace|missed (?:voice|video) call"
-    r"|llamada (?:de voz|de video|perdida))", re.I)
+    r"|llamada (?:de voz|de video|perdida))", re.IGNORECASE)
 # membership lines ("Ana added Bea", "Bea left"): only trusted when WhatsApp marked the line (iOS prefixes U+200E)
-MEMBERSHIP_RE = re.compile(r"^\S+(?: \S+)? (?:added|añadió|removed|eliminó a|left|salió del grupo|salió)\b", re.I)
+MEMBERSHIP_RE = re.compile(r"^\S+(?: \S+)? (?:added|añadió|removed|eliminó a|left|salió del grupo|salió)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -129,8 +129,8 @@ def parse_whatsapp(text: str, *, date_order: str = "auto") -> ParsedChat:
     for (number, m), date in zip(headers, dates):
         at = _to_datetime(date, m.group("time"), m.group("ampm"), order)
         if at is None:
-            problems.append((number, f"invalid date or time {m.group('date')} {m.group('time')} "
-                                     f"(read as {order})"))
+            problems.append((number, (f"invalid date or time {m.group('date')} {m.group('time')} "
+                                      f"(read as {order})")))
             continue
         rest = "\n".join(body[number])
         author, sep, content = rest.partition(": ")
