@@ -99,13 +99,16 @@ async def test_a_reply_chain_is_the_conversation_history(fake, start_bot, sqlite
     assert len(rows(sqlite_engine, Generation)) == 4
 
 
-async def test_direct_messages_need_no_mention(fake, start_bot):
+async def test_direct_messages_need_no_mention(fake, start_bot, sqlite_engine):
     await start_bot()
     alice = fake.user("alice")
     await fake.say(alice, "hello there", dm=True)
     reply = await fake.wait_for_message(final)
     assert reply["content"] == "[base] hello there"
     assert int(reply["channel_id"]) == fake.dm_channel_of(alice)
+    assert "message_reference" not in reply  # no need to quote the message in a one-to-one chat
+    await fake.wait_answered(await fake.press(alice, reply, label="👎"))
+    assert [(f.value, f.source) for f in rows(sqlite_engine, Feedback)] == [(-1, "button")]
 
 
 async def test_slash_commands_are_registered_and_answer(fake, start_bot, sqlite_engine):
