@@ -52,6 +52,8 @@ def offline_gguf(name: str) -> Path:
 
 
 def offline_model_dir(models_dir: Path, name: str) -> Path:
+    if name not in OFFLINE_MODELS:
+        raise ModelUnavailable(f"unknown offline model {name!r} (known: {', '.join(sorted(OFFLINE_MODELS))})")
     return Path(models_dir) / OFFLINE_MODELS[name][2]
 
 
