@@ -66,6 +66,10 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     snap = take_snapshot(engine)
     created = datetime.now(UTC)
     staging = None
+    if write and out_dir and Path(out_dir).exists() and any(Path(out_dir).iterdir()):
+        from loopbot.errors import UsageError
+
+        raise UsageError(f"{out_dir} already exists and is not empty: choose a new directory for the build")
     if write:
         root = Path(out_dir) if out_dir else settings.datasets_dir / persona
         root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     if not write:
         return DatasetBuild(persona, build_id, None, {}, dict(sink.counts), manifest)
     final = Path(out_dir) if out_dir else settings.datasets_dir / persona / build_id
-    if final.exists() and any(final.iterdir()):
+    if not out_dir and final.exists():  # the same content built within the same second
         final = final.with_name(f"{final.name}-{uuid.uuid4().hex[:4]}")
         manifest["build_id"] = build_id = final.name
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")

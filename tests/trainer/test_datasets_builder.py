@@ -229,3 +229,21 @@ def test_new_votes_count_since_the_last_build_and_run(engine, settings):
     assert stats["last_build"]["build_id"] == build.build_id
     assert stats["next_run"]["counts"]["kto"] + stats["next_run"]["counts"]["heldout_kto"] == 4
     assert sum(w["up"] + w["down"] for w in stats["thumbs_up_by_week"]) == 4
+
+
+def test_an_explicit_output_directory_is_used_once_and_never_overwritten(sqlite_engine, settings, tmp_path):
+    import pytest
+
+    from loopbot.errors import UsageError
+
+    f = FeedbackFactory(sqlite_engine)
+    ana = f.user("ana")
+    f.vote(f.exchange(ana, "Q?", "A."), ana, +1)
+    build = build_datasets(sqlite_engine, settings, "coach", tmp_path / "out")
+    assert build.out_dir == tmp_path / "out" and (tmp_path / "out" / "manifest.json").is_file()
+    with pytest.raises(UsageError, match="already exists and is not empty"):
+        build_datasets(sqlite_engine, settings, "coach", tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["build_id"] == build.build_id
+    dry = build_datasets(sqlite_engine, settings, "coach", write=False)
+    assert dry.out_dir is None and dry.counts == build.counts
+    assert dry.manifest["content_hash"] == build.manifest["content_hash"]
