@@ -33,6 +33,10 @@ def make_server(loopbot, *, host: str | None = None, port: int | None = None) ->
 async def serve(loopbot) -> None:
     """Serve until cancelled; cancelling closes the listening socket and open connections, then re-raises."""
     server = make_server(loopbot)
+    try:  # open the database (and run migrations) once, before requests race to do it
+        await asyncio.to_thread(lambda: loopbot.engine)
+    except Exception as e:  # noqa: BLE001 - /readyz reports it; the pages answer once the database is back
+        log.warning("the web pages start without the database: %s", e)
     log.info("web pages on http://%s:%d/ (arena, leaderboard, admin, /metrics)",
              loopbot.settings.web.host, loopbot.settings.web.port)
     try:
