@@ -128,5 +128,10 @@ def test_cli_import_and_dataset_build(tmp_path):
     out = tmp_path / "data" / "datasets" / "coach" / manifest["build_id"]
     first = json.loads((out / "sft.jsonl").read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+    r = loopbot("import", "whatsapp", str(ROOT / "examples" / "whatsapp_chat.txt"), "--author", "Ana",
+                "--persona", "clone", "--max-turns", "2", "--separator", " / ", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["kept"] > 41 and report["dropped"]["media"] == 3  # shorter examples: more of them
     r = loopbot("dataset", "stats", "--persona", "coach")
     assert r.returncode == 0 and "seed qa:coach_qa.jsonl" in r.stdout and "next run would get: sft" in r.stdout
