@@ -26,7 +26,6 @@ def _lora_tensors(path: Path) -> dict:
 @pytest.mark.slow
 async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbot, tiny_model_dir):
     seed_feedback(loopbot.engine, conversations=40)
-    started = time.monotonic()
     first = await run_cycle(loopbot, "coach", trigger="manual")
     assert first.status == "promoted", first.reason
     v1 = crud.active_adapter(loopbot.engine, persona="coach")
@@ -51,7 +50,6 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     assert v2.parent_version == 1 and v2.metrics["training"]["stages"][0]["stage"] == "kto"
     t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
     assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
-    assert time.monotonic() - started < 120
 
     from serving.base import SamplingParams, complete
     from serving.local import LocalBackend
