@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -24,8 +25,8 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(loopbot) -> FastAPI:
-    """One app per Loopbot; nothing touches the database until the first request."""
+def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
+    """One app per Loopbot; nothing touches the database until the first request. `rng` orders the arena."""
     from web.routes import admin, arena, health, home, leaderboard
 
     settings = loopbot.settings.web
@@ -38,6 +39,7 @@ def create_app(loopbot) -> FastAPI:
     app.state.fresh_limit = RateLimiter(settings.fresh_pairs_per_minute) if settings.fresh_pairs_per_minute else None
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}
+    app.state.rng = rng or random.Random()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["personas"] = loopbot.settings.personas
     app.state.templates = templates

@@ -21,9 +21,9 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def make_server(loopbot, *, host: str | None = None, port: int | None = None) -> EmbeddedServer:
+def make_server(loopbot, *, host: str | None = None, port: int | None = None, app=None) -> EmbeddedServer:
     settings = loopbot.settings.web
-    config = uvicorn.Config(create_app(loopbot), host=host or settings.host,
+    config = uvicorn.Config(app or create_app(loopbot), host=host or settings.host,
                             port=settings.port if port is None else port, log_level="warning", access_log=False,
                             proxy_headers=True, forwarded_allow_ips="127.0.0.1", lifespan="off",
                             timeout_graceful_shutdown=5)

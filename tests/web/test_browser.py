@@ -35,6 +35,7 @@ def site(settings, monkeypatch):
     """The web app of a seeded Loopbot, served by uvicorn in a thread on a free loopback port."""
     pytest.importorskip("playwright", reason="needs the playwright package: pip install playwright")
     from loopbot.app import Loopbot
+    from web.app import create_app
     from web.server import make_server
 
     monkeypatch.setenv(settings.web.admin_token_env, ADMIN_TOKEN)
@@ -43,7 +44,7 @@ def site(settings, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = make_server(bot, host="127.0.0.1", port=port)
+    server = make_server(bot, host="127.0.0.1", port=port, app=create_app(bot, rng=random.Random(0)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):

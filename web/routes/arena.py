@@ -49,13 +49,13 @@ async def arena_page(request: Request, persona: str, last: int | None = None):
     chats = loopbot.settings.web.arena_from_chats
 
     def choose():
-        return choose_matchup(eng, persona=persona, visitor_id=vid, chats=chats)
+        return choose_matchup(eng, persona=persona, visitor_id=vid, chats=chats, rng=state.rng)
 
     matchup = await run_in_threadpool(choose)
     if matchup is None and await _fresh_pair_allowed(request):
         async with state.fresh_lock:
             matchup = await run_in_threadpool(choose)  # another request may have made one meanwhile
-            if matchup is None and await generate_pair(loopbot, persona):
+            if matchup is None and await generate_pair(loopbot, persona, rng=state.rng):
                 matchup = await run_in_threadpool(choose)
     pair_sig = None
     if matchup:
