@@ -334,6 +334,12 @@ class DiscordBot:
             await renderer.run(replies)
         except RateLimited as e:
             log.warning("Discord kept rate limiting (%s); the reply is stored", e)
+        except discord.Forbidden as e:
+            log.warning("no permission to post in Discord channel %s (%s); the message is stored", _where(sink), e)
+        finally:
+            aclose = getattr(replies, "aclose", None)
+            if aclose is not None:  # an abandoned stream must still run its cleanup (the user's rate-limit slot)
+                await aclose()
 
     # ---- slash commands ----------------------------------------------------------------------------------------
 
@@ -435,6 +441,11 @@ class DiscordBot:
                                            emoji=tuple(current), user_name=user_name))
         except Exception as e:  # noqa: BLE001
             self.record_error(e, "reaction")
+
+
+def _where(sink: ChannelSink | InteractionSink) -> str:
+    channel = getattr(sink, "channel", None) or getattr(getattr(sink, "interaction", None), "channel", None)
+    return str(getattr(channel, "id", "?"))
 
 
 def _non_text_kind(message: discord.Message) -> str:

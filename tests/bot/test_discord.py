@@ -222,6 +222,30 @@ async def test_streaming_edits_are_throttled(fake, start_bot):
     assert all(a != b for a, b in itertools.pairwise(states))  # never an identical edit
 
 
+async def test_a_channel_it_may_not_post_in_keeps_the_message_and_the_bot_running(fake, start_bot, sqlite_engine):
+    await start_bot()
+    fake.read_only_channels.add(fake.other_channel_id)
+    alice = fake.user("alice")
+    await fake.say(alice, "can you hear me?", mention_bot=True, channel_id=fake.other_channel_id)
+    for _ in range(200):  # until the bot has given up on that channel
+        if fake.requests.count(("POST", f"/channels/{fake.other_channel_id}/messages")):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    await fake.say(alice, "and here?", mention_bot=True)  # answered: the failed reply freed alice's slot
+    reply = await fake.wait_for_message(final)
+    assert reply["content"] == "[base] and here?" and len(fake.bot_messages()) == 1
+    assert [m.text for m in rows(sqlite_engine, Message) if m.role == "user"] == ["can you hear me?", "and here?"]
+
+
+async def test_a_slow_first_word_shows_typing(fake, start_bot):
+    await start_bot(InstantBackend(lambda m, a: "thinking hard", chunk_chars=50, delay_s=0.6))
+    alice = fake.user("alice")
+    await fake.say(alice, "a hard question", mention_bot=True)
+    await fake.wait_for_message(final)
+    assert ("POST", f"/channels/{fake.channel_id}/typing") in fake.requests
+
+
 async def test_a_429_on_edits_is_waited_out(fake, start_bot):
     fake.edit_limit = (2, 0.5)  # 2 edits per message per 0.5 s, then 429 with retry_after
     text = "word " * 120

@@ -85,6 +85,7 @@ class FakeDiscord:
                  edit_limit: tuple[int, float] | None = None, privileged_intents: bool = True):
         self.token = token
         self.privileged_intents = privileged_intents  # False: the app has not turned on Message Content
+        self.read_only_channels: set[int] = set()  # channels where the bot lacks Send Messages
         self.interaction_deadline_s = interaction_deadline_s
         self.edit_limit = edit_limit  # (edits, seconds) per message before a 429, like Discord's buckets
         self._ids = itertools.count(1)
@@ -433,6 +434,8 @@ class FakeDiscord:
         channel = int(channel_id)
         if channel not in (self.channel_id, self.other_channel_id) and channel not in self.dm_channels.values():
             raise DiscordHTTPError(404, 10003, "Unknown Channel")
+        if channel in self.read_only_channels:
+            raise DiscordHTTPError(403, 50013, "Missing Permissions")
         reply_to = None
         ref = body.get("message_reference")
         if ref:
