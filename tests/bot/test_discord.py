@@ -15,7 +15,7 @@ from bot.routing import BackendRouter
 from serving.instant import InstantBackend
 from storage import crud
 from storage.db import session_scope
-from storage.models import Comparison, Feedback, Generation, Message
+from storage.models import Comparison, Feedback, Generation, Message, User
 from tests.helpers.fake_discord import FakeDiscord
 
 
@@ -123,6 +123,11 @@ async def test_slash_commands_are_registered_and_answer(fake, start_bot, sqlite_
     assert "Now talking as Comediante chileno" in switched["content"]
     denied = await fake.response_of(await fake.slash(alice, "train"))
     assert denied["content"] == "/train is for admins only."
+    persona_option = next(c for c in fake.global_commands if c["name"] == "persona")["options"][0]
+    assert {c["value"] for c in persona_option["choices"]} == {"coach", "comedian", "clone"}
+    opted_out = await fake.response_of(await fake.slash(alice, "consent", {"choice": "off"}))
+    assert "will not be used for training" in opted_out["content"]
+    assert [u.consent for u in rows(sqlite_engine, User)] == [False]
     await fake.say(alice, "hola", mention_bot=True)
     reply = await fake.wait_for_message(final)
     assert rows(sqlite_engine, Generation)[0].persona == "comedian"  # the switch holds for this channel
@@ -193,6 +198,13 @@ async def test_reactions_count_as_votes(fake, start_bot, sqlite_engine):
     await fake.react(alice, reply, "🎉")
     await asyncio.sleep(0.3)
     assert rows(sqlite_engine, Feedback) == []
+
+
+async def test_slash_commands_work_in_a_dm(fake, start_bot):
+    await start_bot()
+    alice = fake.user("alice")
+    stats = await fake.response_of(await fake.slash(alice, "stats", dm=True))
+    assert stats["content"].startswith("coach: 0 replies") and stats["channel_id"] == str(fake.dm_channel_of(alice))
 
 
 async def test_a_long_reply_is_split_at_2000_characters(fake, start_bot, sqlite_engine):
