@@ -48,6 +48,8 @@ def verdict(measurements: list[Measurement], cycles: list[CycleSummary], band: B
         lines.append("no promoted version was measured worse than the version before it")
     within = True
     for m in measurements[1:]:
+        if m.served == base.served:
+            continue  # the same model measured again: sampling noise, not degeneracy
         reasons = band.violations(base, m)
         if reasons:
             within = False

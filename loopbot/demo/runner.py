@@ -58,24 +58,6 @@ def _seed_coach(loopbot) -> str:
     return "; ".join(r.summary() for r in import_sources(loopbot.engine, loopbot.settings, PERSONA))
 
 
-def _serving(loopbot):
-    """The Loopbot's router (hot swaps go through it); built here from the settings if the app has none."""
-    if hasattr(type(loopbot), "router"):
-        return loopbot.router
-    from serving.local import LocalBackend
-    from serving.router import Router
-    from trainer.base_model import base_model_dir
-
-    s = loopbot.settings
-    model = s.models[s.personas[PERSONA].base_model]
-    backend = LocalBackend(base_model_dir(s, PERSONA), model_name=s.personas[PERSONA].base_model,
-                           device=s.serving.local.device, dtype=model.dtype,
-                           max_batch_size=s.serving.local.max_batch_size, batch_wait_ms=s.serving.local.batch_wait_ms,
-                           threads=s.serving.local.threads, max_context=model.max_context)
-    loopbot.router = Router(backend, routes={}, unload_grace_s=s.serving.vllm.unload_grace_s)
-    return loopbot.router
-
-
 def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | None) -> CycleSummary:
     from storage import crud
 
@@ -131,7 +113,7 @@ async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None
     ui.say(f"population: {population}")
     with ui.phase("seed", "seeding the coach persona"):
         ui.say(f"seeded the coach: {_seed_coach(loopbot)}")
-    router = _serving(loopbot)
+    router = loopbot.router  # the app's own: run_cycle's promotion hot-swaps into it
     rng = random.Random(options.seed)
     service = ChatService(engine, settings, router, loopbot=loopbot, rng=rng)
     # the measuring panel: held-out questions, first answers only, no arena, and opted out of training

@@ -28,7 +28,7 @@ class Plan:
 
 FULL = Plan(measure_questions=64, traffic_questions=72, max_retries=3, max_tokens=128, dpo_steps=30,
             max_length=256, arena_rate=0.2)
-QUICK = Plan(measure_questions=24, traffic_questions=40, max_retries=3, max_tokens=40, dpo_steps=4, max_length=384,
+QUICK = Plan(measure_questions=24, traffic_questions=40, max_retries=3, max_tokens=40, dpo_steps=16, max_length=384,
              arena_rate=0.2)
 
 
