@@ -1,0 +1,93 @@
+"""Evaluation figures: token-weighted perplexity, preference accuracy, the judge, and the report files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from loopbot.settings import JudgeSettings
+from tests.helpers.fake_judge import FakeJudge
+from tests.trainer.synthetic import write_dataset
+from trainer.degeneracy import degeneracy_figures
+from trainer.evaluate import _Scorer, evaluate_candidate, write_report
+from trainer.judge import PairwiseJudge
+
+PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
+
+
+def test_the_judge_is_asked_both_orders_and_position_bias_cancels():
+    with FakeJudge(api_key="secret") as judge, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUDGE_KEY", "secret")
+        cfg = JudgeSettings(url=judge.url, model="judge-model", api_key_env="JUDGE_KEY")
+        result = PairwiseJudge(cfg, "speaks to the runner").win_rate(
+            PROMPTS, ["Run easy, your legs will thank you."] * 3, ["Run easy."] * 3)
+        assert result == {"win_rate": 1.0, "wins": 6, "ties": 0, "losses": 0, "judgements": 6}
+        assert "speaks to the runner" in judge.requests[0]["messages"][0]["content"]
+        assert judge.requests[0]["model"] == "judge-model"
+        firsts = [r["messages"][-1]["content"].split("Reply A:\n")[1].split("\n")[0] for r in judge.requests[:2]]
+        assert firsts[0] != firsts[1]  # the candidate is shown first once and second once
+    with FakeJudge(always="A") as biased:
+        cfg = JudgeSettings(url=biased.url, model="m")
+        assert PairwiseJudge(cfg, "").win_rate(PROMPTS, ["x"] * 3, ["y"] * 3)["win_rate"] == 0.5
+
+
+def test_perplexity_counts_only_assistant_tokens_weighted_by_token(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    convo = [{"role": "system", "content": "You are a coach."}, {"role": "user", "content": "How far?"},
+             {"role": "assistant", "content": "Run easy most days."}, {"role": "user", "content": "And rest?"},
+             {"role": "assistant", "content": "Rest days matter."}]
+    nll, tokens = _Scorer(tiny_model_dir, {}, 256).assistant_nll(convo)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    enc = tok.apply_chat_template(convo, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = torch.tensor([enc["input_ids"]]), torch.tensor([enc["assistant_masks"]])
+    labels = ids.masked_fill(mask == 0, -100)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=labels).loss.item()  # mean NLL over assistant tokens
+    assert tokens == int(mask.sum()) - (1 if mask[0, 0] else 0) and 5 < tokens < len(enc["input_ids"])
+    assert nll / tokens == pytest.approx(loss, rel=1e-4)
+
+
+def test_degeneracy_figures_spot_cut_offs_repetition_and_symbols():
+    figures = degeneracy_figures(["Run easy, your legs will thank you.", "go go go go go go", "1 2 3 4 5 6 !!", ""],
+                                 ["stop", "length", "stop", "stop"])
+    assert figures["cutoff_rate"] == 0.25 and figures["empty_rate"] == 0.25
+    assert figures["repeated_ngram_rate"] == pytest.approx(3 / (5 + 4 + 4), abs=1e-4)  # "go go go" x4, 3 repeats
+    assert figures["words_per_reply"] == pytest.approx((7 + 6 + 6 + 0) / 4, abs=1e-3)
+    assert figures["symbols_per_word"] > 0.5
+
+
+def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(train_settings, tiny_model_dir,
+                                                                               tiny_adapters, tmp_path):
+    data = write_dataset(tmp_path / "ds")
+    with FakeJudge() as judge:
+        train_settings.trainer.judge.url = judge.url
+        train_settings.trainer.judge.prompts = 3
+        report = evaluate_candidate(train_settings, "coach", dataset_dir=data, base_model=tiny_model_dir,
+                                    candidate_path=str(tiny_adapters["a"]), live_path=str(tiny_adapters["b"]),
+                                    candidate_name="coach-v2", live_name="coach-v1")
+        assert len(judge.requests) == 6
+    v = report["variants"]
+    assert {"candidate", "live", "base"} == set(v)
+    assert len({v[k]["perplexity"] for k in v}) == 3  # three different models
+    assert all(math.isfinite(v[k]["perplexity"]) and 0 <= v[k]["preference_accuracy"] <= 1 for k in v)
+    assert v["candidate"]["pairs"] == 8 and v["candidate"]["degeneracy"]["replies"] == 3
+    assert report["judge"]["judgements"] == 6 and 0 <= report["judge"]["win_rate"] <= 1
+    assert [s["prompt"] for s in report["smoke"]] == train_settings.personas["coach"].smoke_prompts
+    json_path, png_path = write_report(report, train_settings, "coach", "v2-test")
+    assert json.loads(json_path.read_text())["candidate"] == "coach-v2"
+    assert png_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unreachable_judge_is_reported_not_fatal(train_settings, tiny_model_dir, tiny_adapters, tmp_path):
+    from tests.helpers.ports import free_port
+
+    train_settings.trainer.judge.url = f"http://127.0.0.1:{free_port()}/v1"
+    report = evaluate_candidate(train_settings, "coach", dataset_dir=write_dataset(tmp_path / "ds"),
+                                base_model=tiny_model_dir, candidate_path=str(tiny_adapters["a"]), live_path=None)
+    assert report["judge"]["win_rate"] is None and "ConnectError" in report["judge"]["error"]
+    assert report["variants"]["live"] == report["variants"]["base"]  # nothing live: the base model is the bar
