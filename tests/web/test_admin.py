@@ -57,8 +57,13 @@ def test_dashboard_shows_live_version_lineage_runs_and_consent_counts(client, lo
     eng = loopbot.engine
     arena_world(loopbot)
     run = crud.start_training_run(eng, persona="coach", trigger="cron", method="sft+dpo")
-    crud.add_run_step(eng, run_id=run.id, step="gate", outcome="failed", reason="perplexity rose 25%")
-    crud.finish_training_run(eng, run_id=run.id, status="rejected", metrics={"heldout_ppl": 12.5},
+    checks = [{"name": "perplexity", "passed": False, "detail": "held-out perplexity rose 25% > 10%"},
+              {"name": "cutoff_rate", "passed": True, "detail": "0.02 vs 0.03"}]
+    crud.add_run_step(eng, run_id=run.id, step="gate", outcome="rejected", checks=checks)
+    crud.finish_training_run(eng, run_id=run.id, status="rejected", error="perplexity: held-out perplexity rose",
+                             metrics={"candidate": {"perplexity": 12.5, "preference_accuracy": 0.61},
+                                      "live": {"perplexity": 10.0, "preference_accuracy": None}, "judge": None,
+                                      "gate": {"passed": False}},
                              dataset_sizes={"sft": 40, "dpo": 9}, candidate_version=3)
     user = crud.get_or_create_user(eng, platform="telegram", platform_user_id="u0")
     crud.set_consent(eng, user_id=user.id, consent=False)
@@ -68,7 +73,12 @@ def test_dashboard_shows_live_version_lineage_runs_and_consent_counts(client, lo
     coach = page.split('id="coach"')[1].split('<section class="persona"')[0]
     assert '<strong class="live-version">coach-v2</strong>' in coach
     assert "Roll back to v1" in coach
-    assert "gate: failed (perplexity rose 25%)" in coach and "heldout_ppl=12.5" in coach and "dpo 9" in coach
+    assert "gate: rejected" in coach and "✗ perplexity: held-out perplexity rose 25% &gt; 10%" in coach
+    assert "cutoff_rate" not in coach  # only the checks that failed
+    flat = " ".join(coach.split())
+    assert "candidate: perplexity=12.5, preference_accuracy=0.61 </div>" in flat
+    assert "live: perplexity=10 </div>" in flat and "judge:" not in flat
+    assert "dpo 9" in coach and "v3" in coach
     assert "coach-v1" in coach and "retired" in coach
     assert "consent withdrawn: <strong>1</strong>" in page and "forget requests: <strong>1</strong>" in page
 
