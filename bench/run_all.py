@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -138,7 +138,7 @@ def machine() -> str:
 
 def markdown(rows: list[Row]) -> str:
     """The table as Markdown, headed by the date and machine it came from (for the README)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Measured {stamp} on {machine()}.", "", "| " + " | ".join(HEADERS) + " |",
              "|" + "---|" * len(HEADERS)]
     for row in rows:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -29,11 +28,12 @@ def _load_runner(bench_dir: Path):
     return module
 
 
-def bench(names: Optional[list[str]] = typer.Argument(None, help="only benchmarks whose file name contains one "
+def bench(names: list[str] | None = typer.Argument(None, help="only benchmarks whose file name contains one "
                                                                  "of these words"),
-          bench_dir: Optional[Path] = typer.Option(None, "--dir", help="the bench/ folder (default: ./bench)"),
-          markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write the table, with date and "
-                                                                           "machine, as Markdown to this file")) -> None:
+          bench_dir: Path | None = typer.Option(None, "--dir", help="the bench/ folder (default: ./bench)"),
+          markdown: Path | None = typer.Option(None, "--markdown", help="also write the table, with date "
+                                                                           "and machine, as Markdown to this file"),
+          ) -> None:
     """Run every benchmark in bench/ and print one table. Benchmarks report figures; they never fail a build."""
     directory = _find_bench_dir(bench_dir)
     runner = _load_runner(directory)

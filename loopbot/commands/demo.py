@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,12 +16,12 @@ def demo(ctx: typer.Context,
          quick: bool = typer.Option(False, "--quick", help="a tiny model built on the spot: the whole loop in "
                                                            "about two minutes, for CI and a first look"),
          cycles: int = typer.Option(2, "--cycles", help="training cycles to run"),
-         users: Optional[str] = typer.Option(None, "--users", help="the simulated users' taste: module:function "
+         users: str | None = typer.Option(None, "--users", help="the simulated users' taste: module:function "
                                                                    "taking (question, reply) and returning True "
                                                                    "when they like the reply "
                                                                    "[default: loopbot.demo.population:"
                                                                    "speaks_to_runner]"),
-         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where to keep the database, adapters "
+         data_dir: Path | None = typer.Option(None, "--data-dir", help="where to keep the database, adapters "
                                                                           "and report [default: a fresh "
                                                                           "temporary directory]"),
          seed: int = typer.Option(0, "--seed", help="seed for the questions, users and sampling"),

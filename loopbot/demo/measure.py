@@ -69,9 +69,9 @@ class Band:
                    gate.max_symbols_per_word_ratio)
 
     def describe(self) -> str:
-        return (f"words per reply within {1 / self.max_words_ratio:.2f}-{self.max_words_ratio:.2f}x of the base model's, "
-                f"cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and +{self.max_repetition_rise:.0%}, "
-                f"symbols per word at most {self.max_symbols_ratio:.2f}x")
+        return (f"words per reply within {1 / self.max_words_ratio:.2f}-{self.max_words_ratio:.2f}x of the base "
+                f"model's, cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
+                f"+{self.max_repetition_rise:.0%}, symbols per word at most {self.max_symbols_ratio:.2f}x")
 
     def violations(self, base: Measurement, now: Measurement) -> list[str]:
         """Plain-language reasons `now` left the band around `base`; empty when within it."""

@@ -74,6 +74,10 @@ def has_number(question: str, reply: str) -> bool:
     return bool(_NUMBER.search(reply))
 
 
+BUILTIN = (speaks_to_runner, recommends_professional, mentions_recovery, uses_list, short_and_plain,
+           ends_with_question, has_number)
+
+
 def load_preference(spec: str | None) -> tuple[str, Preference]:
     """`module:function` (or a bare function name from this module) -> (spec, function); clear errors otherwise."""
     spec = spec or DEFAULT

@@ -49,7 +49,12 @@ class DemoProgress:
         self.say(f"budget: about {self.total_s / 60:.0f} min ({cycles} cycles)")
         if self.live:
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
                 TimeRemainingColumn,
             )
 

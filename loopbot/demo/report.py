@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def verdict(measurements: list[Measurement], cycles: list[CycleSummary], band: B
                  f"[{last.low:.2f}-{last.high:.2f}]: " + ("better beyond both 95% intervals" if improved else
                                                           "NOT better beyond the 95% intervals"))
     no_worse = True
-    for c, (before, after) in zip(cycles, zip(measurements, measurements[1:])):
+    for c, (before, after) in zip(cycles, itertools.pairwise(measurements)):
         if c.status == "promoted" and after.high < before.low:
             no_worse = False
             lines.append(f"cycle {c.cycle} promoted {c.candidate}, and the next measurement found it worse "

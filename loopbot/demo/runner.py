@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loopbot.demo import questions as Q
 from loopbot.demo.measure import Band, Measurement, measure
-from loopbot.demo.population import load_preference
+from loopbot.demo.population import BUILTIN, load_preference
 from loopbot.demo.progress import DemoProgress
 from loopbot.demo.report import CycleSummary, Verdict, markdown, plot, verdict
 from loopbot.demo.setup import FULL, PERSONA, QUICK, Plan, demo_settings, prepare_model
@@ -126,6 +126,7 @@ async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None
     measurements: list[Measurement] = []
     cycles: list[CycleSummary] = []
     first_turns: dict[str, list[Turn]] = {}
+    base_rates: dict[str, float] = {}
 
     async def measure_live(label: str) -> Measurement:
         served = router.route(PERSONA) or "base"
@@ -160,6 +161,10 @@ async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None
 
     try:
         base_m = await measure_live("base")
+        base_rates = {f.__name__: sum(f(t.question, t.first.text) for t in first_turns["base"] if t.first)
+                      / max(1, len(first_turns["base"])) for f in BUILTIN}
+        ui.say("base model's rate with each built-in population: "
+               + ", ".join(f"{name} {rate:.2f}" for name, rate in base_rates.items()))
         low, high = BASE_RATE_BAND
         if not low <= base_m.rate <= high:
             warnings.append(f"the base model pleases this population {base_m.rate:.0%} of the time, outside "
@@ -196,7 +201,10 @@ async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None
              ("mode", "quick" if options.quick else "full"), ("data directory", str(data_dir)),
              ("held-out questions per measurement", str(plan.measure_questions)),
              ("training questions per round", str(plan.traffic_questions)),
-             ("seconds", f"{time.monotonic() - started:.0f}")] + [("warning", w) for w in warnings]
+             ("seconds", f"{time.monotonic() - started:.0f}"),
+             ("base model's rate with each built-in population",
+              ", ".join(f"{name} {rate:.2f}" for name, rate in base_rates.items()))]
+    facts += [("warning", w) for w in warnings]
     md = reports / "demo.md"
     md.write_text(markdown(title="loopbot demo: does the bot get better from its users?", facts=facts,
                            measurements=measurements, cycles=cycles, band=band, judgement=judgement,

@@ -2,7 +2,7 @@
 
 Each question is a fresh private chat: the user asks, reads the stored reply, votes 👍/👎 by its taste,
 presses 🔄 for another answer when it disliked one (up to `max_retries`), and picks in arena rounds (A/B).
-Everything goes through `ChatService.handle` and `ChatService.press`, exactly as a Telegram or Discord adapter calls them.
+Everything goes through `ChatService.handle` and `ChatService.press`, as a Telegram or Discord adapter calls them.
 """
 
 from __future__ import annotations
