@@ -22,7 +22,7 @@ from storage.models import TrainingRun, utcnow
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 2 * 3600
-_background: set[asyncio.Task] = set()
+_requested: dict[str, asyncio.Task] = {}  # persona -> the cycle request_cycle started in this process
 
 
 @dataclass
@@ -212,13 +212,22 @@ async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Pa
 
 
 def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> asyncio.Task:
-    """Start a cycle in the background of the running event loop (the bots' admin /train); returns its task."""
+    """Start a cycle in the background of the running event loop (the bots' admin /train, the votes trigger);
+    while one requested here has not finished, the same task is returned."""
     loopbot.settings.persona(persona)
+    pending = _requested.get(persona)
+    if pending is not None and not pending.done():
+        return pending
     task = asyncio.get_running_loop().create_task(run_cycle(loopbot, persona, trigger=trigger, force=force),
                                                   name=f"training-cycle-{persona}")
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _requested[persona] = task
     return task
+
+
+def cycle_requested(persona: str) -> bool:
+    """Whether a cycle started by request_cycle in this process is still pending or running."""
+    task = _requested.get(persona)
+    return task is not None and not task.done()
 
 
 def cycle_running(engine, persona: str) -> bool:

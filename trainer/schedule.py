@@ -85,7 +85,7 @@ async def periodic_check() -> dict:
 
 async def check_once(loopbot) -> dict:
     from trainer.dataset_stats import new_votes_since_last_run
-    from trainer.pipeline import cycle_running, request_cycle
+    from trainer.pipeline import cycle_requested, cycle_running, request_cycle
     from trainer.registry import check_live_watch, reconcile_router
 
     done: dict = {"watch": {}, "started": []}
@@ -101,7 +101,7 @@ async def check_once(loopbot) -> dict:
                 done["watch"][persona] = verdict.decision
         except Exception as e:  # noqa: BLE001
             log.error("live watch of %s failed: %s", persona, e)
-        if threshold and not cycle_running(loopbot.engine, persona):
+        if threshold and not cycle_requested(persona) and not cycle_running(loopbot.engine, persona):
             votes = new_votes_since_last_run(loopbot.engine, persona)
             if votes >= threshold:
                 log.info("%s has %d new consented votes (trigger %d): starting a training cycle",
