@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, ServingError
+from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class LocalBackend:
     def __init__(self, model_path: str | Path | Callable[[], str | Path], *, model_name: str | None = None,
                  tokenizer: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto", max_batch_size: int = 8, batch_wait_ms: float = 5.0,
-                 threads: int | None = None, max_context: int = 2048):
+                 threads: int | None = None, max_context: int = 2048, max_queue: int = 256):
         self._model_path = model_path  # a callable is resolved by the worker (e.g. a first-use conversion)
         self.model_path = "(resolved on first use)" if callable(model_path) else str(model_path)
         self.model_name = model_name or Path(self.model_path).name
@@ -87,6 +87,7 @@ class LocalBackend:
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.threads = threads
         self.max_context = max_context
+        self.max_queue = max_queue
         self._queue: queue.Queue = queue.Queue()
         self._backlog: collections.deque = collections.deque()
         self._thread: threading.Thread | None = None
@@ -119,6 +120,8 @@ class LocalBackend:
         if sampling.max_tokens <= 0:
             raise BadRequest("max_tokens must be positive")
         self.start()
+        if self._queue.qsize() >= self.max_queue:
+            raise Overloaded(f"{self._queue.qsize()} requests are already waiting for the local model")
         req = _Request(list(messages), adapter, sampling, asyncio.get_running_loop(), asyncio.Queue())
         self._queue.put(req)
         try:

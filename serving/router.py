@@ -28,6 +28,7 @@ class _Live:
 LIVE = _Live()
 """`adapter=LIVE`: the persona's current route (the default)."""
 
+RETIRE_MIN_S = 0.5  # an old version stays loaded at least this long after the flip (within the grace period)
 SMOKE_MESSAGES = [{"role": "user", "content": "Hello! Say hi in a few words."}]
 
 
@@ -164,6 +165,8 @@ class Router:
     async def _unload_when_idle(self, name: str) -> None:
         deadline = time.monotonic() + self.unload_grace_s
         try:
+            # a caller that read route() just before the flip may not have started its stream yet: give it a moment
+            await asyncio.sleep(min(self.unload_grace_s, RETIRE_MIN_S))
             while self.in_flight[name] > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if name in self._routes.values():
