@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from bot import buttons
@@ -25,6 +26,17 @@ log = logging.getLogger(__name__)
 NON_TEXT_ANSWER = ("I can only read text for now, so I can't see that {kind}. "
                    "Send me your message as text and I'll answer.")
 REACTION_VALUES = {"👍": 1, "👎": -1}
+CACHE_TTL_S = 30.0
+
+
+@dataclass(frozen=True)
+class NewPrompt:
+    """A user message to store together with the reply's pending generation."""
+
+    user_id: int
+    text: str
+    platform_message_id: str | None = None
+    reply_to_id: int | None = None
 
 
 class ChatService:
@@ -41,6 +53,8 @@ class ChatService:
         self.access = Access(settings.access)
         self.limiter = RateLimiter(settings.access.messages_per_minute, settings.access.concurrent_generations,
                                    clock=clock)
+        self._users: dict[tuple[str, str], tuple[float, object]] = {}
+        self._chats: dict[tuple[str, str], tuple[float, object]] = {}
         counter = getattr(router, "count_tokens", None)
         self.count_tokens = counter if callable(counter) else estimate_tokens
 
@@ -88,24 +102,44 @@ class ChatService:
             yield Reply(0, refusal, final=True, plain=True)
             return
         try:
-            msg = crud.record_message(self.engine, chat_id=chat.id, user_id=user.id, role="user", text=text,
-                                      persona=persona, conversation_id=chat.conversation_id,
-                                      platform_message_id=inc.message_id,
-                                      reply_to_id=replied.id if replied else None)
-            messages = self._prompt(persona, chat, msg, replied, group=inc.chat_type != "private")
-            async for reply in self.generate(chat, persona, messages, prompt_message_id=msg.id,
+            p = self.settings.personas[persona]
+            turns = self._history(chat, replied, group=inc.chat_type != "private") + [("user", text)]
+            messages = build_prompt(p.system_prompt, turns, p.context_tokens, self.count_tokens)
+            asked = NewPrompt(user_id=user.id, text=text, platform_message_id=inc.message_id,
+                              reply_to_id=replied.id if replied else None)
+            async for reply in self.generate(chat, persona, messages, new_prompt=asked,
                                              conversation_id=chat.conversation_id):
                 yield reply
         finally:
             self.limiter.done(key)
 
     def user_and_chat(self, inc: Incoming | Press):
-        user = crud.get_or_create_user(self.engine, platform=inc.platform, platform_user_id=inc.user_id,
-                                       display_name=inc.user_name,
-                                       default_consent=self.settings.feedback.consent_default)
-        chat = crud.get_or_create_chat(self.engine, platform=inc.platform, platform_chat_id=inc.chat_id,
-                                       type="private" if inc.chat_type == "private" else "group")
-        return user, chat
+        """The stored user and chat (created on first contact); cached briefly, dropped when we change them."""
+        now = time.monotonic()
+        if len(self._users) > 50_000 or len(self._chats) > 50_000:
+            self._users.clear()
+            self._chats.clear()
+        ukey, ckey = (inc.platform, inc.user_id), (inc.platform, inc.chat_id)
+        hit = self._users.get(ukey)
+        name = inc.user_name[:256]
+        if hit is None or now - hit[0] > CACHE_TTL_S or (name and hit[1].display_name != name):
+            user = crud.get_or_create_user(self.engine, platform=inc.platform, platform_user_id=inc.user_id,
+                                           display_name=inc.user_name,
+                                           default_consent=self.settings.feedback.consent_default)
+            self._users[ukey] = hit = (now, user)
+        cached = self._chats.get(ckey)
+        if cached is None or now - cached[0] > CACHE_TTL_S:
+            chat = crud.get_or_create_chat(self.engine, platform=inc.platform, platform_chat_id=inc.chat_id,
+                                           type="private" if inc.chat_type == "private" else "group")
+            self._chats[ckey] = cached = (now, chat)
+        return hit[1], cached[1]
+
+    def changed(self, *, user_id: int | None = None, chat_id: int | None = None) -> None:
+        """Forget cached rows after a change (consent, /forget, persona, /new)."""
+        if user_id is not None:
+            self._users = {k: v for k, v in self._users.items() if v[1].id != user_id}
+        if chat_id is not None:
+            self._chats = {k: v for k, v in self._chats.items() if v[1].id != chat_id}
 
     def persona_of(self, chat) -> str:
         platform_default = getattr(getattr(self.settings, chat.platform, None), "default_persona", None)
@@ -120,17 +154,15 @@ class ChatService:
             return None
         return crud.find_message_by_platform_id(self.engine, chat_id=chat_id, platform_message_id=platform_message_id)
 
-    def _prompt(self, persona: str, chat, msg, replied, *, group: bool) -> list[dict]:
-        """History: the reply chain the user answered; else this conversation (a DM) or just this message (a group)."""
-        p = self.settings.personas[persona]
+    def _history(self, chat, replied, *, group: bool) -> list[tuple[str, str]]:
+        """Earlier turns: the reply chain the user answered; else this conversation (a DM) or nothing (a group)."""
         if replied is not None:
-            rows = crud.reply_chain(self.engine, message_id=msg.id)
+            rows = crud.reply_chain(self.engine, message_id=replied.id)
         elif group:
-            rows = [msg]
+            rows = []
         else:
             rows = crud.recent_messages(self.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
-        turns = [(m.role, m.text) for m in rows if m.text]
-        return build_prompt(p.system_prompt, turns, p.context_tokens, self.count_tokens)
+        return [(m.role, m.text) for m in rows if m.text]
 
     # ---- generation --------------------------------------------------------------------------------------------
 
@@ -139,29 +171,48 @@ class ChatService:
         return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                               repetition_penalty=s.repetition_penalty)
 
-    async def generate(self, chat, persona: str, messages: list[dict], *, prompt_message_id: int | None,
-                       conversation_id: str, retry_of_id: int | None = None, key: int = 0) -> AsyncIterator[Reply]:
-        """Stream one reply (or, with probability arena_rate, two candidates A/B) and store it."""
+    async def generate(self, chat, persona: str, messages: list[dict], *, conversation_id: str,
+                       prompt_message_id: int | None = None, new_prompt: NewPrompt | None = None,
+                       retry_of_id: int | None = None, key: int = 0) -> AsyncIterator[Reply]:
+        """Stream one reply (or, with probability arena_rate, two candidates A/B) and store it. `new_prompt` is a
+        user message not stored yet: it is written with the pending reply, in one transaction, before the model runs."""
         try:
             live = await self.live_version(persona)
         except ServingError as e:
+            if new_prompt is not None:
+                self._record(chat, persona, conversation_id, new_prompt)
             yield Reply(key, e.user_message, final=True, plain=True)
             return
         arena = (retry_of_id is None and live is not None and self.settings.feedback.arena_rate > 0
                  and self.rng.random() < self.settings.feedback.arena_rate)
         if arena:
+            if new_prompt is not None:
+                prompt_message_id = self._record(chat, persona, conversation_id, new_prompt).id
             versions = [live, None]
             self.rng.shuffle(versions)
             async for reply in self._arena(chat, persona, messages, versions, prompt_message_id, conversation_id,
                                            key):
                 yield reply
             return
-        gen = self._start(chat, persona, messages, live, prompt_message_id, conversation_id, retry_of_id)
+        if new_prompt is not None:
+            gen = crud.record_prompt_and_start_generation(
+                self.engine, chat_id=chat.id, user_id=new_prompt.user_id, text=new_prompt.text, persona=persona,
+                conversation_id=conversation_id, prompt=messages, adapter_version=live,
+                backend=backend_name(self.router), sampling=self.sampling(persona).as_dict(),
+                platform_message_id=new_prompt.platform_message_id, reply_to_id=new_prompt.reply_to_id)
+        else:
+            gen = self._start(chat, persona, messages, live, prompt_message_id, conversation_id, retry_of_id)
         async for text, outcome in self._run(gen, persona, messages, live):
             if outcome is None:
                 yield Reply(key, text, message_ids=[gen.message_id], generation_ids=[gen.id])
             else:
                 yield self._final_reply(key, gen, text, outcome)
+
+    def _record(self, chat, persona: str, conversation_id: str, new_prompt: NewPrompt):
+        return crud.record_message(self.engine, chat_id=chat.id, user_id=new_prompt.user_id, role="user",
+                                   text=new_prompt.text, persona=persona, conversation_id=conversation_id,
+                                   platform_message_id=new_prompt.platform_message_id,
+                                   reply_to_id=new_prompt.reply_to_id)
 
     async def live_version(self, persona: str) -> str | None:
         """The served name answering `persona` now (None = the base model); starts the router on first use."""

@@ -91,11 +91,13 @@ async def _persona(service, inc, user, chat, args):
         yield _say(f"There is no persona {args[0][:40]!r}. Choose one of: {', '.join(personas)}.")
         return
     crud.set_chat_persona(service.engine, chat_id=chat.id, persona=name)
+    service.changed(chat_id=chat.id)
     yield _say(f"Now talking as {personas[name].display_name} ({name}). This starts a new conversation.")
 
 
 async def _new(service, inc, user, chat, args):
     crud.new_conversation(service.engine, chat_id=chat.id)
+    service.changed(chat_id=chat.id)
     yield _say("New conversation started: I've set the earlier messages aside.")
 
 
@@ -122,6 +124,7 @@ async def _consent(service, inc, user, chat, args):
         yield _say(f"Consent is {state}. Change it with /consent on or /consent off.")
         return
     crud.set_consent(service.engine, user_id=user.id, consent=choice == "on")
+    service.changed(user_id=user.id)
     yield _say("Thanks! Your chats and votes may now be used to train me." if choice == "on"
                else "Done: your chats and votes will not be used for training from now on.")
 

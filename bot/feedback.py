@@ -91,6 +91,7 @@ def _forget(service: ChatService, user, action) -> PressOutcome:
     if action.arg == "n":
         return PressOutcome("Cancelled.", buttons=[], edit_text="Nothing was deleted.")
     counts = crud.forget_user(service.engine, user_id=user.id)
+    service.changed(user_id=user.id)
     text = (f"Done: deleted {counts['messages']} messages (yours and my {counts['generations']} replies to them), "
             f"{counts['votes']} votes and {counts['comparisons']} comparisons.")
     return PressOutcome("Deleted.", buttons=[], edit_text=text)

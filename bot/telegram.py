@@ -31,6 +31,8 @@ ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 NON_TEXT_KINDS = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
                   "location", "contact", "poll", "dice", "venue")
 EXPIRED = "This button has expired."
+CONNECTIONS = 64  # concurrent_updates needs more than PTB's default single connection (else 1 s pool timeouts)
+POOL_TIMEOUT_S = 30.0
 
 
 def keyboard(rows: list[list[Button]] | None) -> InlineKeyboardMarkup | None:
@@ -103,7 +105,8 @@ class TelegramBot:
 
     def build(self) -> Application:
         app = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
-               .base_file_url(self.settings.base_file_url).concurrent_updates(True).build())
+               .base_file_url(self.settings.base_file_url).concurrent_updates(True)
+               .connection_pool_size(CONNECTIONS).pool_timeout(POOL_TIMEOUT_S).build())
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
         app.add_handler(CallbackQueryHandler(self.on_press))
         app.add_handler(MessageReactionHandler(self.on_reaction))

@@ -7,3 +7,4 @@ from storage.crud.messages import *  # noqa: F401,F403
 from storage.crud.people import *  # noqa: F401,F403
 from storage.crud.training import *  # noqa: F401,F403
 from storage.crud.chat_queries import *  # noqa: F401,F403
+from storage.crud.chat_turns import *  # noqa: F401,F403

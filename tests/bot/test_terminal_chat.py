@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from loopbot.app import Loopbot
@@ -18,6 +19,7 @@ from storage.models import Feedback, Generation, Message
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_piped_lines_are_answered_one_each_and_stored(tmp_path, tiny_model_dir):
     env = {**os.environ, "LOOPBOT_DATA_DIR": str(tmp_path / "data"), "LOOPBOT_MODELS__SMOLLM2__PATH": str(tiny_model_dir),
            "LOOPBOT_PERSONAS__COACH__SAMPLING__MAX_TOKENS": "6", "LOOPBOT_SERVING__LOCAL__DEVICE": "cpu"}

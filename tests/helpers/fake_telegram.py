@@ -109,6 +109,7 @@ class FakeTelegram:
         self.token = token
         self.calls: list[tuple[str, dict]] = []
         self.messages: dict[tuple[int, int], SentMessage] = {}
+        self._by_chat: dict[int, list[SentMessage]] = {}
         self.callback_answers: dict[str, dict] = {}
         self.pending_callbacks: set[str] = set()
         self.commands: list[dict] = []
@@ -206,7 +207,7 @@ class FakeTelegram:
     # ---- what the users saw ------------------------------------------------------------------------------------
 
     def bot_messages(self, chat_id: int) -> list[SentMessage]:
-        return [m for (c, _), m in sorted(self.messages.items()) if c == chat_id]
+        return list(self._by_chat.get(chat_id, ()))
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -368,6 +369,7 @@ class FakeTelegram:
         m = SentMessage(chat_id, next(self._message_ids), text, self._markup(params), mode,
                         reply.get("message_id"), [text])
         self.messages[(chat_id, m.message_id)] = m
+        self._by_chat.setdefault(chat_id, []).append(m)
         return self._message_dict(m, chat_id, m.message_id)
 
     async def api_editMessageText(self, params):
