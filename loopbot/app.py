@@ -38,7 +38,17 @@ class Loopbot:
         """persona -> live adapter, initialised from the database's active adapters (loaded on first use)."""
         from serving.factory import build_router
 
-        return build_router(self.settings, self.backend, self.engine)
+        return build_router(self.settings, self.backend, self.active_routes())
+
+    def active_routes(self) -> dict[str, tuple[str, str] | None]:
+        """{persona: (served name, adapter path or remote model id) | None = base model} from the database."""
+        from storage import crud
+
+        routes: dict[str, tuple[str, str] | None] = {}
+        for persona in self.settings.personas:
+            row = crud.active_adapter(self.engine, persona=persona)
+            routes[persona] = (row.name, row.path or row.remote_model_id or "") if row else None
+        return routes
 
     @cached_property
     def chat_service(self):

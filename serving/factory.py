@@ -55,18 +55,8 @@ def build_backend(settings, *, kind: str | None = None) -> Backend:
     raise ValueError(f"unknown serving backend {kind!r}")
 
 
-def active_routes(engine, settings) -> dict[str, tuple[str, str] | None]:
-    """{persona: (served name, path or remote model id)} from the database's active adapters."""
-    from storage import crud
-
-    routes: dict[str, tuple[str, str] | None] = {}
-    for persona in settings.personas:
-        adapter = crud.active_adapter(engine, persona=persona)
-        routes[persona] = (adapter.name, adapter.path or adapter.remote_model_id or "") if adapter else None
-    return routes
-
-
-def build_router(settings, backend: Backend, engine) -> Router:
-    """A router that loads the DB's active adapters on first use."""
-    return Router(backend, routes=active_routes(engine, settings), unload_grace_s=settings.serving.vllm.unload_grace_s,
+def build_router(settings, backend: Backend, routes: dict[str, tuple[str, str] | None]) -> Router:
+    """A router that loads `routes` = {persona: (served name, path or remote id) | None} on first use (the composition
+    root reads them from the database's active adapters: serving itself never reads the database)."""
+    return Router(backend, routes=routes, unload_grace_s=settings.serving.vllm.unload_grace_s,
                   smoke_prompts={name: p.smoke_prompts for name, p in settings.personas.items()})

@@ -43,7 +43,7 @@ def serve(ctx: typer.Context,
     Ctrl-C or SIGTERM (then stop the server and its workers)."""
     import os
 
-    from serving.factory import active_routes, served_base_model
+    from serving.factory import served_base_model
     from serving.offline_model import resolve_model_path
     from serving.vllm_server import VllmServer
 
@@ -52,7 +52,7 @@ def serve(ctx: typer.Context,
     v = settings.serving.vllm
     model_name = served_base_model(settings)
     model_path = resolve_model_path(settings, model_name, progress=lambda line: typer.echo(f"model: {line}"))
-    routes = active_routes(loopbot.engine, settings) if adapters else {}
+    routes = loopbot.active_routes() if adapters else {}
     rank = max([settings.trainer.lora.r] + [_adapter_rank(t[1]) for t in routes.values() if t])
     log_path = loopbot.data_path("logs", f"vllm-{port or v.port}.log")
     server = VllmServer(model_path, served_name=model_name, host=host or v.host, port=port or v.port,
