@@ -21,8 +21,11 @@ fi
 # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` next to the CPU torch.
 .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 
-if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-    || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+# Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser), and an emoji font
+# so 👍 renders in the screenshots.
+if [ $dev = 1 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] \
+   && ! { [ -x /usr/bin/chromium ] && dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; }; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji; } \
+    >/dev/null || echo "warning: could not install chromium; the browser tests will be skipped" >&2
 fi
 echo "loopbot is set up in .venv ($(.venv/bin/python -c 'import loopbot; print(loopbot.__version__)'))"
