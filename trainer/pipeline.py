@@ -211,17 +211,21 @@ async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Pa
     return report, report_path, gate
 
 
-def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> asyncio.Task:
-    """Start a cycle in the background of the running event loop (the bots' admin /train, the votes trigger);
-    while one requested here has not finished, the same task is returned."""
+def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> str:
+    """Start a cycle in the background of the running event loop (the bots' admin /train, the votes trigger) and
+    say so at once; `pending_cycle(persona)` is its task. One requested cycle per persona at a time."""
     loopbot.settings.persona(persona)
-    pending = _requested.get(persona)
-    if pending is not None and not pending.done():
-        return pending
+    if cycle_requested(persona) or cycle_running(loopbot.engine, persona):
+        return f"a training cycle of {persona} is already running"
     task = asyncio.get_running_loop().create_task(run_cycle(loopbot, persona, trigger=trigger, force=force),
                                                   name=f"training-cycle-{persona}")
     _requested[persona] = task
-    return task
+    return f"a training cycle of {persona} started in the background (see `loopbot adapters runs`)"
+
+
+def pending_cycle(persona: str) -> asyncio.Task | None:
+    """The task of the cycle request_cycle last started for `persona` in this process."""
+    return _requested.get(persona)
 
 
 def cycle_requested(persona: str) -> bool:

@@ -82,7 +82,7 @@ async def promote(loopbot, persona: str, version: int, *, reason: str = "manual"
     return crud.get_adapter(engine, persona=persona, version=version)
 
 
-async def rollback(loopbot, persona: str, *, reason: str, to_version: int | None = None,
+async def rollback(loopbot, persona: str, *, reason: str = "manual rollback", to_version: int | None = None,
                    to_base: bool = False) -> Adapter | None:
     """Put the version active before the current one back (or `to_version`, or the base model); returns it."""
     engine = loopbot.engine

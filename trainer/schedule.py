@@ -106,6 +106,6 @@ async def check_once(loopbot) -> dict:
             if votes >= threshold:
                 log.info("%s has %d new consented votes (trigger %d): starting a training cycle",
                          persona, votes, threshold)
-                done.setdefault("tasks", []).append(request_cycle(loopbot, persona, trigger="votes", force=False))
+                request_cycle(loopbot, persona, trigger="votes", force=False)
                 done["started"].append(persona)
     return done

@@ -143,3 +143,12 @@ def test_the_method_follows_the_data(configured, counts, expected):
     assert method == expected, why
     if expected is None:
         assert why.startswith("nothing to train on")
+
+
+async def test_an_admin_request_answers_at_once_and_runs_in_the_background(loopbot):
+    from trainer.pipeline import pending_cycle, request_cycle
+
+    assert "started in the background" in request_cycle(loopbot, "coach")
+    assert request_cycle(loopbot, "coach") == "a training cycle of coach is already running"
+    result = await asyncio.wait_for(pending_cycle("coach"), 60)
+    assert result.status == "skipped" and result.reason.startswith("nothing to train on")

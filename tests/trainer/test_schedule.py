@@ -14,6 +14,7 @@ from serving.instant import InstantBackend
 from serving.router import Router
 from storage import crud
 from tests.trainer.synthetic import seed_feedback
+from trainer.pipeline import pending_cycle
 from trainer.registry import promote
 from trainer.schedule import CHECK_JOB_ID, check_once, cycle_job_id, start_scheduler
 
@@ -84,7 +85,7 @@ async def test_enough_new_votes_start_one_cycle(loopbot):
     done = await check_once(loopbot)
     assert done["started"] == ["coach"]
     assert (await check_once(loopbot))["started"] == []  # the running cycle holds the lock
-    result = await asyncio.wait_for(done["tasks"][0], 120)
+    result = await asyncio.wait_for(pending_cycle("coach"), 120)
     assert result.status in ("promoted", "rejected") and result.version == 1
     run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
     assert run.trigger == "votes" and run.dataset_sizes["new_votes"] == 30
