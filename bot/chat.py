@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,11 +78,13 @@ class ChatService:
         if text.startswith("/"):
             from bot.commands import run_command
 
-            async for reply in run_command(self, inc, text):
-                yield reply
+            async with aclosing(run_command(self, inc, text)) as replies:
+                async for reply in replies:
+                    yield reply
             return
-        async for reply in self.chat(inc, text):
-            yield reply
+        async with aclosing(self.chat(inc, text)) as replies:
+            async for reply in replies:
+                yield reply
 
     async def chat(self, inc: Incoming, text: str) -> AsyncIterator[Reply]:
         user, chat = self.user_and_chat(inc)
@@ -107,9 +110,10 @@ class ChatService:
             messages = build_prompt(p.system_prompt, turns, p.context_tokens, self.count_tokens)
             asked = NewPrompt(user_id=user.id, text=text, platform_message_id=inc.message_id,
                               reply_to_id=replied.id if replied else None)
-            async for reply in self.generate(chat, persona, messages, new_prompt=asked,
-                                             conversation_id=chat.conversation_id):
-                yield reply
+            async with aclosing(self.generate(chat, persona, messages, new_prompt=asked,
+                                              conversation_id=chat.conversation_id)) as replies:
+                async for reply in replies:
+                    yield reply
         finally:
             self.limiter.done(key)
 
@@ -190,9 +194,10 @@ class ChatService:
                 prompt_message_id = self._record(chat, persona, conversation_id, new_prompt).id
             versions = [live, None]
             self.rng.shuffle(versions)
-            async for reply in self._arena(chat, persona, messages, versions, prompt_message_id, conversation_id,
-                                           key):
-                yield reply
+            async with aclosing(self._arena(chat, persona, messages, versions, prompt_message_id, conversation_id,
+                                            key)) as replies:
+                async for reply in replies:
+                    yield reply
             return
         if new_prompt is not None:
             gen = crud.record_prompt_and_start_generation(
@@ -202,11 +207,15 @@ class ChatService:
                 platform_message_id=new_prompt.platform_message_id, reply_to_id=new_prompt.reply_to_id)
         else:
             gen = self._start(chat, persona, messages, live, prompt_message_id, conversation_id, retry_of_id)
-        async for text, outcome in self._run(gen, persona, messages, live):
-            if outcome is None:
-                yield Reply(key, text, message_ids=[gen.message_id], generation_ids=[gen.id])
-            else:
-                yield self._final_reply(key, gen, text, outcome)
+        runner = self._run(gen, persona, messages, live)
+        try:
+            async for text, outcome in runner:
+                if outcome is None:
+                    yield Reply(key, text, message_ids=[gen.message_id], generation_ids=[gen.id])
+                else:
+                    yield self._final_reply(key, gen, text, outcome)
+        finally:
+            await runner.aclose()
 
     def _record(self, chat, persona: str, conversation_id: str, new_prompt: NewPrompt):
         return crud.record_message(self.engine, chat_id=chat.id, user_id=new_prompt.user_id, role="user",
@@ -236,21 +245,24 @@ class ChatService:
         started = time.perf_counter()
         finished: Finished | None = None
         error: ServingError | None = None
+        stream = self.router.stream(persona, messages, sampling=self.sampling(persona), adapter=adapter)
         try:
-            async for item in self.router.stream(persona, messages, sampling=self.sampling(persona), adapter=adapter):
-                if isinstance(item, TextChunk):
-                    if item.text:
-                        parts.append(item.text)
-                        yield "".join(parts), None
-                elif isinstance(item, Finished):
-                    finished = item
+            async with aclosing(stream):  # stopping early stops the model (and its in-flight count) at once
+                async for item in stream:
+                    if isinstance(item, TextChunk):
+                        if item.text:
+                            parts.append(item.text)
+                            yield "".join(parts), None
+                    elif isinstance(item, Finished):
+                        finished = item
             if finished is None:
                 error = ServingError("stream ended without a Finished item")
         except ServingError as e:
             error = e
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit) as e:  # cancelled, or the platform stopped listening
             crud.finish_generation(self.engine, generation_id=gen.id, text="".join(parts), status="error",
-                                   error="cancelled", latency_ms=(time.perf_counter() - started) * 1000)
+                                   error="cancelled" if isinstance(e, asyncio.CancelledError) else "abandoned",
+                                   latency_ms=(time.perf_counter() - started) * 1000)
             raise
         except Exception as e:  # noqa: BLE001 - a backend bug must not kill the bot; the user gets the generic message
             log.exception("backend failed for generation %s", gen.id)

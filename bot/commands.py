@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from bot import buttons
@@ -58,8 +59,9 @@ async def run_command(service: ChatService, inc: Incoming, text: str) -> AsyncIt
         yield _say(f"/{name} is for admins only.")
         return
     handler = _HANDLERS[name]
-    async for reply in handler(service, inc, user, chat, args):
-        yield reply
+    async with aclosing(handler(service, inc, user, chat, args)) as replies:
+        async for reply in replies:
+            yield reply
 
 
 def _say(text: str, **kw) -> Reply:
@@ -113,8 +115,9 @@ async def _retry(service, inc, user, chat, args):
     if refusal:
         yield _say(refusal)
         return
-    async for reply in retry_stream(service, chat, gen, key):
-        yield reply
+    async with aclosing(retry_stream(service, chat, gen, key)) as replies:
+        async for reply in replies:
+            yield reply
 
 
 async def _consent(service, inc, user, chat, args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from bot import buttons
@@ -64,11 +65,13 @@ async def retry_stream(service: ChatService, chat, gen, limiter_key: str | None 
         conversation_id = (crud.get_message(service.engine, message_id=gen.message_id).conversation_id
                            if gen.message_id else chat.conversation_id)
         crud.set_in_history(service.engine, generation_id=gen.id, in_history=False)
-        async for reply in service.generate(chat, gen.persona, gen.prompt, prompt_message_id=gen.prompt_message_id,
-                                            conversation_id=conversation_id, retry_of_id=gen.id):
-            if reply.final and reply.plain:  # the retry failed: the first answer stays in the history
-                crud.set_in_history(service.engine, generation_id=gen.id, in_history=gen.status in ("ok", "cut_off"))
-            yield reply
+        async with aclosing(service.generate(chat, gen.persona, gen.prompt, prompt_message_id=gen.prompt_message_id,
+                                             conversation_id=conversation_id, retry_of_id=gen.id)) as replies:
+            async for reply in replies:
+                if reply.final and reply.plain:  # the retry failed: the first answer stays in the history
+                    crud.set_in_history(service.engine, generation_id=gen.id,
+                                        in_history=gen.status in ("ok", "cut_off"))
+                yield reply
     finally:
         if limiter_key:
             service.limiter.done(limiter_key)

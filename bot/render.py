@@ -109,6 +109,9 @@ class Renderer:
         finally:
             if typing:
                 typing.cancel()
+            close = getattr(replies, "aclose", None)
+            if close is not None:  # a stream abandoned half-way still stores its reply and frees the user's slot
+                await close()
 
     async def _typing_later(self) -> None:
         await asyncio.sleep(self.typing_after_s)

@@ -227,6 +227,14 @@ class TelegramBot:
             await renderer.run(replies)
         except RateLimited as e:
             log.warning("Telegram kept rate limiting chat %s (%s); the reply is stored", sink.chat_id, e)
+        except TelegramError as e:  # e.g. Forbidden: the user blocked the bot
+            log.warning("could not deliver a reply to chat %s: %s", sink.chat_id, e)
+        except Exception:
+            log.exception("answering chat %s failed", sink.chat_id)
+            try:
+                await sink.send("Sorry, something went wrong on my side. Please try again.", [], True)
+            except TelegramError:
+                pass
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error while handling a Telegram update", exc_info=context.error)

@@ -179,3 +179,16 @@ async def test_reply_chain_is_the_history_in_groups(engine, settings):
     assert backend.requests[-1]["messages"][1]["content"] == "@bot what is a tempo run?"
     # not addressed to the bot: no answer, nothing stored
     assert [r async for r in service.handle(dm("chatting among ourselves", addressed=False, **group))] == []
+
+
+async def test_an_abandoned_reply_is_stored_and_frees_the_users_slot(engine, settings):
+    service = make_service(engine, settings, InstantBackend(lambda m, a: "a long answer in pieces", chunk_chars=4))
+    stream = service.handle(dm("question"))
+    first = await anext(stream)
+    assert first.text == "a lo" and not first.final
+    await stream.aclose()  # the platform gave up (the user blocked the bot, the network failed ...)
+    gen = rows(engine, Generation)[0]
+    assert (gen.status, gen.error) == ("error", "abandoned")
+    assert crud.get_message(engine, message_id=gen.message_id).text == "a lo"
+    assert [m.text for m in rows(engine, Message) if m.role == "user"] == ["question"]
+    assert (await final(service, dm("again")))[0].text == "a long answer in pieces"
