@@ -4,6 +4,7 @@ into the chat core's Incoming / Press / Reaction and renders the core's reply st
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import urlparse
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
@@ -162,11 +163,14 @@ class TelegramBot:
             kind = next((k for k in NON_TEXT_KINDS if getattr(msg, k, None)), "")
             if not kind:
                 return None  # a service message (someone joined, a title changed ...)
+        addressed = private or self._addressed(msg, bot)
+        if text and not private and bot.username and not text.startswith("/"):
+            text = re.sub(rf"@{re.escape(bot.username)}\b", "", text, flags=re.IGNORECASE).strip() or text
         return Incoming(platform="telegram", chat_id=str(msg.chat.id), user_id=str(msg.from_user.id), text=text,
                         chat_type="private" if private else "group", user_name=msg.from_user.full_name or "",
                         message_id=str(msg.message_id),
                         reply_to_message_id=str(msg.reply_to_message.message_id) if msg.reply_to_message else None,
-                        addressed=private or self._addressed(msg, bot), kind=kind)
+                        addressed=addressed, kind=kind)
 
     @staticmethod
     def _addressed(msg: Message, bot) -> bool:

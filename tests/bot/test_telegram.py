@@ -203,8 +203,15 @@ async def test_reactions_stickers_unknown_commands_and_groups(fake, start_bot, s
     fake.send("just chatting", user_id=15, chat_id=-100, chat_type="group")
     fake.send("@loopbot_test_bot what about hills?", user_id=15, chat_id=-100, chat_type="group")
     answer = await fake.final_reply(-100)
-    assert "what about hills" in answer.text and answer.reply_to is not None
+    assert answer.text == "[base] what about hills?" and answer.reply_to is not None  # the mention is not in the prompt
     assert len(fake.bot_messages(-100)) == 1
+    await fake.wait_for(lambda: any(m.platform_message_id == str(answer.message_id)
+                                    for m in rows(sqlite_engine, Message)))
+    fake.send("and downhill?", user_id=16, chat_id=-100, chat_type="group", reply_to=answer.message_id)
+    follow_up = await fake.final_reply(-100, after=answer.message_id)
+    assert follow_up.text == "[base] and downhill?"
+    prompt = rows(sqlite_engine, Generation)[-1].prompt
+    assert [m["content"] for m in prompt[1:]] == ["what about hills?", "[base] what about hills?", "and downhill?"]
 
 
 async def test_formatting_falls_back_to_plain_text(fake, start_bot):
