@@ -247,3 +247,23 @@ def test_an_explicit_output_directory_is_used_once_and_never_overwritten(sqlite_
     dry = build_datasets(sqlite_engine, settings, "coach", write=False)
     assert dry.out_dir is None and dry.counts == build.counts
     assert dry.manifest["content_hash"] == build.manifest["content_hash"]
+
+
+def test_length_limits_can_use_the_persona_tokenizer(sqlite_engine, settings, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from trainer.cleaning import tokenizer_counter
+
+    count = tokenizer_counter(AutoTokenizer.from_pretrained(tiny_model_dir))
+    reply = "Rest days matter: your muscles rebuild when you rest. " * 6
+    assert count(reply) > 0 and count(reply) != len(reply) // 4 + 1
+    f = FeedbackFactory(sqlite_engine)
+    ana = f.user("ana")
+    f.vote(f.exchange(ana, "Rest?", reply), ana, +1)
+    settings.trainer.dataset.max_tokens = count(reply) + 4 + 5  # room for the reply, not for the prompt
+    build = build_datasets(sqlite_engine, _no_heldout(settings), "coach", count_tokens=count,
+                           tokenizer_name=str(tiny_model_dir))
+    assert build.counts["sft"] == 0 and build.manifest["dropped"]["too_long"] >= 1
+    assert build.manifest["tokenizer"] == str(tiny_model_dir)
+    settings.trainer.dataset.max_tokens = 10_000
+    assert build_datasets(sqlite_engine, settings, "coach", count_tokens=count).counts["sft"] == 1
