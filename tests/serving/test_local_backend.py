@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 
 import psutil
 import pytest
 
 from serving.base import Finished, SamplingParams, TextChunk, complete
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound
+from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded
 from serving.local import LocalBackend
 from serving.router import Router
 
@@ -166,3 +167,21 @@ async def test_memory_stays_bounded_over_100_adapter_loads_and_unloads(backend, 
     assert sum(p.numel() for p in backend.model.parameters()) == params
     assert sorted(a.name for a in await backend.list_adapters()) == ["a", "b"]
     assert growth_mb < 40, f"RSS grew {growth_mb:.0f} MB over 90 load/unload cycles"
+
+
+async def test_a_full_queue_answers_overloaded_and_queued_requests_still_finish(tiny_model_dir):
+    gate = threading.Event()
+
+    def slow_model_path():  # the worker is busy (here: still loading the model) while requests pile up
+        gate.wait(30)
+        return tiny_model_dir
+
+    backend = LocalBackend(slow_model_path, model_name="tiny", max_queue=2)
+    waiting = [asyncio.create_task(complete(backend, ask(i), sampling=GREEDY)) for i in range(2)]
+    await asyncio.sleep(0.2)
+    with pytest.raises(Overloaded, match="already waiting"):
+        await complete(backend, ask(3), sampling=GREEDY)
+    gate.set()
+    done = await asyncio.gather(*waiting)
+    assert [f.finish_reason for _, f in done] and all(f.served_model == "tiny" for _, f in done)
+    await backend.aclose()
