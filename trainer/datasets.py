@@ -27,6 +27,7 @@ from trainer.cleaning import Deduper, TokenCounter, estimate_tokens, fit_prompt,
 from trainer.feedback_rows import (
     Snapshot,
     arena_picks,
+    unconsented_conversations,
     generations_by_id,
     retry_links,
     take_snapshot,
@@ -78,9 +79,10 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     sink = _Sink(staging, cfg, count_tokens or estimate_tokens, persona_cfg.system_prompt)
     try:
         _add_seed_examples(engine, persona, sink)
-        nets, by_prompt, fids = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink)
+        excluded = unconsented_conversations(engine)
+        nets, by_prompt, fids = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink, excluded)
         pairs = _preference_pairs(engine, persona, snap, nets, by_prompt)
-        _add_pairs(engine, pairs, cfg.heldout_fraction, sink)
+        _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded)
     except BaseException:
         sink.close()
         if staging:
@@ -158,7 +160,8 @@ def _unusable(status: str, finish_reason: str | None, text: str | None) -> str |
     return None
 
 
-def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink):
+def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink,
+                       excluded: set[tuple[int, str]]):
     """SFT (net 👍, no 👎) and KTO (every voted reply, label = net 👍) in one streamed pass; returns the votes
     per reply and the replies per prompt message, for the preference pairs."""
     nets: dict[int, int] = {}
@@ -167,6 +170,9 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
     fmin = fmax = None
     for gid, prompt, status, finish, pmid, chat_id, text, conv, ups, downs, lo, hi in \
             voted_generations(engine, persona, snap):
+        if (chat_id, conv) in excluded:
+            sink.drop("conversation_not_consented")
+            continue
         fmin = lo if fmin is None else min(fmin, lo)
         fmax = hi if fmax is None else max(fmax, hi)
         reason = _unusable(status, finish, text)
@@ -214,7 +220,8 @@ def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[i
     return pairs
 
 
-def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: _Sink) -> None:
+def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: _Sink,
+               excluded: set[tuple[int, str]]) -> None:
     ids = sorted({g for pair in pairs for g in pair})
     gens = {row[0]: row[1:] for row in generations_by_id(engine, ids)}
     for (chosen, rejected), source in sorted(pairs.items()):
@@ -222,7 +229,10 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
             sink.drop("pair_not_consented")
             continue
         c_prompt, c_status, c_finish, chat_id, c_text, conv = gens[chosen]
-        _r_prompt, r_status, r_finish, _chat, r_text, _conv = gens[rejected]
+        _r_prompt, r_status, r_finish, r_chat, r_text, r_conv = gens[rejected]
+        if (chat_id, conv) in excluded or (r_chat, r_conv) in excluded:
+            sink.drop("pair_not_consented")
+            continue
         reason = _unusable(c_status, c_finish, c_text) or _unusable(r_status, r_finish, r_text)
         if reason:
             sink.drop(f"pair_{reason}")

@@ -122,6 +122,15 @@ def generations_by_id(engine: Engine, ids: list[int]) -> Iterator[tuple]:
             yield from c.execute(q)
 
 
+def unconsented_conversations(engine: Engine) -> set[tuple[int, str]]:
+    """(chat id, conversation id) of every conversation where someone without consent wrote: in a group chat their
+    words are in everyone's prompts, so the whole conversation stays out of training."""
+    q = (select(Message.chat_id, Message.conversation_id).join(User, User.id == Message.user_id)
+         .where(User.consent.is_(False)).distinct())
+    with engine.connect() as c:
+        return {(chat_id, conv) for chat_id, conv in c.execute(q)}
+
+
 def consented_vote_count(engine: Engine, persona: str, *, after_feedback_id: int = 0) -> int:
     """Votes by consenting users on the persona's replies with an id above `after_feedback_id`."""
     q = (select(func.count()).select_from(Feedback)

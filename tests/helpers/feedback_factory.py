@@ -6,6 +6,7 @@
     f.vote(g, ana, +1)
     r = f.retry(g, "Run even splits.")                     # a retry of g (same prompt)
     f.arena(ana, "Best shoes?", "Tested ones.", "New ones.", pick="a")
+    f.say(ana, bob, "hi all")                              # bob writes in ana's chat (a group chat)
     f.population(seed=1, users=5, exchanges=40)            # random rows of every kind (for property tests)
 """
 
@@ -65,6 +66,13 @@ class FeedbackFactory:
         if status == "ok" and in_history:
             conv.history.append({"role": "assistant", "content": reply})
         return gen
+
+    def say(self, owner: User, speaker: User, text: str) -> None:
+        """`speaker` writes in `owner`'s chat (as in a group chat): the words join the next prompts there."""
+        conv = self.conversation(owner)
+        crud.record_message(self.engine, chat_id=conv.chat_id, user_id=speaker.id, role="user", text=text,
+                            persona=self.persona, conversation_id=conv.conversation_id)
+        conv.history.append({"role": "user", "content": text})
 
     def retry(self, original: Generation, reply: str, *, status: str = "ok",
               finish_reason: str | None = "stop") -> Generation:

@@ -74,6 +74,20 @@ def test_non_consenting_users_never_reach_a_dataset(engine, settings):
     assert sum(build.counts.values()) == 0
 
 
+def test_a_conversation_where_someone_without_consent_wrote_is_left_out(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, carl = f.user("ana"), f.user("carl", consent=False)
+    f.say(ana, carl, "Carl here, my race is in Valdivia")  # a group chat: Carl's words are in ana's prompts
+    g = f.exchange(ana, "What pace for Valdivia?", "Start easy.")
+    f.vote(g, ana, +1)
+    h = f.exchange(ana, "And then?", "Hold goal pace.", new_conversation=True)
+    f.vote(h, ana, +1)
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    text = "".join(p.read_text() for p in build.paths.values())
+    assert "Valdivia" not in text and "Hold goal pace." in text
+    assert build.manifest["dropped"]["conversation_not_consented"] == 1
+
+
 def test_errored_and_cut_off_replies_are_dropped_even_when_liked(engine, settings):
     f = FeedbackFactory(engine)
     ana = f.user("ana")
