@@ -83,7 +83,7 @@ class _Scorer:
                                            return_assistant_tokens_mask=True)
         ids, mask = list(out["input_ids"])[: self.max_length], list(out["assistant_masks"])[: self.max_length]
         lps = self._token_logprobs(ids)
-        picked = [-lp for lp, m in zip(lps, mask[1:]) if m]
+        picked = [-lp for lp, m in zip(lps, mask[1:], strict=False) if m]
         return sum(picked), len(picked)
 
     def generate(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[tuple[str, str]]:
@@ -176,13 +176,13 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
         smoke = []
         for q in p.smoke_prompts:
             try:
-                (text, finish), = scorer.generate([system + [{"role": "user", "content": q}]], SMOKE_TOKENS)
+                (text, _), = scorer.generate([system + [{"role": "user", "content": q}]], SMOKE_TOKENS)
                 smoke.append({"prompt": q, "reply": text, "ok": bool(text.strip())})
             except Exception as e:  # noqa: BLE001 - a failing smoke prompt is a result, not a crash
                 smoke.append({"prompt": q, "error": f"{type(e).__name__}: {e}", "ok": False})
     report["smoke"] = smoke
     report["samples"] = [{"prompt": pr[-1]["content"], "candidate": c[0], "live": lv[0]}
-                         for pr, c, lv in list(zip(prompts, replies["candidate"], replies["live"]))[:5]]
+                         for pr, c, lv in list(zip(prompts, replies["candidate"], replies["live"], strict=True))[:5]]
     report["judge"] = _judge(settings, persona, prompts, replies)
     report["training"] = _training_curves(candidate_path)
     report["seconds"] = round(time.monotonic() - t0, 2)
@@ -232,7 +232,7 @@ def _plot(report: dict, path: Path) -> None:
               ("preference_accuracy", "preference accuracy (higher is better)")]
     deg_keys = ["words_per_reply", "cutoff_rate", "repeated_ngram_rate", "symbols_per_word"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=False):
         vals = [variants[v].get(key) or 0 for v in labels]
         ax.bar(labels, vals, color=["#999", "#4a7", "#37c"][-len(labels):])
         ax.set_title(title, fontsize=9)

@@ -85,10 +85,12 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
                             f"(ratio {wr:.2f}, allowed {1 / gate.max_words_ratio:.2f}-{gate.max_words_ratio:.2f})"))
         rep = cd["repeated_ngram_rate"] - ld["repeated_ngram_rate"]
         checks.append(Check("repetition", rep <= gate.max_repetition_rise + 1e-9,
-                            f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} vs live {ld['repeated_ngram_rate']:.0%}"))
+                            f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} "
+                            f"vs live {ld['repeated_ngram_rate']:.0%}"))
         sr = _ratio(cd["symbols_per_word"], ld["symbols_per_word"])
         checks.append(Check("symbols", sr <= gate.max_symbols_per_word_ratio or cd["symbols_per_word"] <= 0.05,
-                            f"digits/symbols per word {cd['symbols_per_word']:.2f} vs live {ld['symbols_per_word']:.2f}"))
+                            f"digits/symbols per word {cd['symbols_per_word']:.2f} "
+                            f"vs live {ld['symbols_per_word']:.2f}"))
         checks.append(Check("empty", cd["empty_rate"] - ld["empty_rate"] <= gate.max_cutoff_rate_rise + 1e-9,
                             f"empty replies {cd['empty_rate']:.0%} vs live {ld['empty_rate']:.0%}"))
     else:

@@ -193,7 +193,8 @@ async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Pa
             if candidate.parent_version else None
     live_path = live.path if live is not None and live.path else None
     report = await asyncio.to_thread(
-        evaluate_candidate, settings, persona, dataset_dir=Path(dataset_dir), base_model=base_model_dir(settings, persona),
+        evaluate_candidate, settings, persona, dataset_dir=Path(dataset_dir),
+        base_model=base_model_dir(settings, persona),
         candidate_path=candidate.path, live_path=live_path, candidate_name=candidate.name,
         live_name=live.name if live_path else None)
     gate = apply_gate(report, settings.trainer.gate)

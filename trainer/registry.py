@@ -159,7 +159,9 @@ class WatchVerdict:
     decision: str  # "waiting" | "keep" | "rollback" | "no_baseline"
 
     def describe(self) -> str:
-        rate = lambda k, n: f"{k}/{n} = {k / n:.0%}" if n else "no votes"  # noqa: E731
+        def rate(k: int, n: int) -> str:
+            return f"{k}/{n} = {k / n:.0%}" if n else "no votes"
+
         prev = f"v{self.previous_version}" if self.previous_version else "the base model"
         p = f", one-sided p = {self.p_value:.4f}" if self.p_value is not None else ""
         return f"live 👍 rate v{self.version} {rate(self.likes_new, self.votes_new)} vs {prev} " \

@@ -168,7 +168,8 @@ def train_adapter(job: TrainJob) -> list[StageResult]:
         rows = read_jsonl(Path(job.dataset_dir) / STAGE_FILES[stage])
         minimum = 2 if stage == "kto" else 1
         if len(rows) < minimum:
-            results.append(StageResult(stage=stage, rows=len(rows), skipped=f"{len(rows)} rows in {STAGE_FILES[stage]}"))
+            results.append(StageResult(stage=stage, rows=len(rows),
+                                       skipped=f"{len(rows)} rows in {STAGE_FILES[stage]}"))
             log.warning("stage %s skipped: %s", stage, results[-1].skipped)
             continue
         stage_out = out / f"_after_{stage}"

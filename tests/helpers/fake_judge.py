@@ -9,12 +9,12 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-REPLIES = re.compile(r"Reply A:\n(?P<a>.*?)\n\nReply B:\n(?P<b>.*?)\n\nWhich reply", re.S)
+REPLIES = re.compile(r"Reply A:\n(?P<a>.*?)\n\nReply B:\n(?P<b>.*?)\n\nWhich reply", re.DOTALL)
 
 
 def speaks_to_the_runner(text: str) -> float:
     """The default rule: a reply that says "you"/"your" more often is better."""
-    return len(re.findall(r"\byou(r)?\b", text, re.I))
+    return len(re.findall(r"\byou(r)?\b", text, re.IGNORECASE))
 
 
 class FakeJudge:
@@ -35,14 +35,14 @@ class FakeJudge:
         a, b = self.rule(m["a"]), self.rule(m["b"])
         return "A" if a > b else "B" if b > a else "TIE"
 
-    def __enter__(self) -> "FakeJudge":
+    def __enter__(self) -> FakeJudge:
         judge = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if judge.api_key and self.headers.get("Authorization") != f"Bearer {judge.api_key}":
                     return self._send(401, {"error": {"message": "bad key"}})

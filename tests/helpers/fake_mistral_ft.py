@@ -29,7 +29,7 @@ class FakeMistralFineTuning:
         return [web.post("/v1/files", self._upload), web.post("/v1/fine_tuning/jobs", self._create),
                 web.get("/v1/fine_tuning/jobs/{job_id}", self._get)]
 
-    async def __aenter__(self) -> "FakeMistralFineTuning":
+    async def __aenter__(self) -> FakeMistralFineTuning:
         app = web.Application(middlewares=[self._auth])
         app.add_routes(self.routes())
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)

@@ -28,7 +28,8 @@ def train_settings(tiny_model_dir, tmp_path, monkeypatch):
 
     root = Path(__file__).resolve().parents[2]
     return load_settings(root / "config.toml", env={}, check_secrets=False, overrides={
-        "data_dir": str(tmp_path / "data"), "models.smollm2.path": str(tiny_model_dir), **FAST_TRAINING, **LOOSE_DEGENERACY})
+        "data_dir": str(tmp_path / "data"), "models.smollm2.path": str(tiny_model_dir),
+        **FAST_TRAINING, **LOOSE_DEGENERACY})
 
 
 @pytest.fixture

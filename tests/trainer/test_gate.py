@@ -99,7 +99,7 @@ async def test_a_candidate_trained_on_reversed_preferences_is_rejected_and_a_goo
     assert not bad_gate.passed and "better" in bad_gate.failed
     cand, live = bad_report["variants"]["candidate"], bad_report["variants"]["live"]
     assert cand["preference_accuracy"] < live["preference_accuracy"]
-    good_version, good_report, good_gate = verdicts["good"]
+    good_version, _, good_gate = verdicts["good"]
     assert good_gate.passed, good_gate.summary()
     from trainer.registry import promote
 

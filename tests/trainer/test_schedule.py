@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -36,7 +36,7 @@ async def test_a_nightly_run_missed_while_down_runs_once_after_a_restart(loopbot
         assert (nightly.next_run_time.hour, nightly.next_run_time.minute) == (3, 0)
         assert nightly.coalesce and nightly.max_instances == 1
         first.pause()
-        missed = datetime.now(timezone.utc) - timedelta(minutes=10)
+        missed = datetime.now(UTC) - timedelta(minutes=10)
         first.modify_job(cycle_job_id("coach"), next_run_time=missed)
     finally:
         first.shutdown(wait=False)
@@ -49,7 +49,7 @@ async def test_a_nightly_run_missed_while_down_runs_once_after_a_restart(loopbot
         await _wait_for(lambda: crud.list_training_runs(again.engine, persona="coach"))
         (run,) = crud.list_training_runs(again.engine, persona="coach")
         assert run.trigger == "cron" and run.status == "skipped"  # no votes yet: skipped, with the reason
-        await _wait_for(lambda: second.get_job(cycle_job_id("coach")).next_run_time > datetime.now(timezone.utc))
+        await _wait_for(lambda: second.get_job(cycle_job_id("coach")).next_run_time > datetime.now(UTC))
         assert second.get_job(cycle_job_id("coach")).next_run_time.hour == 3
     finally:
         second.shutdown(wait=False)

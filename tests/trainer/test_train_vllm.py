@@ -23,8 +23,9 @@ ASK = [{"role": "user", "content": "How should I pace my first marathon?"}]
 
 async def test_a_trained_adapter_serves_from_real_vllm(loopbot, tmp_path):
     model = build_tiny_model(tmp_path / "model-128", hidden=128)  # vLLM's CPU attention needs head_dim >= 32
-    trained = await train_new_version(loopbot.engine, loopbot.settings, "coach", dataset_dir=write_dataset(tmp_path / "ds"),
-                                      base_model=model, method="sft+dpo", start_adapter=None, parent_version=None)
+    data = write_dataset(tmp_path / "ds")
+    trained = await train_new_version(loopbot.engine, loopbot.settings, "coach", dataset_dir=data, base_model=model,
+                                      method="sft+dpo", start_adapter=None, parent_version=None)
     server = VllmServer(model, served_name="tiny", port=free_port(), max_lora_rank=loopbot.settings.trainer.lora.r,
                         max_loras=2, max_model_len=512, log_path=tmp_path / "vllm.log")
     server.start()
