@@ -27,10 +27,10 @@ from trainer.cleaning import Deduper, TokenCounter, estimate_tokens, fit_prompt,
 from trainer.feedback_rows import (
     Snapshot,
     arena_picks,
-    unconsented_conversations,
     generations_by_id,
     retry_links,
     take_snapshot,
+    unconsented_conversations,
     voted_generations,
 )
 from trainer.splits import conversation_key, is_heldout
