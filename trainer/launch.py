@@ -8,12 +8,14 @@ A crash or a kill leaves no `vN/` directory and no Adapter row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,8 +90,9 @@ async def run_worker(command: list[str], log_path: Path, *, echo: bool = False,
                     sys.stderr.flush()
         return await proc.wait()
     except BaseException:
-        if proc.returncode is None:
-            proc.kill()
+        if proc.returncode is None:  # the worker (and, under accelerate, its ranks) share one process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         raise
     finally:

@@ -155,7 +155,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     if promote:
         from trainer.registry import promote as promote_version
 
-        await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})")
+        try:
+            await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})")
+        except Exception as e:
+            crud.set_adapter_status(engine, persona=persona, version=trained.version, status="failed",
+                                    reason=f"passed the gate, but promotion failed: {e}")
+            raise
         crud.add_run_step(engine, run_id=run_id, step="promote", outcome="ok", version=trained.version)
         status = "promoted"
     crud.finish_training_run(engine, run_id=run_id, status=status, metrics=summary, dataset_sizes=sizes,

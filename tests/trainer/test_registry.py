@@ -123,3 +123,20 @@ def test_the_one_sided_two_proportion_test():
     assert one_sided_two_proportion_p(10, 50, 30, 50) == pytest.approx(2.25e-5, rel=0.05)  # z = -4.08
     assert one_sided_two_proportion_p(40, 50, 30, 50) > 0.95
     assert one_sided_two_proportion_p(0, 0, 3, 5) == 1.0
+
+
+async def test_a_failed_hot_swap_changes_nothing(bot):
+    from serving.errors import ServingError, SwapFailed
+
+    def broken(messages, adapter):
+        return ServingError("the new version crashes") if adapter == "coach-v2" else "fine"
+
+    router = Router(InstantBackend(broken), unload_grace_s=0)
+    bot.__dict__["router"] = router
+    await promote(bot, "coach", 1)
+    with pytest.raises(SwapFailed, match="smoke test of coach-v2 failed"):
+        await promote(bot, "coach", 2)
+    assert router.route("coach") == "coach-v1"
+    assert crud.active_adapter(bot.engine, persona="coach").version == 1
+    assert crud.get_adapter(bot.engine, persona="coach", version=2).status == "candidate"
+    await router.aclose()
