@@ -260,24 +260,25 @@ class ChatService:
         except ServingError as e:
             error = e
         except (asyncio.CancelledError, GeneratorExit) as e:  # cancelled, or the platform stopped listening
-            crud.finish_generation(self.engine, generation_id=gen.id, text="".join(parts), status="error",
-                                   error="cancelled" if isinstance(e, asyncio.CancelledError) else "abandoned",
-                                   latency_ms=(time.perf_counter() - started) * 1000)
+            crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text="".join(parts),
+                              status="error",
+                              error="cancelled" if isinstance(e, asyncio.CancelledError) else "abandoned",
+                              latency_ms=(time.perf_counter() - started) * 1000)
             raise
-        except Exception as e:  # noqa: BLE001 - a backend bug must not kill the bot; the user gets the generic message
+        except Exception as e:
             log.exception("backend failed for generation %s", gen.id)
             error = ServingError(f"{type(e).__name__}: {e}")
         text = "".join(parts)
         latency = (time.perf_counter() - started) * 1000
         if error is not None:
-            crud.finish_generation(self.engine, generation_id=gen.id, text=text, status="error",
-                                   error=f"{type(error).__name__}: {error}"[:2000], latency_ms=latency)
+            crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text=text,
+                              status="error", error=f"{type(error).__name__}: {error}"[:2000], latency_ms=latency)
             yield text, error
             return
         status = "cut_off" if finished.finish_reason == "length" else "ok"
-        crud.finish_generation(self.engine, generation_id=gen.id, text=text, status=status,
-                               finish_reason=finished.finish_reason, latency_ms=latency,
-                               prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens)
+        crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text=text, status=status,
+                          finish_reason=finished.finish_reason, latency_ms=latency,
+                          prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens)
         yield text, status
 
     def _final_reply(self, key: int, gen, text: str, outcome) -> Reply:
@@ -304,7 +305,7 @@ class ChatService:
                 await queue.put((i, None, "done"))
 
         tasks = [asyncio.create_task(pump(i)) for i in range(2)]
-        ids = dict(message_ids=[g.message_id for g in gens], generation_ids=[g.id for g in gens])
+        ids = {"message_ids": [g.message_id for g in gens], "generation_ids": [g.id for g in gens]}
         try:
             running = 2
             while running:

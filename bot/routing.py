@@ -28,7 +28,7 @@ class BackendRouter:
         loaded = {a.name for a in await self.backend.list_adapters()}
         return active.name if active.name in loaded else None
 
-    def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+    def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),  # noqa: B008
                adapter: str | None = None) -> AsyncIterator[StreamItem]:
         return self.backend.stream(messages, adapter=adapter, sampling=sampling)
 

@@ -32,7 +32,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 NON_TEXT_KINDS = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
                   "location", "contact", "poll", "dice", "venue")
 EXPIRED = "This button has expired."
-CONNECTIONS = 64  # concurrent_updates needs more than PTB's default single connection (else 1 s pool timeouts)
+CONNECTIONS = 8  # concurrent_updates needs more than one connection; httpcore gets slow with many (O(n) scans)
 POOL_TIMEOUT_S = 30.0
 
 

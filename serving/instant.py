@@ -33,7 +33,7 @@ class InstantBackend:
         self.requests: list[dict] = []
 
     async def stream(self, messages: list[dict], *, adapter: str | None = None,
-                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:  # noqa: B008
         self.requests.append({"messages": messages, "adapter": adapter, "sampling": sampling})
         if adapter is not None and adapter not in self.adapters:
             raise ModelNotFound(f"adapter {adapter!r} is not loaded")

@@ -1,13 +1,14 @@
-"""A user's message and the pending reply to it, written in ONE transaction (the chat core's hot path)."""
+"""The chat core's hot path: a user's message and the pending reply in ONE transaction, and the finished reply."""
 
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
 from storage.db import session_scope
-from storage.models import Generation, Message
+from storage.models import Generation, Message, utcnow
 
-__all__ = ["record_prompt_and_start_generation"]
+__all__ = ["finish_reply", "record_prompt_and_start_generation"]
 
 
 def record_prompt_and_start_generation(engine: Engine, *, chat_id: int, user_id: int | None, text: str, persona: str,
@@ -28,6 +29,18 @@ def record_prompt_and_start_generation(engine: Engine, *, chat_id: int, user_id:
         gen = Generation(message_id=answer.id, prompt_message_id=asked.id, chat_id=chat_id, persona=persona,
                          adapter_version=adapter_version, backend=backend, sampling=sampling, prompt=prompt)
         s.add(gen)
-        s.flush()
-        s.refresh(gen)
+        s.flush()  # every column is set client-side: no refresh needed
         return gen
+
+
+def finish_reply(engine: Engine, *, generation_id: int, message_id: int, text: str, status: str,
+                 finish_reason: str | None = None, error: str | None = None, latency_ms: float | None = None,
+                 prompt_tokens: int | None = None, completion_tokens: int | None = None) -> None:
+    """crud.finish_generation in two UPDATEs, without loading the rows (the hot path knows both ids)."""
+    with session_scope(engine) as s:
+        done = s.execute(update(Generation).where(Generation.id == generation_id).values(
+            status=status, finish_reason=finish_reason, error=error, latency_ms=latency_ms,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, finished_at=utcnow())).rowcount
+        if not done:
+            raise LookupError(f"generation {generation_id} does not exist")
+        s.execute(update(Message).where(Message.id == message_id).values(text=text))

@@ -169,7 +169,7 @@ async def test_reactions_count_as_votes(engine, service):
 async def test_reply_chain_is_the_history_in_groups(engine, settings):
     backend = InstantBackend()
     service = make_service(engine, settings, backend)
-    group = dict(chat="-100", chat_type="group")
+    group = {"chat": "-100", "chat_type": "group"}
     first = (await final(service, dm("@bot what is a tempo run?", message_id="1", **group)))[0]
     service.delivered(first, "2")
     await final(service, dm("@bot unrelated", message_id="3", **group))

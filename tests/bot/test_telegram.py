@@ -178,7 +178,7 @@ async def test_a_user_over_the_rate_limit_is_told_politely(fake, start_bot, sqli
     await start_bot(messages_per_minute=2)
     for i in range(3):
         fake.send(f"message {i}", user_id=11)
-        await fake.wait_for(lambda: len(fake.bot_messages(11)) == i + 1)
+        await fake.wait_for(lambda i=i: len(fake.bot_messages(11)) == i + 1)
     last = fake.bot_messages(11)[-1]
     assert "faster than I can answer (2 a minute)" in last.text and not last.reply_markup
     assert len([m for m in rows(sqlite_engine, Message) if m.role == "user"]) == 3  # the refused one is kept too
@@ -234,7 +234,6 @@ async def test_webhook_mode_with_a_secret_token(fake, start_bot):
     fake.send("/help", user_id=18)
     reply = await fake.wait_for(lambda: fake.bot_messages(18))
     assert "Rate every answer" in reply[0].text
-    async with ClientSession() as session:
-        async with session.post(url, json={"update_id": 99, "message": {}},
-                                headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
-            assert resp.status == 403
+    async with ClientSession() as session, session.post(url, json={"update_id": 99, "message": {}},
+                            headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
+        assert resp.status == 403

@@ -25,7 +25,7 @@ def test_piped_lines_are_answered_one_each_and_stored(tmp_path, tiny_model_dir):
            "LOOPBOT_PERSONAS__COACH__SAMPLING__MAX_TOKENS": "6", "LOOPBOT_SERVING__LOCAL__DEVICE": "cpu"}
     done = subprocess.run([sys.executable, "-m", "loopbot.cli", "--config", str(ROOT / "config.toml"), "chat",
                            "--persona", "coach"], input="How do I pace a marathon?\n\n/persona\n", env=env,
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) >= 2 and "▶ coach" in done.stdout  # the reply, then the persona list
@@ -33,14 +33,14 @@ def test_piped_lines_are_answered_one_each_and_stored(tmp_path, tiny_model_dir):
     with session_scope(engine) as s:
         messages = s.execute(select(Message).order_by(Message.id)).scalars().all()
         gens = s.execute(select(Generation)).scalars().all()
-    assert [(m.role, m.text) for m in messages][0] == ("user", "How do I pace a marathon?")
+    assert (messages[0].role, messages[0].text) == ("user", "How do I pace a marathon?")
     assert len(gens) == 1 and gens[0].status in ("ok", "cut_off") and gens[0].backend == "local"
     assert messages[1].text.strip() and messages[1].text.strip() in done.stdout
 
 
 def test_an_unknown_persona_is_a_one_line_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "loopbot.cli", "--config", str(ROOT / "config.toml"), "chat",
-                           "--persona", "pirate"], input="", capture_output=True, text=True, timeout=120,
+                           "--persona", "pirate"], input="", capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "LOOPBOT_DATA_DIR": str(tmp_path / "data")})
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "unknown persona 'pirate'" in done.stderr
 

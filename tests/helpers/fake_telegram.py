@@ -54,8 +54,8 @@ class SentMessage:
 class _HtmlChecker(html.parser.HTMLParser):
     """Telegram's HTML subset: known tags only, properly nested; returns the text without tags."""
 
-    ALLOWED = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
-               "span", "blockquote", "tg-emoji"}
+    ALLOWED = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+                         "tg-spoiler", "span", "blockquote", "tg-emoji"})
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -297,9 +297,9 @@ class FakeTelegram:
         headers = {}
         if self.webhook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook["secret_token"]
-        async with ClientSession() as session:
-            async with session.post(self.webhook["url"], json=update, headers=headers) as resp:
-                self.webhook_responses.append(resp.status)
+        async with ClientSession() as session, session.post(self.webhook["url"], json=update,
+                                                            headers=headers) as resp:
+            self.webhook_responses.append(resp.status)
         await self._notify()
 
     def _message_dict(self, m: SentMessage | None, chat_id: int, message_id: int) -> dict:
