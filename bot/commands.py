@@ -176,7 +176,7 @@ async def _call_trainer(service, module_name: str, function: str, persona: str, 
         return f"Not available: this install has no {module_name}.{function}."
     try:
         result = await resolve(fn(service.loopbot, persona))
-    except Exception as e:  # noqa: BLE001 - the admin gets the reason, the bot keeps running
+    except Exception as e:
         log.exception("%s.%s failed", module_name, function)
         return f"{done}: failed: {type(e).__name__}: {e}"[:1000]
     return f"{done}: {result}"[:3000] if result not in (None, True) else f"{done}."

@@ -6,7 +6,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from bot import buttons
-from bot.messages import Press, PressOutcome, Reply
+from bot.messages import Press, PressOutcome
 from storage import crud
 
 if TYPE_CHECKING:

@@ -53,9 +53,9 @@ def split_text(text: str, limit: int) -> list[str]:
     return parts
 
 
-_CODE_BLOCK = re.compile(r"```(?:[\w+-]*\n)?(.+?)```", re.S)
+_CODE_BLOCK = re.compile(r"```(?:[\w+-]*\n)?(.+?)```", re.DOTALL)
 _CODE = re.compile(r"`([^`\n]+)`")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", re.S)
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", re.DOTALL)
 
 
 def markdown_to_html(text: str) -> str:
@@ -117,7 +117,7 @@ class Renderer:
         await asyncio.sleep(self.typing_after_s)
         try:
             await self.sink.typing()
-        except Exception:  # noqa: BLE001 - a missing typing indicator is harmless
+        except Exception:
             log.debug("typing indicator failed", exc_info=True)
 
     async def _show(self, st: _Shown, reply: Reply) -> None:
