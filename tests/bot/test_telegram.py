@@ -237,3 +237,16 @@ async def test_webhook_mode_with_a_secret_token(fake, start_bot):
     async with ClientSession() as session, session.post(url, json={"update_id": 99, "message": {}},
                             headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
         assert resp.status == 403
+
+
+async def test_a_slow_reply_does_not_block_other_chats(fake, start_bot):
+    def delay(messages):
+        return 0.3 if "slow" in messages[-1]["content"] else 0.0
+
+    await start_bot(InstantBackend(lambda m, a: "one two three four five six", chunk_chars=4, delay_s=delay))
+    fake.send("a slow one please", user_id=20)
+    await fake.wait_for(lambda: fake.bot_messages(20))  # the slow reply is under way (6 chunks, 0.3 s apart)
+    fake.send("quick?", user_id=21)
+    await fake.final_reply(21, timeout=5)
+    assert not any(m.reply_markup for m in fake.bot_messages(20))  # the slow one is still streaming
+    await fake.final_reply(20, timeout=15)
