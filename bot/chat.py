@@ -56,8 +56,8 @@ class ChatService:
                                    clock=clock)
         self._users: dict[tuple[str, str], tuple[float, object]] = {}
         self._chats: dict[tuple[str, str], tuple[float, object]] = {}
-        counter = getattr(router, "count_tokens", None)
-        self.count_tokens = counter if callable(counter) else estimate_tokens
+        counter = getattr(router, "count_tokens", None) or getattr(getattr(router, "backend", None), "count_tokens", None)
+        self.count_tokens = counter if callable(counter) else estimate_tokens  # the tokenizer, where serving has one
 
     # ---- incoming messages -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from bot import buttons
 from bot.messages import Incoming, Reply
 from bot.routing import resolve
+from loopbot.errors import LoopbotError
 from storage import crud
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ async def _rollback(service, inc, user, chat, args):
         return
     persona = args[0].lower()
     yield _say(await _call_trainer(service, "trainer.registry", "rollback", persona,
-                                   done=f"Rolled {persona} back"))
+                                   done=f"Rollback of {persona}"))
 
 
 async def _call_trainer(service, module_name: str, function: str, persona: str, *, done: str) -> str:
@@ -176,10 +177,16 @@ async def _call_trainer(service, module_name: str, function: str, persona: str, 
         return f"Not available: this install has no {module_name}.{function}."
     try:
         result = await resolve(fn(service.loopbot, persona))
-    except Exception as e:
+    except LoopbotError as e:  # a refusal with a message for the admin (e.g. nothing to roll back)
+        return f"{done}: not done: {e}"[:1000]
+    except Exception as e:  # the admin gets the reason, the bot keeps running
         log.exception("%s.%s failed", module_name, function)
         return f"{done}: failed: {type(e).__name__}: {e}"[:1000]
-    return f"{done}: {result}"[:3000] if result not in (None, True) else f"{done}."
+    if isinstance(result, str):
+        return f"{done}: {result}"[:3000]
+    if function == "rollback":
+        return f"{done}: now serving {getattr(result, 'name', None) or 'the base model'}."
+    return f"{done}."
 
 
 async def _adapters(service, inc, user, chat, args):

@@ -90,3 +90,29 @@ async def test_rate_limit_per_minute_and_concurrency(engine, settings):
         pass
     now[0] = 200.0
     assert "[base] third" in text_of(await final(service, dm("third")))
+
+
+async def test_admin_rollback_goes_through_the_trainer_registry(settings, tmp_path):
+    from bot.chat import ChatService
+    from bot.routing import BackendRouter
+    from loopbot.app import Loopbot
+    from serving.instant import InstantBackend
+
+    settings = settings.model_copy(deep=True)
+    settings.access.admins = ["telegram:42"]
+    loopbot = Loopbot(settings)
+    engine = loopbot.engine
+    service = ChatService(engine, settings, BackendRouter(InstantBackend(), engine), loopbot=loopbot)
+    answer = text_of(await final(service, dm("/rollback coach", user="42")))
+    assert answer == "Rollback of coach: not done: coach serves the base model: nothing to roll back"
+    from trainer.registry import promote
+
+    for version in (1, 2):
+        path = tmp_path / f"v{version}"
+        path.mkdir()
+        (path / "adapter_config.json").write_text("{}")
+        crud.create_adapter(engine, persona="coach", version=version, base_model="smollm2", path=str(path))
+        await promote(loopbot, "coach", version)
+    assert text_of(await final(service, dm("/rollback coach", user="42"))) == \
+        "Rollback of coach: now serving coach-v1."
+    assert crud.active_adapter(engine, persona="coach").version == 1
