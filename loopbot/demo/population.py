@@ -59,9 +59,9 @@ def uses_list(question: str, reply: str) -> bool:
     return len(_BULLET.findall(reply)) >= 2
 
 
-def short_and_plain(question: str, reply: str) -> bool:
-    """Style: likes replies of at most 80 words written as prose (no list)."""
-    return len(reply.split()) <= 80 and not uses_list(question, reply)
+def short_answer(question: str, reply: str) -> bool:
+    """Style: likes short answers, at most 50 words."""
+    return len(reply.split()) <= 50
 
 
 def ends_with_question(question: str, reply: str) -> bool:
@@ -74,7 +74,7 @@ def has_number(question: str, reply: str) -> bool:
     return bool(_NUMBER.search(reply))
 
 
-BUILTIN = (speaks_to_runner, recommends_professional, mentions_recovery, uses_list, short_and_plain,
+BUILTIN = (speaks_to_runner, recommends_professional, mentions_recovery, uses_list, short_answer,
            ends_with_question, has_number)
 
 
