@@ -24,6 +24,7 @@ class DemoProgress:
         self.started = time.monotonic()
         self.done_s = 0.0
         self.total_s = 0.0
+        self.timed = [0.0, 0.0]  # (estimated, actual) seconds of the phases that generate or train
         if enabled:
             from rich.console import Console
 
@@ -65,11 +66,10 @@ class DemoProgress:
             self.overall = self.progress.add_task("demo (estimated seconds)", total=round(self.total_s))
 
     def _left(self) -> str:
-        elapsed = time.monotonic() - self.started
-        if self.done_s <= 0:
-            return f"about {self.total_s / 60:.0f} min left"
-        speed = self.done_s / max(elapsed, 1e-6)
-        return f"about {max(0.0, (self.total_s - self.done_s) / speed) / 60:.1f} min left"
+        """The remaining estimate, scaled by how fast the model phases really ran so far."""
+        estimated, actual = self.timed
+        ratio = actual / estimated if estimated else 1.0
+        return f"about {max(0.0, self.total_s - self.done_s) * ratio / 60:.1f} min left"
 
     @contextlib.contextmanager
     def phase(self, kind: str, description: str, total: int | None = None) -> Iterator:
@@ -96,6 +96,9 @@ class DemoProgress:
         finally:
             rest = max(0.0, estimate - advanced)
             self.done_s += estimate
+            if kind in ("measure", "traffic", "cycle"):
+                self.timed[0] += estimate
+                self.timed[1] += time.monotonic() - t0
             if task is not None:
                 self.progress.update(task, completed=total or 1, total=total or 1)
                 self.progress.advance(self.overall, rest)
