@@ -75,7 +75,7 @@ def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict:
     try:
         while gen_id < target_gens:
             owner = rng.choice(users)
-            conv = uuid.uuid4().hex
+            conv = uuid.UUID(int=rng.getrandbits(128)).hex  # reproducible runs
             history: list[dict] = []
             at = now + timedelta(seconds=gen_id)
             previous = None
