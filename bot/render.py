@@ -4,6 +4,7 @@ interval, never repeat an identical edit, and always deliver the final state (wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import re
@@ -93,8 +94,19 @@ class Renderer:
         shown: dict[int, _Shown] = {}
         pending: dict[int, Reply] = {}
         typing = asyncio.create_task(self._typing_later()) if self.typing_after_s >= 0 else None
+        stream = aiter(replies)
+        step: asyncio.Future | None = None
         try:
-            async for reply in replies:
+            while True:
+                step = asyncio.ensure_future(anext(stream))
+                while not step.done():  # a state held back by the interval is shown when due, even if the model stalls
+                    await asyncio.wait({step}, timeout=self._next_due(shown, pending))
+                    if not step.done():
+                        await self._show_due(shown, pending, typing)
+                try:
+                    reply = step.result()
+                except StopAsyncIteration:
+                    break
                 st = shown.setdefault(reply.key, _Shown(last_change=start))
                 now = self.clock()
                 if not reply.final and (now - st.last_change < self.interval_s or now < st.blocked_until):
@@ -109,9 +121,28 @@ class Renderer:
         finally:
             if typing:
                 typing.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
             close = getattr(replies, "aclose", None)
             if close is not None:  # a stream abandoned half-way still stores its reply and frees the user's slot
                 await close()
+
+    def _next_due(self, shown: dict[int, _Shown], pending: dict[int, Reply]) -> float | None:
+        """Seconds until the earliest held-back state may be shown (None: nothing is held back)."""
+        if not pending:
+            return None
+        now = self.clock()
+        return max(0.0, min(max(shown[k].last_change + self.interval_s, shown[k].blocked_until) - now
+                            for k in pending))
+
+    async def _show_due(self, shown: dict[int, _Shown], pending: dict[int, Reply], typing) -> None:
+        now = self.clock()
+        for key in [k for k in pending if now >= max(shown[k].last_change + self.interval_s, shown[k].blocked_until)]:
+            if typing:
+                typing.cancel()
+            await self._show(shown[key], pending.pop(key))
 
     async def _typing_later(self) -> None:
         await asyncio.sleep(self.typing_after_s)

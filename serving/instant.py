@@ -24,11 +24,13 @@ class InstantBackend:
     `max_tokens` counts words."""
 
     def __init__(self, script: Script = echo_script, *, chunk_chars: int = 8,
-                 delay_s: float | Callable[[list[dict]], float] = 0.0, name: str = "instant"):
+                 delay_s: float | Callable[[list[dict]], float] = 0.0, pauses: dict[int, float] | None = None,
+                 name: str = "instant"):
         self.name = name
         self.script = script
         self.chunk_chars = max(1, chunk_chars)
         self.delay_s = delay_s
+        self.pauses = pauses or {}  # chunk index -> an extra pause before it (a model that stalls)
         self.adapters: dict[str, str] = {}
         self.requests: list[dict] = []
 
@@ -46,9 +48,9 @@ class InstantBackend:
             reply, finish = " ".join(words[:sampling.max_tokens]), "length"
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         delay = self.delay_s(messages) if callable(self.delay_s) else self.delay_s
-        for i in range(0, len(reply), self.chunk_chars):
-            if delay:
-                await asyncio.sleep(delay)
+        for n, i in enumerate(range(0, len(reply), self.chunk_chars)):
+            if delay or n in self.pauses:
+                await asyncio.sleep(delay + self.pauses.get(n, 0.0))
             yield TextChunk(reply[i:i + self.chunk_chars])
         yield Finished(finish, prompt_tokens, min(len(words), sampling.max_tokens), adapter or "base")
 

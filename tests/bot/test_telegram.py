@@ -250,3 +250,14 @@ async def test_a_slow_reply_does_not_block_other_chats(fake, start_bot):
     await fake.final_reply(21, timeout=5)
     assert not any(m.reply_markup for m in fake.bot_messages(20))  # the slow one is still streaming
     await fake.final_reply(20, timeout=15)
+
+
+async def test_text_held_back_by_the_interval_is_shown_while_the_model_stalls(fake, start_bot):
+    await start_bot(InstantBackend(lambda m, a: "Warm up first, then run.", chunk_chars=8, pauses={1: 1.5}),
+                    edit_interval_s=0.2)
+    started = time.monotonic()
+    fake.send("how do I start?", user_id=22)
+    first = await fake.wait_for(lambda: fake.bot_messages(22), timeout=5)
+    assert time.monotonic() - started < 1.2 and first[0].text == "Warm up" and not first[0].reply_markup
+    final = await fake.final_reply(22)
+    assert final.text == "Warm up first, then run."

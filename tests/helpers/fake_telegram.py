@@ -317,7 +317,7 @@ class FakeTelegram:
     def _text(params: dict) -> tuple[str, str | None]:
         text = str(params.get("text", ""))
         mode = params.get("parse_mode")
-        shown = visible_text(text, mode)
+        shown = visible_text(text, mode).strip()  # Telegram trims the text's leading and trailing whitespace
         if not shown.strip():
             raise ApiError(400, "Bad Request: message text is empty")
         if len(shown) > 4096:
