@@ -98,13 +98,16 @@ class Renderer:
         step: asyncio.Future | None = None
         try:
             while True:
-                step = asyncio.ensure_future(anext(stream))
-                while not step.done():  # a state held back by the interval is shown when due, even if the model stalls
-                    await asyncio.wait({step}, timeout=self._next_due(shown, pending))
-                    if not step.done():
-                        await self._show_due(shown, pending, typing)
                 try:
-                    reply = step.result()
+                    if pending:  # a state held back by the interval is shown when due, even if the model stalls
+                        step = asyncio.ensure_future(anext(stream))
+                        while not step.done():
+                            await asyncio.wait({step}, timeout=self._next_due(shown, pending))
+                            if not step.done():
+                                await self._show_due(shown, pending, typing)
+                        reply = step.result()
+                    else:
+                        reply = await anext(stream)
                 except StopAsyncIteration:
                     break
                 st = shown.setdefault(reply.key, _Shown(last_change=start))
