@@ -35,7 +35,8 @@ def test_piped_lines_are_answered_one_each_and_stored(tmp_path, tiny_model_dir):
         gens = s.execute(select(Generation)).scalars().all()
     assert (messages[0].role, messages[0].text) == ("user", "How do I pace a marathon?")
     assert len(gens) == 1 and gens[0].status in ("ok", "cut_off") and gens[0].backend == "local"
-    assert messages[1].text.strip() and messages[1].text.strip() in done.stdout
+    reply = messages[1].text.strip()  # the tiny model samples; it may answer nothing but an end token
+    assert reply in done.stdout if reply else "(no answer this time" in done.stdout
 
 
 def test_an_unknown_persona_is_a_one_line_error(tmp_path):
