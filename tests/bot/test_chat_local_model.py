@@ -34,8 +34,10 @@ async def test_a_reply_from_the_live_adapter_is_stored(sqlite_engine, settings, 
     reply = (await final(service, dm("How should I pace my first marathon?")))[0]
     gen = crud.get_generation(sqlite_engine, generation_id=reply.generation_ids[0])
     assert gen.adapter_version == "coach-v1" and gen.backend == "local"
-    assert gen.status in ("ok", "cut_off") and gen.completion_tokens and gen.completion_tokens <= 8
-    assert crud.get_message(sqlite_engine, message_id=gen.message_id).text.strip()
+    assert gen.status in ("ok", "cut_off") and gen.completion_tokens is not None and gen.completion_tokens <= 8
+    stored = crud.get_message(sqlite_engine, message_id=gen.message_id).text
+    assert reply.text == (stored if stored.strip() else "(no answer this time: press 🔄 for another try)") + \
+        (" …" if gen.status == "cut_off" else "")
     assert [b.label for b in reply.buttons[0]] == ["👍", "👎", "🔄"]
 
     settings.feedback.arena_rate = 1.0
