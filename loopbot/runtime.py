@@ -56,7 +56,7 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
         for name, stopper in reversed(stoppers):
             try:
                 await asyncio.wait_for(stopper(), 30)
-            except Exception:  # noqa: BLE001 - stop the rest even if one part fails to stop
+            except Exception:  # stop the rest even if one part fails to stop
                 log.exception("stopping %s failed", name)
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

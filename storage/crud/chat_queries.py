@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 from storage.db import session_scope
 from storage.models import Generation, Message
 
-__all__ = ["generation_for_message", "last_generation", "reply_chain", "count_replies", "user_in_chat", "vote_tally"]
+__all__ = ["count_replies", "generation_for_message", "last_generation", "reply_chain", "user_in_chat", "vote_tally"]
 
 
 def generation_for_message(engine: Engine, *, message_id: int) -> Generation | None:
