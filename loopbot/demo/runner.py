@@ -87,130 +87,159 @@ def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | N
     return CycleSummary(n, result.status, candidate, live_after, sizes, loss, ev, gate, seconds)
 
 
-async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None = None) -> DemoResult:
-    """Run the whole demo and write its report; returns the figures."""
-    import tempfile
+class DemoRun:
+    """One demo run's parts and figures; `run()` does the whole thing."""
 
-    from bot.chat import ChatService
-    from loopbot.app import Loopbot
-    from trainer.pipeline import run_cycle
+    def __init__(self, base: Settings, options: DemoOptions, ui: DemoProgress | None = None):
+        import tempfile
 
-    started = time.monotonic()
-    plan = options.plan or (QUICK if options.quick else FULL)
-    population, likes = load_preference(options.users)
-    data_dir = Path(options.data_dir or tempfile.mkdtemp(prefix="loopbot-demo-")).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ui = ui or DemoProgress(enabled=False)
-    ui.plan(plan, options.cycles, quick=options.quick)
-    warnings: list[str] = []
+        self.base, self.options = base, options
+        self.plan = options.plan or (QUICK if options.quick else FULL)
+        self.population, self.likes = load_preference(options.users)
+        self.data_dir = Path(options.data_dir or tempfile.mkdtemp(prefix="loopbot-demo-")).resolve()
+        self.ui = ui or DemoProgress(enabled=False)
+        self.measurements: list[Measurement] = []
+        self.cycles: list[CycleSummary] = []
+        self.first_turns: dict[str, list[Turn]] = {}
+        self.base_rates: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.heldout, self.train = Q.heldout_questions(), Q.train_questions()
 
-    with ui.phase("model", "preparing the base model"):
-        model_name, model_dir = prepare_model(options.quick, data_dir, base, progress=ui.say)
-    settings = demo_settings(base, data_dir=data_dir, model_dir=model_dir, plan=plan, model_name=model_name)
-    loopbot = Loopbot(settings)
-    engine = loopbot.engine
-    ui.say(f"data directory: {data_dir}")
-    ui.say(f"population: {population}")
-    with ui.phase("seed", "seeding the coach persona"):
-        ui.say(f"seeded the coach: {_seed_coach(loopbot)}")
-    router = loopbot.router  # the app's own: run_cycle's promotion hot-swaps into it
-    rng = random.Random(options.seed)
-    service = ChatService(engine, settings, router, loopbot=loopbot, rng=rng)
-    # the measuring panel: held-out questions, first answers only, no arena, and opted out of training
-    panel_settings = settings.model_copy(deep=True)
-    panel_settings.feedback.arena_rate = 0.0
-    panel_settings.feedback.consent_default = False
-    panel = ChatService(engine, panel_settings, router, loopbot=loopbot, rng=random.Random(options.seed + 1))
-    heldout, train = Q.heldout_questions(), Q.train_questions()
-    band = Band.from_gate(settings.trainer.gate)
-    measurements: list[Measurement] = []
-    cycles: list[CycleSummary] = []
-    first_turns: dict[str, list[Turn]] = {}
-    base_rates: dict[str, float] = {}
+    def _setup(self) -> None:
+        """Model, settings, database, seed corpus, and two chat services over the app's router."""
+        from bot.chat import ChatService
+        from loopbot.app import Loopbot
 
-    async def measure_live(label: str) -> Measurement:
-        served = router.route(PERSONA) or "base"
-        questions = Q.sample(heldout, plan.measure_questions, seed=options.seed + 7)  # the same questions each time
-        traffic = Traffic(panel, likes, tag=f"panel-{label.replace(' ', '')}", seed=options.seed, users=plan.users,
-                          max_retries=0)
-        with ui.phase("measure", f"measuring the live 👍 rate ({served})", total=len(questions)) as tick:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.ui.phase("model", "preparing the base model"):
+            self.model_name, self.model_dir = prepare_model(self.options.quick, self.data_dir, self.base,
+                                                            progress=self.ui.say)
+        self.settings = demo_settings(self.base, data_dir=self.data_dir, model_dir=self.model_dir, plan=self.plan,
+                                      model_name=self.model_name)
+        self.loopbot = Loopbot(self.settings)
+        self.ui.say(f"data directory: {self.data_dir}")
+        self.ui.say(f"population: {self.population}")
+        with self.ui.phase("seed", "seeding the coach persona"):
+            self.ui.say(f"seeded the coach: {_seed_coach(self.loopbot)}")
+        self.router = self.loopbot.router  # the app's own: run_cycle's promotion hot-swaps into it
+        engine, seed = self.loopbot.engine, self.options.seed
+        self.service = ChatService(engine, self.settings, self.router, loopbot=self.loopbot, rng=random.Random(seed))
+        # the measuring panel: held-out questions, first answers only, no arena, and opted out of training
+        panel_settings = self.settings.model_copy(deep=True)
+        panel_settings.feedback.arena_rate = 0.0
+        panel_settings.feedback.consent_default = False
+        self.panel = ChatService(engine, panel_settings, self.router, loopbot=self.loopbot,
+                                 rng=random.Random(seed + 1))
+        self.band = Band.from_gate(self.settings.trainer.gate)
+
+    async def measure_live(self, label: str) -> Measurement:
+        """The live version answers the same held-out questions; the panel votes on each first answer."""
+        served = self.router.route(PERSONA) or "base"
+        questions = Q.sample(self.heldout, self.plan.measure_questions, seed=self.options.seed + 7)
+        traffic = Traffic(self.panel, self.likes, tag=f"panel-{label.replace(' ', '')}", seed=self.options.seed,
+                          users=self.plan.users, max_retries=0)
+        with self.ui.phase("measure", f"measuring the live 👍 rate ({served})", total=len(questions)) as tick:
             turns = await traffic.run(questions, on_turn=lambda _t: tick())
-        first_turns[label] = turns
+        self.first_turns[label] = turns
         m = measure(label, served, _first_answers(turns))
         errors = sum(1 for t in turns if t.error)
-        ui.say(f"{label}: live 👍 rate {m.rate:.2f} [95% CI {m.low:.2f}-{m.high:.2f}] on {m.votes} held-out replies "
-               f"from {served}; words/reply {m.words_per_reply:.0f}, cut off {m.cut_off_rate:.0%}, "
-               f"repetition {m.repetition:.3f}, symbols/word {m.symbols_per_word:.3f}"
-               + (f"; {errors} errors" if errors else ""))
-        measurements.append(m)
+        self.ui.say(f"{label}: live 👍 rate {m.rate:.2f} [95% CI {m.low:.2f}-{m.high:.2f}] on {m.votes} held-out "
+                    f"replies from {served}; words/reply {m.words_per_reply:.0f}, cut off {m.cut_off_rate:.0%}, "
+                    f"repetition {m.repetition:.3f}, symbols/word {m.symbols_per_word:.3f}"
+                    + (f"; {errors} errors" if errors else ""))
+        self.measurements.append(m)
         return m
 
-    async def user_traffic(round_no: int) -> None:
-        questions = Q.sample(train, plan.traffic_questions, seed=options.seed + 100 + round_no)
-        traffic = Traffic(service, likes, tag=f"users-r{round_no}", seed=options.seed + round_no, users=plan.users,
-                          max_retries=plan.max_retries)
-        with ui.phase("traffic", f"round {round_no}: users ask, vote, retry and pick",
-                      total=len(questions)) as tick:
+    def check_base_rate(self, base: Measurement) -> None:
+        """Print the base model's rate for every built-in population; warn when ours is outside the band."""
+        turns = [t for t in self.first_turns["base"] if t.first]
+        self.base_rates = {f.__name__: sum(f(t.question, t.first.text) for t in turns) / max(1, len(turns))
+                           for f in BUILTIN}
+        self.ui.say("base model's rate with each built-in population: "
+                    + ", ".join(f"{name} {rate:.2f}" for name, rate in self.base_rates.items()))
+        low, high = BASE_RATE_BAND
+        if not low <= base.rate <= high:
+            self.warnings.append(f"the base model pleases this population {base.rate:.0%} of the time, outside "
+                                 f"{low:.0%}-{high:.0%}: expect little to learn (too few liked or disliked replies)")
+            self.ui.warn(self.warnings[-1])
+
+    async def user_traffic(self, round_no: int) -> None:
+        """Users ask training questions, vote, retry what they dislike, and pick in arena rounds."""
+        questions = Q.sample(self.train, self.plan.traffic_questions, seed=self.options.seed + 100 + round_no)
+        traffic = Traffic(self.service, self.likes, tag=f"users-r{round_no}", seed=self.options.seed + round_no,
+                          users=self.plan.users, max_retries=self.plan.max_retries)
+        with self.ui.phase("traffic", f"round {round_no}: users ask, vote, retry and pick",
+                           total=len(questions)) as tick:
             turns = await traffic.run(questions, on_turn=lambda _t: tick())
         answers = [a for t in turns for a in t.answers]
-        arena = sum(1 for t in turns if t.arena_pick)
-        ui.say(f"round {round_no}: {len(turns)} questions, {len(answers)} replies read, "
-               f"{sum(a.liked for a in answers)} 👍 / {sum(not a.liked for a in answers)} 👎, "
-               f"{sum(max(0, len(t.answers) - 1) for t in turns if not t.arena_pick)} 🔄 retries, "
-               f"{arena} arena rounds")
+        self.ui.say(f"round {round_no}: {len(turns)} questions, {len(answers)} replies read, "
+                    f"{sum(a.liked for a in answers)} 👍 / {sum(not a.liked for a in answers)} 👎, "
+                    f"{sum(max(0, len(t.answers) - 1) for t in turns if not t.arena_pick)} 🔄 retries, "
+                    f"{sum(1 for t in turns if t.arena_pick)} arena rounds")
 
-    try:
-        base_m = await measure_live("base")
-        base_rates = {f.__name__: sum(f(t.question, t.first.text) for t in first_turns["base"] if t.first)
-                      / max(1, len(first_turns["base"])) for f in BUILTIN}
-        ui.say("base model's rate with each built-in population: "
-               + ", ".join(f"{name} {rate:.2f}" for name, rate in base_rates.items()))
-        low, high = BASE_RATE_BAND
-        if not low <= base_m.rate <= high:
-            warnings.append(f"the base model pleases this population {base_m.rate:.0%} of the time, outside "
-                            f"{low:.0%}-{high:.0%}: expect little to learn (too few liked or disliked replies)")
-            ui.warn(warnings[-1])
-        for n in range(1, options.cycles + 1):
-            await user_traffic(n)
-            t0 = time.monotonic()
-            with ui.phase("cycle", f"cycle {n}: dataset build -> train -> evaluate -> gate -> hot swap"):
-                result = await run_cycle(loopbot, PERSONA, trigger="demo")
-            summary = _summarise_cycle(engine, n, result, time.monotonic() - t0, router.route(PERSONA))
-            cycles.append(summary)
-            ui.say(f"cycle {n}: {summary.status}" + (f" {summary.candidate}" if summary.candidate else "")
-                   + f"; dataset {summary.dataset}; train loss {summary.train_loss}; eval {summary.eval}")
-            for line in summary.gate:
-                ui.say(f"  gate: {line}")
-            await measure_live(f"cycle {n}")
-    finally:
-        await _close(router)
+    async def cycle(self, n: int) -> CycleSummary:
+        """The scheduler's job, once: dataset build -> train -> evaluate -> gate -> hot swap."""
+        from trainer.pipeline import run_cycle
 
-    judgement = verdict(measurements, cycles, band)
-    for line in judgement.lines:
-        ui.say(line)
-    reports = settings.reports_dir
-    reports.mkdir(parents=True, exist_ok=True)
-    png = plot(measurements, reports / "demo.png", f"loopbot demo: {population.split(':')[-1]}")
-    samples = []
-    if len(first_turns) > 1:
-        last = list(first_turns.values())[-1]
-        for before, after in list(zip(first_turns["base"], last))[:3]:
+        t0 = time.monotonic()
+        with self.ui.phase("cycle", f"cycle {n}: dataset build -> train -> evaluate -> gate -> hot swap"):
+            result = await run_cycle(self.loopbot, PERSONA, trigger="demo")
+        summary = _summarise_cycle(self.loopbot.engine, n, result, time.monotonic() - t0, self.router.route(PERSONA))
+        self.cycles.append(summary)
+        self.ui.say(f"cycle {n}: {summary.status}" + (f" {summary.candidate}" if summary.candidate else "")
+                    + f"; dataset {summary.dataset}; train loss {summary.train_loss}; eval {summary.eval}")
+        for line in summary.gate:
+            self.ui.say(f"  gate: {line}")
+        return summary
+
+    def write_report(self, seconds: float) -> tuple[Path, Path, Verdict]:
+        judgement = verdict(self.measurements, self.cycles, self.band)
+        for line in judgement.lines:
+            self.ui.say(line)
+        reports = self.settings.reports_dir
+        reports.mkdir(parents=True, exist_ok=True)
+        png = plot(self.measurements, reports / "demo.png", f"loopbot demo: {self.population.split(':')[-1]}")
+        samples = []
+        last = list(self.first_turns.values())[-1]
+        for before, after in list(zip(self.first_turns["base"], last))[:3] if len(self.first_turns) > 1 else []:
             if before.first and after.first:
                 samples.append((before.question, before.first.text, after.first.text))
-    facts = [("population", population), ("model", f"{model_name} ({model_dir})"), ("cycles", str(options.cycles)),
-             ("mode", "quick" if options.quick else "full"), ("data directory", str(data_dir)),
-             ("held-out questions per measurement", str(plan.measure_questions)),
-             ("training questions per round", str(plan.traffic_questions)),
-             ("seconds", f"{time.monotonic() - started:.0f}"),
-             ("base model's rate with each built-in population",
-              ", ".join(f"{name} {rate:.2f}" for name, rate in base_rates.items()))]
-    facts += [("warning", w) for w in warnings]
-    md = reports / "demo.md"
-    md.write_text(markdown(title="loopbot demo: does the bot get better from its users?", facts=facts,
-                           measurements=measurements, cycles=cycles, band=band, judgement=judgement,
-                           samples=samples, plot_name=png.name), encoding="utf-8")
-    return DemoResult(data_dir, md, png, population, measurements, cycles, judgement, warnings,
-                      time.monotonic() - started)
+        plan = self.plan
+        facts = [("population", self.population), ("model", f"{self.model_name} ({self.model_dir})"),
+                 ("cycles", str(self.options.cycles)), ("mode", "quick" if self.options.quick else "full"),
+                 ("data directory", str(self.data_dir)),
+                 ("held-out questions per measurement", str(plan.measure_questions)),
+                 ("training questions per round", str(plan.traffic_questions)), ("seconds", f"{seconds:.0f}"),
+                 ("base model's rate with each built-in population",
+                  ", ".join(f"{name} {rate:.2f}" for name, rate in self.base_rates.items()))]
+        facts += [("warning", w) for w in self.warnings]
+        md = reports / "demo.md"
+        md.write_text(markdown(title="loopbot demo: does the bot get better from its users?", facts=facts,
+                               measurements=self.measurements, cycles=self.cycles, band=self.band,
+                               judgement=judgement, samples=samples, plot_name=png.name), encoding="utf-8")
+        return md, png, judgement
+
+    async def run(self) -> DemoResult:
+        started = time.monotonic()
+        self.ui.plan(self.plan, self.options.cycles, quick=self.options.quick)
+        self._setup()
+        try:
+            self.check_base_rate(await self.measure_live("base"))
+            for n in range(1, self.options.cycles + 1):
+                await self.user_traffic(n)
+                await self.cycle(n)
+                await self.measure_live(f"cycle {n}")
+        finally:
+            await _close(self.router)
+        seconds = time.monotonic() - started
+        md, png, judgement = self.write_report(seconds)
+        return DemoResult(self.data_dir, md, png, self.population, self.measurements, self.cycles, judgement,
+                          self.warnings, seconds)
+
+
+async def run_demo(base: Settings, options: DemoOptions, ui: DemoProgress | None = None) -> DemoResult:
+    """Run the whole demo and write its report; returns the figures."""
+    return await DemoRun(base, options, ui).run()
 
 
 async def _close(router) -> None:

@@ -23,11 +23,11 @@ class Plan:
     dpo_steps: int
     max_length: int
     arena_rate: float
-    users: int = 8
+    users: int = 8  # simulated users asking at once; the local backend batches that many replies
 
 
 FULL = Plan(measure_questions=48, traffic_questions=48, max_retries=3, max_tokens=160, dpo_steps=30,
-            max_length=256, arena_rate=0.2)
+            max_length=256, arena_rate=0.2, users=16)
 # Cut-off replies never become training examples (they are unfinished), so the demo asks for short answers:
 # with this line SmolLM2 finished 10 of 16 replies within 200 tokens (without it, 2 of 19 within 128).
 SHORT_ANSWERS = " Answer in two or three sentences."
@@ -48,6 +48,7 @@ def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan
     s.storage.url = "sqlite:///{data_dir}/loopbot.db"
     s.storage.auto_upgrade = True
     s.serving.backend = "local"
+    s.serving.local.max_batch_size = max(s.serving.local.max_batch_size, plan.users)
     s.schedule.enabled = False  # the demo runs the scheduler's cycle job itself, N times
     s.default_persona = PERSONA
     s.telegram.default_persona = s.discord.default_persona = None
