@@ -97,7 +97,8 @@ class LocalBackend:
         self._closed = False
         self.model = None
         self.tokenizer = None
-        self.batches_run = 0
+        self.batches_run = 0  # batches started from an idle worker (rows that join a running batch do not count)
+        self._active: list[_Row] = []
 
     # ---- the async side -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,22 +186,15 @@ class LocalBackend:
             if isinstance(item, _Command):
                 self._execute(item)
                 continue
-            batch = [item]
-            deadline = time.monotonic() + self.batch_wait_s
-            while len(batch) < self.max_batch_size:
-                nxt = self._next(max(0.0, deadline - time.monotonic()))
-                if nxt is None:
-                    break
-                if not isinstance(nxt, _Request):  # a command or stop: after this batch
-                    self._backlog.appendleft(nxt)
-                    break
-                batch.append(nxt)
+            self._backlog.appendleft(item)
             try:
-                self._run_batch(batch)
+                self._decode()
             except Exception as e:  # noqa: BLE001
-                log.exception("batch failed")
-                for r in batch:
-                    r.emit(ServingError(f"generation failed: {e}"))
+                log.exception("decoding failed")
+                for row in self._active:
+                    if not row.done:
+                        row.req.emit(ServingError(f"generation failed: {e}"))
+                self._active = []
 
     def _next(self, timeout: float | None) -> Any:
         if self._backlog:
@@ -279,6 +273,10 @@ class LocalBackend:
 
         if name not in self._adapters:
             raise ModelNotFound(f"adapter {name!r} is not loaded")
+        for row in self._active:  # only after the grace period: the router waits for in-flight requests first
+            if row.req.adapter == name and not row.done:
+                row.done = True
+                row.req.emit(ModelNotFound(f"adapter {name!r} was unloaded while this reply was being written"))
         if len(self._adapters) == 1:  # the last one: back to the plain base model
             self.model = self.model.unload()
         else:
@@ -329,42 +327,125 @@ class LocalBackend:
             return self.model(**inputs, use_cache=True)
         return self.model(**inputs, use_cache=True, adapter_names=[n or "__base__" for n in names])
 
-    def _run_batch(self, batch: list[_Request]) -> None:
+    def _take_work(self, active: int, deadline: float | None) -> list[_Request]:
+        """Between two decode steps: run queued commands, and take requests up to the free batch slots
+        (waiting until `deadline` for the first batch to fill)."""
+        taken: list[_Request] = []
+        while len(taken) < self.max_batch_size - active:
+            timeout = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            item = self._next(timeout)
+            if item is None:
+                return taken
+            if item is _STOP:
+                self._backlog.appendleft(item)
+                return taken
+            if isinstance(item, _Command):
+                self._execute(item)
+            else:
+                taken.append(item)
+        # the batch is full: commands further back in the queue (adapter loads for a swap) run now anyway
+        while True:
+            try:
+                self._backlog.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for item in [i for i in self._backlog if isinstance(i, _Command)]:
+            self._backlog.remove(item)
+            self._execute(item)
+        return taken
+
+    def _prefill(self, rows: list[_Row]):
         import torch
         from transformers import DynamicCache
 
-        rows = [r for r in (self._prepare(req) for req in batch) if r is not None]
-        if not rows:
-            return
-        self.batches_run += 1
         width = max(len(r.prompt) for r in rows)
         input_ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows], device=self.device)
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
+        out = self._forward(rows, input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache)
+        return cache, mask, positions[:, -1:], out.logits[:, -1, :].float()
+
+    @staticmethod
+    def _mergeable(cache) -> bool:
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+    @staticmethod
+    def _merge(cache_a, mask_a, cache_b, mask_b):
+        """Stack two batches' KV caches and masks (left-padding the shorter one): new rows join a running batch."""
+        import torch
+
+        def pad(x, n: int, dim: int):
+            if n == 0:
+                return x
+            shape = list(x.shape)
+            shape[dim] = n
+            return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+        ta, tb = mask_a.shape[1], mask_b.shape[1]
+        t = max(ta, tb)
+        for la, lb in zip(cache_a.layers, cache_b.layers):
+            la.keys = torch.cat([pad(la.keys, t - ta, 2), pad(lb.keys, t - tb, 2)], dim=0)
+            la.values = torch.cat([pad(la.values, t - ta, 2), pad(lb.values, t - tb, 2)], dim=0)
+        return cache_a, torch.cat([pad(mask_a, t - ta, 1), pad(mask_b, t - tb, 1)], dim=0)
+
+    def _decode(self) -> None:
+        """Continuous batching: decode the active rows one token at a time; between two steps run commands and
+        let new requests join (their prompt is prefilled, then their cache is stacked onto the batch's)."""
+        import torch
+
+        rows: list[_Row] = []
+        self._active = rows
+        cache = mask = last = None
+        tokens: list[int] = []
+        deadline: float | None = time.monotonic() + self.batch_wait_s
         with torch.inference_mode():
-            out = self._forward(rows, input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                past_key_values=cache)
             while True:
-                logits = out.logits[:, -1, :].float()
-                tokens = self._choose(rows, logits)
-                keep = []
-                for i, (row, token) in enumerate(zip(rows, tokens)):
-                    self._advance(row, token)
-                    if not row.done:
-                        keep.append(i)
-                if not keep:
-                    return
-                if len(keep) < len(rows):  # drop finished and cancelled rows from the batch and its cache
-                    index = torch.tensor(keep, device=self.device)
+                can_join = not rows or (cache is not None and self._mergeable(cache))
+                admitted = self._take_work(len(rows), deadline) if can_join else []
+                deadline = None
+                keep = [i for i, r in enumerate(rows) if not r.done and not r.req.cancelled.is_set()]
+                if len(keep) < len(rows):  # drop finished, cancelled and failed rows from the batch and its cache
+                    index = torch.tensor(keep, device=self.device, dtype=torch.long)
                     cache.batch_select_indices(index)
                     rows = [rows[i] for i in keep]
-                    mask, positions = mask[index], positions[index]
-                    tokens = [tokens[i] for i in keep]
+                    mask, last, tokens = mask[index], last[index], [tokens[i] for i in keep]
+                fresh = [r for r in (self._prepare(req) for req in admitted) if r is not None]
+                if fresh:
+                    self.batches_run += not rows
+                    n_cache, n_mask, n_last, logits = self._prefill(fresh)
+                    n_tokens = self._choose(fresh, logits)
+                    for row, token in zip(fresh, n_tokens):
+                        self._advance(row, token)
+                    live = [i for i, r in enumerate(fresh) if not r.done]
+                    if live:
+                        if len(live) < len(fresh):
+                            index = torch.tensor(live, device=self.device, dtype=torch.long)
+                            n_cache.batch_select_indices(index)
+                            n_mask, n_last = n_mask[index], n_last[index]
+                        fresh, n_tokens = [fresh[i] for i in live], [n_tokens[i] for i in live]
+                        if rows:
+                            cache, mask = self._merge(cache, mask, n_cache, n_mask)
+                            last = torch.cat([last, n_last], dim=0)
+                        else:
+                            cache, mask, last = n_cache, n_mask, n_last
+                        rows = rows + fresh
+                        tokens = tokens + n_tokens
+                self._active = rows
+                if not rows:
+                    if any(isinstance(i, _Request) for i in self._backlog):
+                        continue
+                    return
                 mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                positions = positions[:, -1:] + 1
+                last = last + 1
                 out = self._forward(rows, input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),
-                                    attention_mask=mask, position_ids=positions, past_key_values=cache)
+                                    attention_mask=mask, position_ids=last, past_key_values=cache)
+                tokens = self._choose(rows, out.logits[:, -1, :].float())
+                for row, token in zip(rows, tokens):
+                    self._advance(row, token)
 
     def _choose(self, rows: list[_Row], logits) -> list[int]:
         import torch

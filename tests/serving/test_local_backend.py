@@ -62,6 +62,24 @@ async def test_concurrent_requests_with_different_adapters_match_one_at_a_time_r
         assert one_by_one[i][0] == peft_greedy(tiny_model_dir, path, ask(i), GREEDY.max_tokens)
 
 
+async def test_requests_joining_a_running_batch_match_one_at_a_time_runs(backend):
+    """Continuous batching: late requests (other adapters, other prompt lengths) join the running batch."""
+    long = SamplingParams(temperature=0.0, max_tokens=40)
+    plan = [None, "a", "b", "a", "b", None]
+    prompts = [[{"role": "user", "content": "pace " * (1 + 7 * i) + f"run {i}?"}] for i in range(len(plan))]
+    alone = [await complete(backend, prompts[i], adapter=n, sampling=long) for i, n in enumerate(plan)]
+
+    async def late(i: int, name):
+        await asyncio.sleep(0.02 * i)
+        return await complete(backend, prompts[i], adapter=name, sampling=long)
+
+    batches_before = backend.batches_run
+    joined = await asyncio.gather(*[late(i, n) for i, n in enumerate(plan)])
+    assert backend.batches_run - batches_before < len(plan)  # some requests joined a batch already running
+    assert [t for t, _ in joined] == [t for t, _ in alone]
+    assert [f.completion_tokens for _, f in joined] == [f.completion_tokens for _, f in alone]
+
+
 async def test_streams_token_by_token_and_reports_usage(backend):
     items = [i async for i in backend.stream(ask(1), adapter="a", sampling=SamplingParams(temperature=0,
                                                                                          max_tokens=10))]
