@@ -257,7 +257,10 @@ class LocalBackend:
         from peft import PeftModel
 
         if name in self._adapters:
-            raise BadRequest(f"adapter {name!r} is already loaded (load a new version under a new name)")
+            if Path(self._adapters[name]).resolve() == Path(path).resolve():
+                return  # idempotent, as on vLLM
+            raise BadRequest(f"adapter {name!r} is already loaded from {self._adapters[name]} "
+                             "(load a new version under a new name)")
         try:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(path, adapter_name=name)

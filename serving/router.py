@@ -132,14 +132,14 @@ class Router:
                     retiring.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await retiring
-                if name not in await self._loaded():
-                    if not path:
-                        raise SwapFailed(f"{persona}: no path for adapter {name!r}; {persona} stays on {where}")
+                if path:  # loading is idempotent for the same (name, path); it also tells vLLM's re-sync
                     try:
                         await self.backend.load_adapter(name, path)
                     except ServingError as e:
                         raise SwapFailed(f"{persona}: loading {name} from {path} failed ({e}); "
                                          f"{persona} stays on {where}") from e
+                elif name not in await self._loaded():
+                    raise SwapFailed(f"{persona}: no path for adapter {name!r}; {persona} stays on {where}")
                 try:
                     smoke = await self.smoke_test(name, persona)
                 except (ServingError, TimeoutError) as e:
@@ -196,7 +196,7 @@ class Router:
         old_names = {n for n in self._routes.values() if n}
         for persona, target in desired.items():
             name, path = target if target else (None, None)
-            if name and name not in loaded:
+            if name and (path or name not in loaded):
                 try:
                     await self.backend.load_adapter(name, path)
                     loaded.add(name)

@@ -122,6 +122,7 @@ async def test_bad_requests_get_clear_errors(backend, tiny_adapters, tmp_path):
         await backend.load_adapter("c", str(tmp_path))
     with pytest.raises(BadRequest, match="already loaded"):
         await backend.load_adapter("a", str(tiny_adapters["b"]))
+    await backend.load_adapter("a", str(tiny_adapters["a"]))  # the same name and path again: a no-op
     text, _ = await complete(backend, ask(0), sampling=GREEDY)  # still serving after every error
     broken = LocalBackend(tmp_path / "no-model")
     with pytest.raises(BackendUnavailable, match="could not load the model"):

@@ -142,6 +142,7 @@ async def test_rollback_during_the_grace_period_keeps_the_old_version_loaded(fak
     await router.drain()
     assert router.route("coach") == "coach-v1" and set(fake_vllm.adapters) == {"coach-v1"}
     assert fake_vllm.loads.count("coach-v1") == 1  # never unloaded and reloaded
+    assert set(router.backend.desired) == {"coach-v1"}  # what a re-sync restores after a vLLM restart
     await router.swap("coach", None)  # back to the base model
     await router.drain()
     assert router.route("coach") is None and fake_vllm.adapters == {}
