@@ -172,7 +172,7 @@ class LocalBackend:
         try:
             self._load_model()
             self._ready.set_result(None)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("could not load the model from %s", self.model_path)
             self._ready.set_exception(BackendUnavailable(f"could not load the model from {self.model_path}: {e}"))
         while True:
@@ -189,7 +189,7 @@ class LocalBackend:
             self._backlog.appendleft(item)
             try:
                 self._decode()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.exception("decoding failed")
                 for row in self._active:
                     if not row.done:
@@ -266,7 +266,7 @@ class LocalBackend:
                 self.model.load_adapter(path, adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise BadRequest(f"could not load adapter {name!r} from {path}: {e}") from e
         self.model.eval()
         self._adapters = {**self._adapters, name: path}

@@ -80,7 +80,7 @@ class MistralBackend:
         what = f"chat with {model}"
         try:
             events = await self._client.chat.stream_async(**kwargs)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise _typed(e, what) from e
         finish, usage = "stop", None
         try:
@@ -97,7 +97,7 @@ class MistralBackend:
                                 finish = str(choice.finish_reason)
         except ServingError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise _typed(e, what) from e
         yield Finished("length" if finish == "length" else "stop", int(getattr(usage, "prompt_tokens", 0) or 0),
                        int(getattr(usage, "completion_tokens", 0) or 0), adapter or model)
@@ -123,5 +123,5 @@ class MistralBackend:
         if close is not None:
             try:
                 await close(None, None, None)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing the Mistral client failed", exc_info=True)

@@ -317,7 +317,7 @@ class VllmBackend:
             await asyncio.sleep(self.resync_interval_s)
             try:
                 await self.resync()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("re-sync failed")
 
     async def health(self) -> bool:

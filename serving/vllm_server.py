@@ -131,7 +131,7 @@ class VllmServer:
         self.process = None
         return proc.returncode
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         self.start()
         return self
 

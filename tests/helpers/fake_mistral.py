@@ -30,7 +30,7 @@ class FakeMistral:
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/chat/completions", self._chat)]
 
-    async def start(self) -> "FakeMistral":
+    async def start(self) -> FakeMistral:
         app = web.Application()
         app.add_routes(self.routes())
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -45,7 +45,7 @@ class FakeMistral:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "FakeMistral":
+    async def __aenter__(self) -> FakeMistral:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:

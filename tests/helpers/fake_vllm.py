@@ -37,7 +37,7 @@ class FakeVllm:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "FakeVllm":
+    async def start(self) -> FakeVllm:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
@@ -62,7 +62,7 @@ class FakeVllm:
         self.adapters.clear()
         await self.start()
 
-    async def __aenter__(self) -> "FakeVllm":
+    async def __aenter__(self) -> FakeVllm:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
