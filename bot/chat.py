@@ -165,7 +165,8 @@ class ChatService:
         elif group:
             rows = []
         else:
-            rows = crud.recent_messages(self.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
+            return [(role, text) for role, text in crud.recent_turns(self.engine, chat_id=chat.id,
+                                                                     conversation_id=chat.conversation_id) if text]
         return [(m.role, m.text) for m in rows if m.text]
 
     # ---- generation --------------------------------------------------------------------------------------------

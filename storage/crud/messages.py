@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 
 from storage.db import session_scope
@@ -72,9 +72,14 @@ def get_message(engine: Engine, *, message_id: int) -> Message | None:
         return s.get(Message, message_id)
 
 
+_SET_PLATFORM_ID = (update(Message.__table__).where(Message.__table__.c.id == bindparam("message_id"))
+                    .values(platform_message_id=bindparam("new_platform_id")))
+
+
 def set_platform_message_id(engine: Engine, *, message_id: int, platform_message_id: str) -> None:
-    with session_scope(engine) as s:
-        s.execute(update(Message).where(Message.id == message_id).values(platform_message_id=str(platform_message_id)))
+    """Once per delivered reply: Core on a plain connection (no ORM session), a statement built once."""
+    with engine.begin() as conn:
+        conn.execute(_SET_PLATFORM_ID, {"message_id": message_id, "new_platform_id": str(platform_message_id)})
 
 
 def find_message_by_platform_id(engine: Engine, *, chat_id: int, platform_message_id: str) -> Message | None:
