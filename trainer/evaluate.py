@@ -1,7 +1,7 @@
 """Evaluate a candidate adapter against the live one (and the base model) on a dataset's held-out split.
 
 Everything runs in one process on one base model: adapters are switched with `set_adapter` and the base is
-reached with `disable_adapter()`. Figures: token-weighted perplexity on held-out liked replies (assistant tokens
+reached with `disable_adapter()`. Figures: token-weighted perplexity on held-out liked replies (the reply's tokens
 only), preference accuracy on held-out pairs, degeneracy of generated replies, a smoke test, and optionally an
 LLM judge's pairwise win rate. `write_report` saves the report as JSON plus a PNG of the figures and curves.
 """
@@ -77,14 +77,11 @@ class _Scorer:
         scored = lps[start - 1:]
         return sum(scored), len(scored)
 
-    def assistant_nll(self, messages: list[dict]) -> tuple[float, int]:
-        """(total NLL, tokens) over every assistant token of the conversation."""
-        out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                           return_assistant_tokens_mask=True)
-        ids, mask = list(out["input_ids"])[: self.max_length], list(out["assistant_masks"])[: self.max_length]
-        lps = self._token_logprobs(ids)
-        picked = [-lp for lp, m in zip(lps, mask[1:], strict=False) if m]
-        return sum(picked), len(picked)
+    def reply_nll(self, messages: list[dict]) -> tuple[float, int]:
+        """(total NLL, tokens) of the conversation's last (assistant) message given the rest; works with any chat
+        template (SmolLM2's has no {% generation %} markers for an assistant-token mask)."""
+        logprob, tokens = self.completion_logprob(messages[:-1], messages[-1:])
+        return -logprob, tokens
 
     def generate(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[tuple[str, str]]:
         """Greedy replies as (text, finish_reason): "stop" when the model ended its turn, "length" if cut off."""
@@ -152,7 +149,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
         with scorer.using(adapter):
             nll = tokens = 0.0
             for row in liked:
-                a, b = scorer.assistant_nll(row["messages"])
+                a, b = scorer.reply_nll(row["messages"])
                 nll, tokens = nll + a, tokens + b
             correct, margins = 0, []
             for row in held["dpo"]:

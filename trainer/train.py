@@ -59,6 +59,17 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def sft_as_prompt_completion(rows: list[dict]) -> list[dict]:
+    """{"messages": [..., reply]} -> {"prompt": [...], "completion": [reply]}: the loss covers the reply only, with
+    any chat template (SmolLM2's has no {% generation %} markers, so `assistant_only_loss` would mask everything)."""
+    out = []
+    for row in rows:
+        messages = row["messages"]
+        if messages and messages[-1]["role"] == "assistant" and len(messages) > 1:
+            out.append({"prompt": messages[:-1], "completion": [messages[-1]]})
+    return out
+
+
 def stages_for(method: str) -> list[str]:
     if method not in METHOD_STAGES:
         from loopbot.errors import UsageError
@@ -122,7 +133,8 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
     peft_config = None if start else _lora_config(cfg["lora"])
     data = Dataset.from_list(rows)
     if stage == "sft":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args, assistant_only_loss=True), train_dataset=data,
+        data = Dataset.from_list(sft_as_prompt_completion(rows))
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args, completion_only_loss=True), train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
     elif stage == "dpo":
         trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"]),

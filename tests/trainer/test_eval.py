@@ -33,22 +33,26 @@ def test_the_judge_is_asked_both_orders_and_position_bias_cancels():
         assert PairwiseJudge(cfg, "").win_rate(PROMPTS, ["x"] * 3, ["y"] * 3)["win_rate"] == 0.5
 
 
-def test_perplexity_counts_only_assistant_tokens_weighted_by_token(tiny_model_dir):
+def test_perplexity_counts_only_the_reply_tokens_weighted_by_token(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     convo = [{"role": "system", "content": "You are a coach."}, {"role": "user", "content": "How far?"},
              {"role": "assistant", "content": "Run easy most days."}, {"role": "user", "content": "And rest?"},
              {"role": "assistant", "content": "Rest days matter."}]
-    nll, tokens = _Scorer(tiny_model_dir, {}, 256).assistant_nll(convo)
+    nll, tokens = _Scorer(tiny_model_dir, {}, 256).reply_nll(convo)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    enc = tok.apply_chat_template(convo, return_dict=True, return_assistant_tokens_mask=True)
-    ids, mask = torch.tensor([enc["input_ids"]]), torch.tensor([enc["assistant_masks"]])
-    labels = ids.masked_fill(mask == 0, -100)
+    full = tok.apply_chat_template(convo, return_dict=True, return_assistant_tokens_mask=True)
+    prompt = tok.apply_chat_template(convo[:-1], add_generation_prompt=True, return_dict=True)["input_ids"]
+    ids = torch.tensor([full["input_ids"]])
+    assert full["input_ids"][:len(prompt)] == list(prompt)
+    labels = ids.clone()
+    labels[0, :len(prompt)] = -100  # the earlier turns, the earlier reply included, are context only
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
-        loss = model(input_ids=ids, labels=labels).loss.item()  # mean NLL over assistant tokens
-    assert tokens == int(mask.sum()) - (1 if mask[0, 0] else 0) and 5 < tokens < len(enc["input_ids"])
+        loss = model(input_ids=ids, labels=labels).loss.item()  # mean NLL over the last reply's tokens
+    last_reply = sum(full["assistant_masks"][len(prompt):])  # the template's own mark of the reply's tokens
+    assert tokens == len(full["input_ids"]) - len(prompt) and tokens >= last_reply > 3
     assert nll / tokens == pytest.approx(loss, rel=1e-4)
 
 
