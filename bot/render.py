@@ -94,22 +94,26 @@ class Renderer:
         shown: dict[int, _Shown] = {}
         pending: dict[int, Reply] = {}
         typing = asyncio.create_task(self._typing_later()) if self.typing_after_s >= 0 else None
-        stream = aiter(replies)
-        step: asyncio.Future | None = None
+        # one task reads the stream into a queue: states that arrive together are taken together (only the newest
+        # is shown), and a state held back by the interval is shown when due even if the model stalls
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(_read_into(replies, queue))
         try:
             while True:
-                try:
-                    if pending:  # a state held back by the interval is shown when due, even if the model stalls
-                        step = asyncio.ensure_future(anext(stream))
-                        while not step.done():
-                            await asyncio.wait({step}, timeout=self._next_due(shown, pending))
-                            if not step.done():
-                                await self._show_due(shown, pending, typing)
-                        reply = step.result()
-                    else:
-                        reply = await anext(stream)
-                except StopAsyncIteration:
+                if pending and queue.empty():
+                    try:
+                        async with asyncio.timeout(self._next_due(shown, pending)):
+                            item = await queue.get()
+                    except TimeoutError:
+                        await self._show_due(shown, pending, typing)
+                        continue
+                else:
+                    item = await queue.get()
+                if item is _END:
                     break
+                if isinstance(item, BaseException):
+                    raise item
+                reply = item
                 st = shown.setdefault(reply.key, _Shown(last_change=start))
                 now = self.clock()
                 if not reply.final and (now - st.last_change < self.interval_s or now < st.blocked_until):
@@ -124,10 +128,10 @@ class Renderer:
         finally:
             if typing:
                 typing.cancel()
-            if step is not None and not step.done():
-                step.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await step
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
             close = getattr(replies, "aclose", None)
             if close is not None:  # a stream abandoned half-way still stores its reply and frees the user's slot
                 await close()
@@ -193,3 +197,17 @@ class Renderer:
                 st.blocked_until = self.clock() + e.retry_after
                 if attempt == attempts - 1:
                     raise
+
+
+_END = object()
+
+
+async def _read_into(replies: AsyncIterator[Reply], queue: asyncio.Queue) -> None:
+    """Put every state of `replies` on `queue`, then an error it raised (if any), then _END."""
+    try:
+        async for reply in replies:
+            queue.put_nowait(reply)
+    except Exception as e:  # noqa: BLE001 -- raised again by the renderer, in its caller's task
+        queue.put_nowait(e)
+    finally:
+        queue.put_nowait(_END)
