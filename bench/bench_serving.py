@@ -106,7 +106,8 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
     await router.swap("coach", "coach-v1", paths[0])
     sampling = SamplingParams(temperature=0.0, max_tokens=12)
 
-    async def load_for(seconds: float | None, swaps: int) -> tuple[list[float], int, int]:
+    async def phase(swaps: int, min_requests: int = 40) -> tuple[list[float], int]:
+        """4 users ask until `min_requests` replies are in (and, if `swaps`, until that many swaps are done)."""
         latencies, failed, stop = [], 0, asyncio.Event()
 
         async def user(u: int):
@@ -120,23 +121,22 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
                     failed += 1
 
         users = [asyncio.create_task(user(u)) for u in range(4)]
-        if swaps:
-            version = int(router.route("coach").split("-v")[1])
-            for _ in range(swaps):
-                version += 1
-                await router.swap("coach", f"coach-v{version}", paths[version % 2])
-                await asyncio.sleep(0.05)
-        else:
-            await asyncio.sleep(seconds)
+        version = int(router.route("coach").split("-v")[1])
+        for _ in range(swaps):
+            await asyncio.sleep(0.25)
+            version += 1
+            await router.swap("coach", f"coach-v{version}", paths[version % 2])
+        while len(latencies) + failed < min_requests:
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*users)
-        return latencies, failed, swaps
+        return latencies, failed
 
     calm, busy, calm_failed, busy_failed = [], [], 0, 0
     for _ in range(2):  # alternate, so a change in the machine's load hits both
-        lat, failed, _ = await load_for(4.0, 0)
+        lat, failed = await phase(0)
         calm, calm_failed = calm + lat, calm_failed + failed
-        lat, failed, _ = await load_for(None, SWAPS // 2)
+        lat, failed = await phase(SWAPS // 2)
         busy, busy_failed = busy + lat, busy_failed + failed
     await router.drain()
     await backend.aclose()

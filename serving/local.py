@@ -220,8 +220,12 @@ class LocalBackend:
                 self._fail(item, error)
 
     def _execute(self, cmd: _Command) -> None:
+        import torch
+
         try:
-            cmd.future.set_result(cmd.fn())
+            with torch.inference_mode(False):  # adapter weights must be normal tensors, even when loaded mid-batch
+                result = cmd.fn()
+            cmd.future.set_result(result)
         except BaseException as e:  # noqa: BLE001
             cmd.future.set_exception(e)
 
