@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from storage.models import Generation, Message, utcnow
 
-__all__ = ["PendingReply", "finish_reply", "record_prompt_and_start_generation", "recent_turns"]
+__all__ = ["PendingReply", "finish_reply", "recent_turns", "record_prompt_and_start_generation"]
 
 _MESSAGES, _GENERATIONS = Message.__table__, Generation.__table__
 _INSERT_MESSAGE = insert(_MESSAGES)
@@ -23,8 +23,9 @@ _RECENT_TURNS = (
     .outerjoin(_GENERATIONS, _GENERATIONS.c.message_id == _MESSAGES.c.id)
     .where(_MESSAGES.c.chat_id == bindparam("chat_id"), _MESSAGES.c.conversation_id == bindparam("conversation_id"),
            or_(_GENERATIONS.c.id.is_(None),  # a user's message; else a reply that is shown in the history
-               and_(_GENERATIONS.c.in_history.is_(True), _GENERATIONS.c.status.not_in(["error", "pending"]))))
-    .order_by(_MESSAGES.c.id.desc()).limit(bindparam("limit"))
+               and_(_GENERATIONS.c.in_history.is_(True), _GENERATIONS.c.status != "error",
+                    _GENERATIONS.c.status != "pending")))
+    .order_by(_MESSAGES.c.id.desc()).limit(bindparam("limit", type_=Integer))
 )
 
 
