@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.3}  # batch of 8 on 2 cores: SmolLM2 ~61 tok/s, 96-token replies
+SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.8}  # SmolLM2 batched on 2 idle cores: ~61 tok/s, ~110-token replies
 
 
 class DemoProgress:
