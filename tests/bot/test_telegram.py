@@ -79,7 +79,11 @@ async def test_a_reply_streams_by_throttled_edits_and_ends_with_buttons(fake, st
     assert [label for row in reply.buttons for label, _ in row] == ["👍", "👎", "🔄"]
     assert 2 <= len(reply.history) <= 12  # streamed, but nowhere near one edit per chunk (29 chunks)
     assert not any(name.endswith("!400") for name, _ in fake.calls)  # the fake refuses an identical edit
-    stored = await fake.wait_for(lambda: [m for m in rows(sqlite_engine, Message) if m.platform_message_id])
+    def stored_with_ids():  # the reply's platform id is written just after its final edit: wait for both rows
+        found = [m for m in rows(sqlite_engine, Message) if m.platform_message_id]
+        return found if len(found) >= 2 else None
+
+    stored = await fake.wait_for(stored_with_ids)
     assert [(m.role, m.platform_message_id) for m in stored] == [("user", "1"), ("assistant", str(reply.message_id))]
     assert rows(sqlite_engine, Generation)[0].status == "ok"
 
