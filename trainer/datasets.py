@@ -80,8 +80,9 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     try:
         _add_seed_examples(engine, persona, sink)
         excluded = unconsented_conversations(engine)
-        nets, by_prompt, fids = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink, excluded)
-        pairs = _preference_pairs(engine, persona, snap, nets, by_prompt)
+        nets, by_prompt, fids, liked_cut = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink,
+                                                              excluded)
+        pairs = _preference_pairs(engine, persona, snap, nets, by_prompt, liked_cut)
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded)
     except BaseException:
         sink.close()
@@ -163,9 +164,14 @@ def _unusable(status: str, finish_reason: str | None, text: str | None) -> str |
 def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink,
                        excluded: set[tuple[int, str]]):
     """SFT (net 👍, no 👎) and KTO (every voted reply, label = net 👍) in one streamed pass; returns the votes
-    per reply and the replies per prompt message, for the preference pairs."""
+    per reply, the replies per prompt message (for the preference pairs), the feedback id range and the cut-off
+    replies someone did not dislike (never the rejected side of a pair: nobody said they were worse).
+
+    A reply cut off at the token limit is unfinished: it is never SFT, a 👍 KTO example or a pair's chosen side.
+    Net 👎 on it is still a real signal (the user preferred a finished answer): a 👎 KTO example and a rejected side."""
     nets: dict[int, int] = {}
     by_prompt: dict[int, list[int]] = defaultdict(list)
+    liked_cut: set[int] = set()
     fids: list[int] = []
     fmin = fmax = None
     for gid, prompt, status, finish, pmid, chat_id, text, conv, ups, downs, lo, hi in \
@@ -176,12 +182,22 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
         fmin = lo if fmin is None else min(fmin, lo)
         fmax = hi if fmax is None else max(fmax, hi)
         reason = _unusable(status, finish, text)
-        if reason:
+        net = ups - downs
+        if reason == "cut_off" and (text or "").strip() and net < 0:
+            reason = None  # a disliked unfinished reply: 👎 KTO and a possible rejected side, below
+        elif reason:
+            if reason == "cut_off":
+                liked_cut.add(gid)
             sink.drop(reason)
             continue
-        net = ups - downs
         heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
         reply = {"role": "assistant", "content": text}
+        if net < 0 and _unusable(status, finish, text) == "cut_off":
+            nets[gid] = net
+            sink.add_kto(prompt, [reply], False, heldout, "feedback_cut_off")
+            if pmid is not None:
+                by_prompt[pmid].append(gid)
+            continue
         if ups > 0 and downs == 0:
             sink.add_sft(prompt, reply, heldout, "feedback")
         if net == 0:
@@ -193,12 +209,19 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
             by_prompt[pmid].append(gid)
     if fmin is not None:
         fids = [fmin, fmax]
-    return nets, by_prompt, fids
+    return nets, by_prompt, fids, liked_cut
 
 
 def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
-                      by_prompt: dict[int, list[int]]) -> dict[tuple[int, int], str]:
-    """(chosen id, rejected id) -> source, from arena picks, retries and opposite votes on one prompt."""
+                      by_prompt: dict[int, list[int]], liked_cut: set[int] = frozenset()) -> dict[tuple[int, int], str]:
+    """(chosen id, rejected id) -> source, from arena picks, retries and opposite votes on one prompt.
+    A cut-off reply that was liked or tied (`liked_cut`) is never a rejected side; _add_pairs checks the rest."""
+    pairs = _candidate_pairs(engine, persona, snap, nets, by_prompt)
+    return {pair: source for pair, source in pairs.items() if pair[1] not in liked_cut}
+
+
+def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
+                     by_prompt: dict[int, list[int]]) -> dict[tuple[int, int], str]:
     pairs: dict[tuple[int, int], str] = {}
     for _cid, winner, loser in arena_picks(engine, persona, snap):
         pairs.setdefault((winner, loser), "arena")
@@ -233,7 +256,10 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
         if (chat_id, conv) in excluded or (r_chat, r_conv) in excluded:
             sink.drop("pair_not_consented")
             continue
-        reason = _unusable(c_status, c_finish, c_text) or _unusable(r_status, r_finish, r_text)
+        # the chosen side must be a finished reply; the rejected side may be cut off (the user preferred a
+        # finished answer), never errored or empty
+        r_reason = _unusable(r_status, r_finish, r_text)
+        reason = _unusable(c_status, c_finish, c_text) or (None if r_reason == "cut_off" else r_reason)
         if reason:
             sink.drop(f"pair_{reason}")
             continue

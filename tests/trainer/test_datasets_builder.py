@@ -101,6 +101,53 @@ def test_errored_and_cut_off_replies_are_dropped_even_when_liked(engine, setting
     assert build.manifest["dropped"]["cut_off"] == 1 and build.manifest["dropped"]["error"] == 1
 
 
+def test_a_disliked_cut_off_reply_is_a_rejected_side_and_a_thumbs_down_kto_example(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    # the user disliked the unfinished reply, retried and liked the finished one: they preferred a finished answer
+    cut = f.exchange(ana, "How do I pace a half?", "Start at a pace you could hold for", status="cut_off",
+                     finish_reason="length")
+    f.vote(cut, ana, -1)
+    done = f.retry(cut, "Run the first 5 km a little slower than goal pace.")
+    f.vote(done, ana, +1)
+    # unvoted cut-off reply, retried, and the user went on with the finished retry
+    g = f.exchange(bob, "Should I stretch?", "Dynamic drills before a run are", status="cut_off",
+                   finish_reason="length")
+    f.retry(g, "Do dynamic drills before, gentle stretching after.")
+    f.exchange(bob, "Thanks!", "Enjoy the run!")
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    dpo = {(row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in _rows(build, "dpo")}
+    assert dpo == {("Run the first 5 km a little slower than goal pace.", "Start at a pace you could hold for"),
+                   ("Do dynamic drills before, gentle stretching after.", "Dynamic drills before a run are")}
+    labels = {r["completion"][0]["content"]: r["label"] for r in _rows(build, "kto")}
+    assert labels == {"Start at a pace you could hold for": False,
+                      "Run the first 5 km a little slower than goal pace.": True}
+    sft = [row["messages"][-1]["content"] for row in _rows(build, "sft")]
+    assert sft == ["Run the first 5 km a little slower than goal pace."]
+    assert build.manifest["sources"]["kto"] == {"feedback_cut_off": 1, "feedback": 1}
+
+
+def test_a_cut_off_reply_is_never_chosen_nor_rejected_when_nobody_disliked_it(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    # the cut-off retry was liked over a disliked finished reply: its chosen side is unfinished, so no pair
+    g = f.exchange(ana, "Gels or bananas?", "Bananas.")
+    f.vote(g, ana, -1)
+    cut = f.retry(g, "Both work; gels are easier to carry and", status="cut_off", finish_reason="length")
+    f.vote(cut, ana, +1)
+    # a liked cut-off reply, then a liked retry: nobody said the cut-off one was worse
+    h = f.exchange(bob, "Rest days?", "One or two a week, more if your legs feel", status="cut_off",
+                   finish_reason="length")
+    f.vote(h, bob, +1)
+    h2 = f.retry(h, "One or two a week.")
+    f.vote(h2, bob, +1)
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    assert _all(build, "dpo") == []
+    texts = json.dumps([_all(build, k) for k in ("sft", "kto")])
+    assert "gels are easier" not in texts and "more if your legs" not in texts
+    assert build.manifest["dropped"]["cut_off"] == 2  # both liked unfinished replies
+
+
 def test_retries_arena_picks_and_opposite_votes_make_dpo_pairs(engine, settings):
     f = FeedbackFactory(engine)
     ana, bob = f.user("ana"), f.user("bob")

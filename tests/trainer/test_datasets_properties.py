@@ -48,7 +48,8 @@ def test_scrubbing_is_idempotent_and_leaves_no_email(text):
 
 
 def _facts(engine):
-    """What the database says: texts of non-consenting users, conversation of each user text, consented votes."""
+    """What the database says: texts of non-consenting users, conversation of each user text, consented votes,
+    texts of replies cut off at the token limit."""
     with session_scope(engine) as s:
         rows = s.execute(select(Message.text, Message.conversation_id, User.consent)
                          .join(User, User.id == Message.user_id)).all()
@@ -60,9 +61,12 @@ def _facts(engine):
                 .join(User, User.id == Feedback.user_id)):
             if consent:
                 votes.setdefault(text, []).append(value)
+        cut_off = set(s.execute(select(Message.text).join(Generation, Generation.message_id == Message.id)
+                                .where((Generation.status == "cut_off") | (Generation.finish_reason == "length")))
+                      .scalars())
     private = {t for t, _c, consent in rows if not consent}
     conversation = {t: c for t, c, _consent in rows}
-    return private, conversation, votes
+    return private, conversation, votes, cut_off
 
 
 @hsettings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -73,7 +77,7 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
     settings.trainer.dataset.scrub_pii = False
     FeedbackFactory(engine).population(seed=seed, users=4, exchanges=25)
     build = build_datasets(engine, settings, "coach")
-    private, conversation, votes = _facts(engine)
+    private, conversation, votes, cut_off = _facts(engine)
     rows = {name: [json.loads(x) for x in path.read_text().splitlines()] for name, path in build.paths.items()}
 
     everything = json.dumps(rows, ensure_ascii=False)
@@ -89,10 +93,16 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
         assert not train & held, "a held-out conversation leaked into training"
     for row in rows["dpo"] + rows["heldout_dpo"]:
         assert row["chosen"] != row["rejected"]
+        assert row["chosen"][0]["content"] not in cut_off, "a DPO chosen reply was cut off"
+        rejected = row["rejected"][0]["content"]
+        assert rejected not in cut_off or sum(votes.get(rejected, [-1])) < 0, "a cut-off reply nobody disliked " \
+                                                                             "was a rejected side"
     for row in rows["kto"] + rows["heldout_kto"]:
         cast = votes[row["completion"][0]["content"]]
         assert (sum(cast) > 0) == row["label"] and sum(cast) != 0, "a KTO label without a matching vote"
+        assert not (row["label"] and row["completion"][0]["content"] in cut_off), "a cut-off reply labelled 👍"
     for row in rows["sft"] + rows["heldout_sft"]:
         reply = row["messages"][-1]["content"]
+        assert reply not in cut_off, "a cut-off reply became SFT"
         if reply in votes:  # feedback (not seed) examples: liked, never disliked
             assert min(votes[reply]) > 0
