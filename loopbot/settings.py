@@ -131,6 +131,8 @@ class StageSettings(Section):
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
+    max_epochs: float | None = Field(None, gt=0, description="DPO/KTO: at most this many passes over the rows, "
+                                     "whatever max_steps says (None: max_steps alone)")
     batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     beta: float = Field(0.1, gt=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,16 @@ def _common_args(stage_cfg: dict, trainer_cfg: dict, out: Path, device: str) -> 
     )
 
 
+def capped_steps(stage_cfg: dict, rows: int, batch_size: int) -> int:
+    """A preference stage's steps: `max_steps`, bounded by `max_epochs` passes over the rows when set, so a small
+    dataset is not trained for many epochs (30 steps on 21 rows is ~6 epochs: it over-fits)."""
+    max_steps, max_epochs = stage_cfg["max_steps"], stage_cfg.get("max_epochs")
+    if max_steps <= 0 or not max_epochs:
+        return max_steps
+    per_step = batch_size * stage_cfg["gradient_accumulation_steps"]
+    return max(1, min(max_steps, math.ceil(max_epochs * rows / per_step)))
+
+
 def _lora_config(lora: dict):
     from peft import LoraConfig
 
@@ -137,6 +148,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
         trainer = SFTTrainer(model=model, args=SFTConfig(**args, completion_only_loss=True), train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
     elif stage == "dpo":
+        args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
         trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"]),
                              train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
     else:
@@ -147,6 +159,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
             weights = {"desirable_weight": 1.0, "undesirable_weight": round(liked / disliked, 4)} \
                 if disliked > liked else {"desirable_weight": round(disliked / liked, 4), "undesirable_weight": 1.0}
         args["per_device_train_batch_size"] = max(2, args["per_device_train_batch_size"])
+        args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
         trainer = KTOTrainer(model=model, ref_model=None, args=KTOConfig(**args, beta=stage_cfg["beta"], **weights),
                              train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
     t0 = time.monotonic()

@@ -72,6 +72,9 @@ def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan
     t.max_length = plan.max_length
     t.dpo.max_steps = plan.dpo_steps
     t.kto.max_steps = plan.dpo_steps
+    # ... and at most 2 epochs (the recipe's 30 steps were ~1.7 epochs of 71 pairs): a cycle with few pairs
+    # trained 30 steps on 21 KTO rows (~6 epochs), over-fitted, and the gate rejected it
+    t.dpo.max_epochs = t.kto.max_epochs = 2.0
     t.min_new_votes = min(t.min_new_votes, 10)
     t.judge.url = None
     t.judge.prompts = 12  # greedy replies per version for the gate's degeneracy checks
