@@ -10,8 +10,10 @@ import time
 
 from aiohttp import web
 
+from tests.helpers.loopback_http import LoopbackHttpServer
 
-class FakeMistral:
+
+class FakeMistral(LoopbackHttpServer):
     def __init__(self, *, models: tuple[str, ...] = ("open-mistral-7b",), api_key: str = "test-key",
                  reply_words: int = 4, token_delay_s: float = 0.0, port: int = 0):
         self.models = set(models)
@@ -21,11 +23,6 @@ class FakeMistral:
         self.port = port
         self.requests: list[dict] = []  # every chat request body, in order
         self.fail_with: int | None = None
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/chat/completions", self._chat)]
@@ -33,23 +30,7 @@ class FakeMistral:
     async def start(self) -> FakeMistral:
         app = web.Application()
         app.add_routes(self.routes())
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeMistral:
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
+        return await self._serve(app)
 
     @staticmethod
     def _error(status: int, message: str, kind: str) -> web.Response:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.helpers.loopback_http import LoopbackHttpServer
 
-class FakeVllm:
+
+class FakeVllm(LoopbackHttpServer):
     def __init__(self, *, model: str = "base", max_lora_rank: int = 16, reply_words: int = 5,
                  token_delay_s: float = 0.0, port: int = 0):
         self.model = model
@@ -31,11 +33,6 @@ class FakeVllm:
         self.in_flight: dict[str, int] = {}
         self.fail_chats_with: int | None = None  # answer every chat with this HTTP status
         self.fail_loads_with: int | None = None
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> FakeVllm:
         app = web.Application()
@@ -44,29 +41,13 @@ class FakeVllm:
         app.router.add_post("/v1/load_lora_adapter", self._load)
         app.router.add_post("/v1/unload_lora_adapter", self._unload)
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return await self._serve(app)
 
     async def restart(self) -> None:
         """Stop and start on the same port: like a real restart, every runtime-loaded adapter is forgotten."""
         await self.stop()
         self.adapters.clear()
         await self.start()
-
-    async def __aenter__(self) -> FakeVllm:
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     # ---- endpoints ------------------------------------------------------------------------------------------
     @staticmethod
