@@ -24,6 +24,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
+from tests.helpers.loopback_http import serve_on_loopback
+
 DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_LIMIT = 2000
 MESSAGE_CONTENT_INTENT = 1 << 15
@@ -121,11 +123,7 @@ class FakeDiscord:
         app = web.Application(middlewares=[self._errors])
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

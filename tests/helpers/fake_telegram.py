@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
+from tests.helpers.loopback_http import serve_on_loopback
+
 TOKEN = "123456:TEST-token"
 BOT = {"id": 999000, "is_bot": True, "first_name": "Loopbot", "username": "loopbot_test_bot",
        "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
@@ -132,11 +134,7 @@ class FakeTelegram:
     async def start(self) -> FakeTelegram:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

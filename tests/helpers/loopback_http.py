@@ -5,6 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 
+async def serve_on_loopback(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1:port (0 = any free port); returns the runner (cleanup() stops it) and the port."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 class LoopbackHttpServer:
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -15,11 +24,7 @@ class LoopbackHttpServer:
 
     async def _serve(self, app: web.Application):
         """Serve `app` on 127.0.0.1:self.port (0 = any free port, then remembered for restarts)."""
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_on_loopback(app, self.port)
         return self
 
     async def stop(self) -> None:
