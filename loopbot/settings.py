@@ -167,6 +167,8 @@ class DatasetSettings(Section):
     max_tokens: int = Field(512, gt=0)
     min_reply_chars: int = Field(1, ge=0)
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
+    trim_cut_off_liked: bool = Field(True, description="train on the complete sentences of a liked reply that was "
+                                                       "cut off at the token limit (off: drop such replies)")
 
 
 class TrainerSettings(Section):

@@ -154,3 +154,19 @@ class Deduper:
         for bk in band_keys:
             self._bands.setdefault(bk, index)
         return None
+
+
+# a sentence ends at . ! or ? (optionally closed by quotes or brackets) before whitespace or the end; a period
+# right after a lone number at a line start ("1. Warm up") is a list marker, not an end
+_SENTENCE_END_RE = re.compile(r"(?<!^\d)(?<!\n\d)(?<!^\d\d)(?<!\n\d\d)[.!?]+[\"'”’)\]]*(?=\s|$)")
+MIN_FINISHED_WORDS = 4
+
+
+def finished_part(text: str, min_words: int = MIN_FINISHED_WORDS) -> str | None:
+    """The complete sentences of a reply cut off at the token limit (everything up to its last sentence end),
+    or None when fewer than `min_words` words of complete sentences remain."""
+    ends = list(_SENTENCE_END_RE.finditer(text))
+    if not ends:
+        return None
+    head = text[:ends[-1].end()].rstrip()
+    return head if len(head.split()) >= min_words else None

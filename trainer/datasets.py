@@ -23,7 +23,15 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from trainer.cleaning import Deduper, TokenCounter, estimate_tokens, fit_prompt, message_tokens, scrub_pii
+from trainer.cleaning import (
+    Deduper,
+    TokenCounter,
+    estimate_tokens,
+    finished_part,
+    fit_prompt,
+    message_tokens,
+    scrub_pii,
+)
 from trainer.feedback_rows import (
     Snapshot,
     arena_picks,
@@ -80,10 +88,10 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     try:
         _add_seed_examples(engine, persona, sink)
         excluded = unconsented_conversations(engine)
-        nets, by_prompt, fids, liked_cut = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction, sink,
-                                                              excluded)
+        nets, by_prompt, fids, liked_cut, trimmed = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction,
+                                                                       sink, excluded)
         pairs = _preference_pairs(engine, persona, snap, nets, by_prompt, liked_cut)
-        _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded)
+        _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
     except BaseException:
         sink.close()
         if staging:
@@ -100,6 +108,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         "counts": dict(sink.counts),
         "sources": {k: dict(v) for k, v in sink.sources.items()},
         "dropped": dict(sorted(sink.dropped.items())),
+        "notes": dict(sorted(sink.notes.items())),
         "kto_balance": sink.kto_balance(),
         "feedback_id_range": [min(fids), max(fids)] if fids else None,
         "feedback_id_max": snap.feedback_id_max,
@@ -167,11 +176,14 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
     per reply, the replies per prompt message (for the preference pairs), the feedback id range and the cut-off
     replies someone did not dislike (never the rejected side of a pair: nobody said they were worse).
 
-    A reply cut off at the token limit is unfinished: it is never SFT, a 👍 KTO example or a pair's chosen side.
+    A reply cut off at the token limit is unfinished: it is never SFT, a 👍 KTO example or a pair's chosen side
+    as it stands. Liked, its complete sentences are (`trim_cut_off_liked`; returned as `trimmed`: id -> text).
     Net 👎 on it is still a real signal (the user preferred a finished answer): a 👎 KTO example and a rejected side."""
     nets: dict[int, int] = {}
     by_prompt: dict[int, list[int]] = defaultdict(list)
     liked_cut: set[int] = set()
+    trimmed: dict[int, str] = {}
+    trim = sink.cfg.trim_cut_off_liked
     fids: list[int] = []
     fmin = fmax = None
     for gid, prompt, status, finish, pmid, chat_id, text, conv, ups, downs, lo, hi in \
@@ -185,6 +197,12 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
         net = ups - downs
         if reason == "cut_off" and (text or "").strip() and net < 0:
             reason = None  # a disliked unfinished reply: 👎 KTO and a possible rejected side, below
+        elif reason == "cut_off" and net > 0 and trim and (head := finished_part(text)):
+            # liked, but unfinished: what the user liked is what they read, so its complete sentences are
+            # trained on as a finished reply (SFT, 👍 KTO, a pair's chosen side); the unfinished tail is dropped
+            text, status, finish, reason = head, "ok", "stop", None
+            trimmed[gid] = head
+            sink.note("cut_off_liked_trimmed")
         elif reason:
             if reason == "cut_off":
                 liked_cut.add(gid)
@@ -209,7 +227,7 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
             by_prompt[pmid].append(gid)
     if fmin is not None:
         fids = [fmin, fmax]
-    return nets, by_prompt, fids, liked_cut
+    return nets, by_prompt, fids, liked_cut, trimmed
 
 
 def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
@@ -244,7 +262,7 @@ def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[in
 
 
 def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: _Sink,
-               excluded: set[tuple[int, str]]) -> None:
+               excluded: set[tuple[int, str]], trimmed: dict[int, str] | None = None) -> None:
     ids = sorted({g for pair in pairs for g in pair})
     gens = {row[0]: row[1:] for row in generations_by_id(engine, ids)}
     for (chosen, rejected), source in sorted(pairs.items()):
@@ -253,6 +271,8 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
             continue
         c_prompt, c_status, c_finish, chat_id, c_text, conv = gens[chosen]
         _r_prompt, r_status, r_finish, r_chat, r_text, r_conv = gens[rejected]
+        if trimmed and chosen in trimmed:  # a liked cut-off reply: its complete sentences
+            c_status, c_finish, c_text = "ok", "stop", trimmed[chosen]
         if (chat_id, conv) in excluded or (r_chat, r_conv) in excluded:
             sink.drop("pair_not_consented")
             continue
@@ -284,6 +304,7 @@ class _Sink:
         self.counts: Counter = Counter({name: 0 for name in FILES})
         self.sources: dict[str, Counter] = defaultdict(Counter)
         self.dropped: Counter = Counter()
+        self.notes: Counter = Counter()
         self.labels: Counter = Counter()
         self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
         self.hashers = {name: hashlib.sha256() for name in FILES}
@@ -308,6 +329,10 @@ class _Sink:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def note(self, what: str) -> None:
+        """Count something kept in an altered form (e.g. a liked cut-off reply trimmed to its sentences)."""
+        self.notes[what] += 1
 
     def add_sft(self, prompt: list[dict], reply: dict, heldout: bool, source: str) -> None:
         completion = self._completion([reply])

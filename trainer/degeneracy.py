@@ -29,11 +29,12 @@ def degeneracy_figures(replies: list[str], finish_reasons: list[str], *, n: int 
     count = len(replies)
     if count == 0:
         return {"replies": 0, "words_per_reply": 0.0, "cutoff_rate": 0.0, "empty_rate": 0.0,
-                "repeated_ngram_rate": 0.0, "symbols_per_word": 0.0}
+                "repeated_ngram_rate": 0.0, "symbols_per_word": 0.0, "words_per_finished_reply": None}
     words = [len(WORD.findall(r)) for r in replies]
     repeats = [repeated_ngram_rate(r, n) for r in replies]
     total_grams = sum(t for _, t in repeats)
     total_words = sum(words)
+    finished = [w for w, f in zip(words, finish_reasons, strict=True) if f != "length"]
     return {
         "replies": count,
         "words_per_reply": round(total_words / count, 3),
@@ -41,4 +42,6 @@ def degeneracy_figures(replies: list[str], finish_reasons: list[str], *, n: int 
         "empty_rate": round(sum(1 for r in replies if not r.strip()) / count, 4),
         "repeated_ngram_rate": round(sum(r for r, _ in repeats) / total_grams, 4) if total_grams else 0.0,
         "symbols_per_word": round(sum(symbols_and_digits(r) for r in replies) / max(total_words, 1), 4),
+        # the length a generator chooses: a cut-off reply's length is the token limit's
+        "words_per_finished_reply": round(sum(finished) / len(finished), 3) if finished else None,
     }

@@ -79,10 +79,7 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
         rise = cd["cutoff_rate"] - ld["cutoff_rate"]
         checks.append(Check("cutoff", rise <= gate.max_cutoff_rate_rise + 1e-9,
                             f"cut off at the token limit {cd['cutoff_rate']:.0%} vs live {ld['cutoff_rate']:.0%}"))
-        wr = _ratio(cd["words_per_reply"], ld["words_per_reply"])
-        checks.append(Check("length", 1 / gate.max_words_ratio <= wr <= gate.max_words_ratio,
-                            f"{cd['words_per_reply']:.1f} words per reply vs live {ld['words_per_reply']:.1f} "
-                            f"(ratio {wr:.2f}, allowed {1 / gate.max_words_ratio:.2f}-{gate.max_words_ratio:.2f})"))
+        checks.append(_length_check(cd, ld, gate.max_words_ratio))
         rep = cd["repeated_ngram_rate"] - ld["repeated_ngram_rate"]
         checks.append(Check("repetition", rep <= gate.max_repetition_rise + 1e-9,
                             f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} "
@@ -96,3 +93,20 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     else:
         checks.append(Check("degeneracy", False, "no held-out prompts to generate replies for"))
     return GateResult(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _length_check(cd: dict, ld: dict, max_ratio: float) -> Check:
+    """Words per reply within max_ratio of the live version's either way. Shorter is measured against the live
+    version's FINISHED replies when it has any: a live version cut off at the token limit is not long by choice,
+    so a candidate that stops rambling passes, while one that collapses to a few words still fails."""
+    words, live = cd["words_per_reply"], ld["words_per_reply"]
+    finished = ld.get("words_per_finished_reply")
+    floor_ref = min(live, finished) if finished else live
+    longer, shorter = _ratio(words, live), _ratio(words, floor_ref)
+    ok = longer <= max_ratio and shorter >= 1 / max_ratio
+    detail = (f"{words:.1f} words per reply vs live {live:.1f} (ratio {longer:.2f}, at most {max_ratio:.2f})")
+    if floor_ref != live:
+        detail += f"; vs live's finished replies {floor_ref:.1f} (ratio {shorter:.2f}, at least {1 / max_ratio:.2f})"
+    else:
+        detail += f" (at least {1 / max_ratio:.2f})"
+    return Check("length", ok, detail)

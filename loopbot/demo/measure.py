@@ -33,6 +33,7 @@ class Measurement:
     cut_off_rate: float
     repetition: float
     symbols_per_word: float
+    words_per_finished_reply: float | None = None  # replies not cut off at the token limit; None if none
 
     @property
     def rate(self) -> float:
@@ -50,7 +51,8 @@ def measure(label: str, served: str, replies: list[tuple[str, bool, bool]]) -> M
                                  ["length" if cut else "stop" for _, cut, _ in replies])
     return Measurement(label=label, served=served, likes=likes, votes=len(replies), low=low, high=high,
                        words_per_reply=figures["words_per_reply"], cut_off_rate=figures["cutoff_rate"],
-                       repetition=figures["repeated_ngram_rate"], symbols_per_word=figures["symbols_per_word"])
+                       repetition=figures["repeated_ngram_rate"], symbols_per_word=figures["symbols_per_word"],
+                       words_per_finished_reply=figures["words_per_finished_reply"])
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,22 @@ class Band:
                    gate.max_symbols_per_word_ratio)
 
     def describe(self) -> str:
-        return (f"words per reply within {1 / self.max_words_ratio:.2f}-{self.max_words_ratio:.2f}x of the base "
-                f"model's, cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
+        return (f"words per reply at most {self.max_words_ratio:.2f}x the base model's and at least "
+                f"{1 / self.max_words_ratio:.2f}x its finished replies', cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
                 f"+{self.max_repetition_rise:.0%}, symbols per word at most {self.max_symbols_ratio:.2f}x")
 
     def violations(self, base: Measurement, now: Measurement) -> list[str]:
         """Plain-language reasons `now` left the band around `base`; empty when within it."""
         out = []
-        if base.words_per_reply and not (1 / self.max_words_ratio
-                                         <= now.words_per_reply / base.words_per_reply <= self.max_words_ratio):
+        # shorter is measured against the base's finished replies (as the gate does): a base model cut off at the
+        # token limit is not long by choice
+        finished = base.words_per_finished_reply
+        floor_ref = min(base.words_per_reply, finished) if finished else base.words_per_reply
+        if base.words_per_reply and now.words_per_reply / base.words_per_reply > self.max_words_ratio:
             out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f}")
+        elif floor_ref and now.words_per_reply / floor_ref < 1 / self.max_words_ratio:
+            out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f} "
+                       f"({floor_ref:.0f} in its finished replies)")
         if now.cut_off_rate - base.cut_off_rate > self.max_cutoff_rise:
             out.append(f"cut off {now.cut_off_rate:.0%} vs base {base.cut_off_rate:.0%}")
         if now.repetition - base.repetition > self.max_repetition_rise:

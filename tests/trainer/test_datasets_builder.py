@@ -127,6 +127,37 @@ def test_a_disliked_cut_off_reply_is_a_rejected_side_and_a_thumbs_down_kto_examp
     assert build.manifest["sources"]["kto"] == {"feedback_cut_off": 1, "feedback": 1}
 
 
+def test_a_liked_cut_off_reply_is_trained_on_as_its_complete_sentences(engine, settings):
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    # disliked finished reply, then a liked retry that ran into the token limit after two full sentences
+    g = f.exchange(ana, "How do I taper?", "Tapering is a thing runners do.")
+    f.vote(g, ana, -1)
+    cut = f.retry(g, "You cut your mileage by a third. Keep a few strides! Then in the last week yo",
+                  status="cut_off", finish_reason="length")
+    f.vote(cut, ana, +1)
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    trimmed = "You cut your mileage by a third. Keep a few strides!"
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in _rows(build, "dpo")] == \
+        [(trimmed, "Tapering is a thing runners do.")]
+    assert [r["messages"][-1]["content"] for r in _rows(build, "sft")] == [trimmed]
+    assert {r["completion"][0]["content"]: r["label"] for r in _rows(build, "kto")} == \
+        {trimmed: True, "Tapering is a thing runners do.": False}
+    assert "in the last week" not in json.dumps([_rows(build, k) for k in FILES])
+    assert build.manifest["notes"] == {"cut_off_liked_trimmed": 1}
+
+
+def test_trimming_liked_cut_off_replies_can_be_switched_off(engine, settings):
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    cut = f.exchange(ana, "How do I taper?", "You cut your mileage by a third. Then in the last week yo",
+                     status="cut_off", finish_reason="length")
+    f.vote(cut, ana, +1)
+    settings.trainer.dataset.trim_cut_off_liked = False
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    assert sum(build.counts.values()) == 0 and build.manifest["dropped"]["cut_off"] == 1
+
+
 def test_a_cut_off_reply_is_never_chosen_nor_rejected_when_nobody_disliked_it(engine, settings):
     f = FeedbackFactory(engine)
     ana, bob = f.user("ana"), f.user("bob")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.cleaning import Deduper, estimate_tokens, fit_prompt, scrub_pii
+from trainer.cleaning import Deduper, estimate_tokens, finished_part, fit_prompt, scrub_pii
 from trainer.splits import is_heldout
 
 
@@ -60,3 +60,15 @@ def test_heldout_split_is_stable_and_close_to_the_fraction():
     assert 300 < len(held) < 500
     assert held == [k for k in keys if is_heldout(k, 0.1)]
     assert set(held) <= {k for k in keys if is_heldout(k, 0.2)}  # a larger fraction only adds conversations
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("You should start slow. Then build up your mile", "You should start slow."),
+    ("Great question! You can run 3.5 km at 5.30 pace. After th", "Great question! You can run 3.5 km at 5.30 pace."),
+    ("Keep it easy (really easy.) Then yo", "Keep it easy (really easy.)"),
+    ("1. Warm up for ten minutes\n2. Run", None),  # list markers are not sentence ends
+    ("Run easy. Th", None),  # fewer than four words of complete sentences
+    ("Your pace should be slow and steady, 5.5 min/km and", None),
+])
+def test_finished_part_keeps_the_complete_sentences_of_a_cut_off_reply(text, expected):
+    assert finished_part(text) == expected

@@ -14,7 +14,7 @@ from storage.db import session_scope
 from storage.models import Feedback, Generation, Message, User
 from tests.helpers.databases import truncate_all
 from tests.helpers.feedback_factory import FeedbackFactory
-from trainer.cleaning import scrub_pii
+from trainer.cleaning import finished_part, scrub_pii
 from trainer.datasets import build_datasets
 from trainer.importers.whatsapp import chat_examples, parse_whatsapp
 
@@ -64,9 +64,18 @@ def _facts(engine):
         cut_off = set(s.execute(select(Message.text).join(Generation, Generation.message_id == Message.id)
                                 .where((Generation.status == "cut_off") | (Generation.finish_reason == "length")))
                       .scalars())
+    for text in cut_off:  # a liked cut-off reply is trained on as its complete sentences: same votes
+        head = finished_part(text)
+        if head and head != text and text in votes:
+            votes.setdefault(head, votes[text])
     private = {t for t, _c, consent in rows if not consent}
     conversation = {t: c for t, c, _consent in rows}
     return private, conversation, votes, cut_off
+
+
+def _finished(text: str, cut_off: set[str], votes) -> bool:
+    """Not a cut-off reply, or a liked one that already ends at a sentence end (so trimming kept all of it)."""
+    return text not in cut_off or (finished_part(text) == text and sum(votes.get(text, [0])) > 0)
 
 
 @hsettings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,16 +102,17 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
         assert not train & held, "a held-out conversation leaked into training"
     for row in rows["dpo"] + rows["heldout_dpo"]:
         assert row["chosen"] != row["rejected"]
-        assert row["chosen"][0]["content"] not in cut_off, "a DPO chosen reply was cut off"
+        assert _finished(row["chosen"][0]["content"], cut_off, votes), "a DPO chosen reply was cut off"
         rejected = row["rejected"][0]["content"]
         assert rejected not in cut_off or sum(votes.get(rejected, [-1])) < 0, "a cut-off reply nobody disliked " \
                                                                              "was a rejected side"
     for row in rows["kto"] + rows["heldout_kto"]:
         cast = votes[row["completion"][0]["content"]]
         assert (sum(cast) > 0) == row["label"] and sum(cast) != 0, "a KTO label without a matching vote"
-        assert not (row["label"] and row["completion"][0]["content"] in cut_off), "a cut-off reply labelled 👍"
+        assert not row["label"] or _finished(row["completion"][0]["content"], cut_off, votes), \
+            "an unfinished reply labelled 👍"
     for row in rows["sft"] + rows["heldout_sft"]:
         reply = row["messages"][-1]["content"]
-        assert reply not in cut_off, "a cut-off reply became SFT"
+        assert _finished(reply, cut_off, votes), "an unfinished reply became SFT"
         if reply in votes:  # feedback (not seed) examples: liked, never disliked
             assert min(votes[reply]) > 0

@@ -58,6 +58,20 @@ def test_each_check_rejects_what_it_guards(candidate, failed):
     assert result.failed == [failed], result.summary()
 
 
+def test_a_candidate_that_stops_rambling_is_measured_against_the_live_versions_finished_replies():
+    """The live version ran into the token limit on 75% of replies (149 words); its finished ones had 60 words.
+    A candidate that finishes every reply in 56 words is not 'a third as long': it passes. One that collapses to
+    12 words fails."""
+    live = {"degeneracy": {"words_per_reply": 149.0, "cutoff_rate": 0.75, "words_per_finished_reply": 60.0}}
+    stops = apply_gate(report({"degeneracy": {"words_per_reply": 56.0, "cutoff_rate": 0.0,
+                                              "words_per_finished_reply": 56.0}}, live), GateSettings())
+    assert stops.passed, stops.summary()
+    collapses = apply_gate(report({"degeneracy": {"words_per_reply": 12.0, "cutoff_rate": 0.0,
+                                                  "words_per_finished_reply": 12.0}}, live), GateSettings())
+    assert collapses.failed == ["length"]
+    assert "vs live's finished replies 60.0 (ratio 0.20, at least 0.67)" in collapses.summary()
+
+
 def test_perplexity_within_tolerance_is_not_worse():
     assert apply_gate(report({"perplexity": 21.9}), GateSettings()).passed
 
