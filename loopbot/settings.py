@@ -143,6 +143,8 @@ class GateSettings(Section):
     perplexity_tolerance: float = Field(0.10, ge=0, description="allowed relative rise in held-out perplexity")
     min_preference_accuracy_gain: float = Field(0.02, ge=0)
     min_judge_win_rate: float = Field(0.55, ge=0, le=1)
+    min_vote_auc: float = Field(0.65, ge=0, le=1, description="held-out votes: share of (liked, disliked) reply "
+                                "pairs whose log-probability the candidate moved apart, relative to live")
     max_cutoff_rate_rise: float = Field(0.10, ge=0)
     max_words_ratio: float = Field(1.5, gt=1)
     max_repetition_rise: float = Field(0.10, ge=0)

@@ -123,6 +123,42 @@ def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]
     return out[:limit]
 
 
+def heldout_votes(held: dict[str, list[dict]]) -> list[tuple[list[dict], list[dict], bool]]:
+    """Every distinct held-out voted reply as (prompt, completion, liked): the KTO rows and both sides of the pairs."""
+    seen, out = set(), []
+    rows = [(r["prompt"], r["completion"], bool(r["label"])) for r in held["kto"]]
+    for r in held["dpo"]:
+        rows += [(r["prompt"], r["chosen"], True), (r["prompt"], r["rejected"], False)]
+    for prompt, completion, liked in rows:
+        key = json.dumps([prompt, completion], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append((prompt, completion, liked))
+    return out
+
+
+def _per_token(logprob_and_tokens: tuple[float, int]) -> float:
+    logprob, tokens = logprob_and_tokens
+    return logprob / max(tokens, 1)
+
+
+def vote_auc(liked: list[bool], candidate: list[float], live: list[float]) -> dict:
+    """How the candidate moved away from the live version on held-out votes: each reply's score is its per-token
+    log-probability under the candidate minus under live (DPO's implicit reward, length-normalised), and `auc` is
+    the chance that a liked reply scored higher than a disliked one (ties count half). 0.5 = no change in what
+    users prefer; 1.0 = every liked reply gained against every disliked one. Unlike pair accuracy it uses every
+    held-out vote, not only the few pairs, and it measures the change, not the live version's own bias."""
+    scores = [c - v for c, v in zip(candidate, live, strict=True)]
+    good = [s for s, ok in zip(scores, liked, strict=False) if ok]
+    bad = [s for s, ok in zip(scores, liked, strict=False) if not ok]
+    out = {"liked": len(good), "disliked": len(bad), "auc": None, "liked_gain": None, "disliked_gain": None}
+    if good and bad:
+        wins = sum(1.0 if g > b else 0.5 if g == b else 0.0 for g in good for b in bad)
+        out.update(auc=round(wins / (len(good) * len(bad)), 4), liked_gain=round(sum(good) / len(good), 4),
+                   disliked_gain=round(sum(bad) / len(bad), 4))
+    return out
+
+
 def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, base_model: Path,
                        candidate_path: str, live_path: str | None, candidate_name: str = "candidate",
                        live_name: str | None = None) -> dict:
@@ -142,6 +178,8 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     report: dict = {"persona": persona, "candidate": candidate_name, "live": live_name, "dataset": str(dataset_dir),
                     "heldout": {k: len(v) for k, v in held.items()}, "prompts": len(prompts), "variants": {}}
     replies: dict[str, list[tuple[str, str]]] = {}
+    votes = heldout_votes(held)
+    vote_logprobs: dict[str, list[float]] = {}
     for label, adapter in variants.items():
         if label == "base" and not live_path:
             report["variants"]["base"] = report["variants"]["live"]
@@ -165,10 +203,13 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 "pairs": len(held["dpo"]),
             }
             if label != "base":
+                vote_logprobs[label] = [_per_token(scorer.completion_logprob(pr, c)) for pr, c, _ in votes]
                 replies[label] = scorer.generate(prompts, p.sampling.max_tokens)
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
                                                            [f for _, f in replies[label]])
         report["variants"][label] = figures
+    report["votes"] = vote_auc([liked for _, _, liked in votes], vote_logprobs.get("candidate", []),
+                               vote_logprobs.get("live", []))
     with scorer.using("candidate"):
         smoke = []
         for q in p.smoke_prompts:

@@ -57,12 +57,17 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
         need = la + gate.min_preference_accuracy_gain
         better.append(Check("preference", ca >= need - 1e-9,
                             f"accuracy {ca:.3f} vs live {la:.3f} (needs >= {need:.3f})"))
+    votes = report.get("votes") or {}
+    if votes.get("auc") is not None:
+        better.append(Check("votes", votes["auc"] >= gate.min_vote_auc - 1e-9,
+                            f"held-out votes: liked replies gained on disliked ones in {votes['auc']:.0%} of "
+                            f"{votes['liked']}x{votes['disliked']} comparisons (needs >= {gate.min_vote_auc:.0%})"))
     judge = report.get("judge") or {}
     if judge.get("win_rate") is not None:
         better.append(Check("judge", judge["win_rate"] >= gate.min_judge_win_rate,
                             f"judge win rate {judge['win_rate']:.3f} (needs >= {gate.min_judge_win_rate:.3f})"))
     if not better:
-        checks.append(Check("better", False, "no held-out pairs and no judge: nothing shows the candidate is better"))
+        checks.append(Check("better", False, "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
     else:
         ok = any(c.passed for c in better)
         checks.append(Check("better", ok, " or ".join(c.detail for c in better)))

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.8}  # SmolLM2 batched on 2 idle cores: ~61 tok/s, ~110-token replies
+SECONDS_PER_REPLY = {"quick": 0.15, "full": 2.4}  # SmolLM2, 16 at once on 2 idle cores: 48 replies of <=128 tokens in 115 s
 
 
 class DemoProgress:

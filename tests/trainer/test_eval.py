@@ -11,7 +11,7 @@ from loopbot.settings import JudgeSettings
 from tests.helpers.fake_judge import FakeJudge
 from tests.trainer.synthetic import write_dataset
 from trainer.degeneracy import degeneracy_figures
-from trainer.evaluate import _Scorer, evaluate_candidate, write_report
+from trainer.evaluate import _Scorer, evaluate_candidate, vote_auc, write_report
 from trainer.judge import PairwiseJudge
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
@@ -81,6 +81,8 @@ def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(
     assert all(math.isfinite(v[k]["perplexity"]) and 0 <= v[k]["preference_accuracy"] <= 1 for k in v)
     assert v["candidate"]["pairs"] == 8 and v["candidate"]["degeneracy"]["replies"] == 3
     assert report["judge"]["judgements"] == 6 and 0 <= report["judge"]["win_rate"] <= 1
+    votes = report["votes"]  # every held-out pair side and KTO row, scored candidate vs live
+    assert votes["liked"] >= 8 and votes["disliked"] >= 8 and 0 <= votes["auc"] <= 1
     assert [s["prompt"] for s in report["smoke"]] == train_settings.personas["coach"].smoke_prompts
     json_path, png_path = write_report(report, train_settings, "coach", "v2-test")
     assert json.loads(json_path.read_text())["candidate"] == "coach-v2"
@@ -95,3 +97,18 @@ def test_an_unreachable_judge_is_reported_not_fatal(train_settings, tiny_model_d
                                 base_model=tiny_model_dir, candidate_path=str(tiny_adapters["a"]), live_path=None)
     assert report["judge"]["win_rate"] is None and "ConnectError" in report["judge"]["error"]
     assert report["variants"]["live"] == report["variants"]["base"]  # nothing live: the base model is the bar
+
+
+def test_vote_auc_measures_how_the_candidate_moved_liked_replies_against_disliked_ones():
+    liked = [True, True, False, False]
+    live = [-2.0, -2.0, -2.0, -2.0]
+    # liked replies became more likely, disliked ones less: every comparison won
+    assert vote_auc(liked, [-1.0, -1.5, -2.5, -3.0], live)["auc"] == 1.0
+    # the candidate changed nothing: all ties, no evidence either way
+    assert vote_auc(liked, live, live)["auc"] == 0.5
+    # the live version's own bias does not count: both already prefer the liked replies by the same amount
+    biased = [-1.0, -1.0, -3.0, -3.0]
+    assert vote_auc(liked, biased, biased)["auc"] == 0.5
+    # backwards: the candidate learned the opposite of what users liked
+    assert vote_auc(liked, [-3.0, -3.0, -1.0, -1.0], live)["auc"] == 0.0
+    assert vote_auc([True, True], [-1.0, -1.0], live[:2])["auc"] is None  # no disliked reply: nothing to compare

@@ -72,6 +72,18 @@ def test_a_candidate_that_stops_rambling_is_measured_against_the_live_versions_f
     assert "vs live's finished replies 60.0 (ratio 0.20, at least 0.67)" in collapses.summary()
 
 
+def test_held_out_votes_can_show_the_candidate_is_better_when_pairs_are_too_few():
+    """4 held-out pairs: accuracy 0.75 for both. 19 held-out votes: liked replies gained in 80% of comparisons."""
+    few = {"preference_accuracy": 0.75}
+    votes = {"liked": 9, "disliked": 10, "auc": 0.80}
+    result = apply_gate({**report(few, few), "votes": votes}, GateSettings())
+    assert result.passed, result.summary()
+    assert "liked replies gained on disliked ones in 80% of 9x10 comparisons" in \
+        next(c.detail for c in result.checks if c.name == "better")
+    unchanged = apply_gate({**report(few, few), "votes": {**votes, "auc": 0.55}}, GateSettings())
+    assert unchanged.failed == ["better"]
+
+
 def test_perplexity_within_tolerance_is_not_worse():
     assert apply_gate(report({"perplexity": 21.9}), GateSettings()).passed
 
@@ -87,9 +99,9 @@ def test_the_judge_can_show_the_candidate_is_better_when_pairs_do_not():
     assert apply_gate(report(flat, judge={"win_rate": 0.50}), GateSettings()).failed == ["better"]
 
 
-def test_without_pairs_or_judge_nothing_shows_an_improvement():
+def test_without_pairs_votes_or_judge_nothing_shows_an_improvement():
     result = apply_gate(report({"preference_accuracy": None}, {"preference_accuracy": None}), GateSettings())
-    assert result.failed == ["better"] and "no held-out pairs and no judge" in result.summary()
+    assert result.failed == ["better"] and "no held-out pairs or votes and no judge" in result.summary()
 
 
 @pytest.mark.slow
