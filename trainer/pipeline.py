@@ -176,6 +176,7 @@ def metrics_summary(report: dict) -> dict:
         if v.get("degeneracy"):
             out[label]["degeneracy"] = v["degeneracy"]
     out["judge"] = report.get("judge")
+    out["votes"] = report.get("votes")
     out["gate"] = report.get("gate")
     return out
 

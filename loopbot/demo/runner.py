@@ -77,6 +77,9 @@ def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | N
         acc = (metrics.get(label) or {}).get("preference_accuracy")
         if acc is not None:
             ev[f"{label} pref. acc."] = acc
+    auc = (metrics.get("votes") or {}).get("auc")
+    if auc is not None:
+        ev["held-out votes AUC"] = auc
     gate = []
     for step in run.steps or []:
         if step.get("step") == "gate":

@@ -82,7 +82,7 @@ def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(
     assert v["candidate"]["pairs"] == 8 and v["candidate"]["degeneracy"]["replies"] == 3
     assert report["judge"]["judgements"] == 6 and 0 <= report["judge"]["win_rate"] <= 1
     votes = report["votes"]  # every held-out pair side and KTO row, scored candidate vs live
-    assert votes["liked"] >= 8 and votes["disliked"] >= 8 and 0 <= votes["auc"] <= 1
+    assert votes["liked"] >= 4 and votes["disliked"] >= 4 and 0 <= votes["auc"] <= 1
     assert [s["prompt"] for s in report["smoke"]] == train_settings.personas["coach"].smoke_prompts
     json_path, png_path = write_report(report, train_settings, "coach", "v2-test")
     assert json.loads(json_path.read_text())["candidate"] == "coach-v2"
