@@ -41,7 +41,7 @@ class DemoProgress:
             "seed": 2.0,
             "measure": plan.measure_questions * spr,
             "traffic": plan.traffic_questions * 1.8 * spr,
-            "cycle": 25.0 if quick else plan.dpo_steps * 8.0 + 150.0,
+            "cycle": 25.0 if quick else plan.dpo_steps * 16.5 + 100.0,  # measured: DPO 16.5 s/step, eval ~100 s
         }
         e = self.estimates
         self.total_s = e["model"] + e["seed"] + (cycles + 1) * e["measure"] + cycles * (e["traffic"] + e["cycle"])
