@@ -195,12 +195,14 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
         fmax = hi if fmax is None else max(fmax, hi)
         reason = _unusable(status, finish, text)
         net = ups - downs
+        source = "feedback"
         if reason == "cut_off" and (text or "").strip() and net < 0:
-            reason = None  # a disliked unfinished reply: 👎 KTO and a possible rejected side, below
+            # a disliked unfinished reply: 👎 KTO and a possible rejected side (never SFT: it has a 👎)
+            reason, source = None, "feedback_cut_off"
         elif reason == "cut_off" and net > 0 and trim and (head := finished_part(text)):
             # liked, but unfinished: what the user liked is what they read, so its complete sentences are
             # trained on as a finished reply (SFT, 👍 KTO, a pair's chosen side); the unfinished tail is dropped
-            text, status, finish, reason = head, "ok", "stop", None
+            text, reason = head, None
             trimmed[gid] = head
             sink.note("cut_off_liked_trimmed")
         elif reason:
@@ -210,19 +212,13 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
             continue
         heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
         reply = {"role": "assistant", "content": text}
-        if net < 0 and _unusable(status, finish, text) == "cut_off":
-            nets[gid] = net
-            sink.add_kto(prompt, [reply], False, heldout, "feedback_cut_off")
-            if pmid is not None:
-                by_prompt[pmid].append(gid)
-            continue
         if ups > 0 and downs == 0:
             sink.add_sft(prompt, reply, heldout, "feedback")
         if net == 0:
             sink.drop("kto_tied_votes")
             continue
         nets[gid] = net
-        sink.add_kto(prompt, [reply], net > 0, heldout, "feedback")
+        sink.add_kto(prompt, [reply], net > 0, heldout, source)
         if pmid is not None:
             by_prompt[pmid].append(gid)
     if fmin is not None:

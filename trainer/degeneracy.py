@@ -45,3 +45,9 @@ def degeneracy_figures(replies: list[str], finish_reasons: list[str], *, n: int 
         # the length a generator chooses: a cut-off reply's length is the token limit's
         "words_per_finished_reply": round(sum(finished) / len(finished), 3) if finished else None,
     }
+
+
+def shorter_reference(words_per_reply: float, words_per_finished_reply: float | None) -> float:
+    """The length a new version's replies are measured against for "too short": the finished replies' mean words
+    when there are any (a reply cut off at the token limit is not long by choice), at most all replies' mean."""
+    return min(words_per_reply, words_per_finished_reply) if words_per_finished_reply else words_per_reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from loopbot.settings import GateSettings
+from trainer.degeneracy import shorter_reference
 
 
 @dataclass
@@ -105,8 +106,7 @@ def _length_check(cd: dict, ld: dict, max_ratio: float) -> Check:
     version's FINISHED replies when it has any: a live version cut off at the token limit is not long by choice,
     so a candidate that stops rambling passes, while one that collapses to a few words still fails."""
     words, live = cd["words_per_reply"], ld["words_per_reply"]
-    finished = ld.get("words_per_finished_reply")
-    floor_ref = min(live, finished) if finished else live
+    floor_ref = shorter_reference(live, ld.get("words_per_finished_reply"))
     longer, shorter = _ratio(words, live), _ratio(words, floor_ref)
     ok = longer <= max_ratio and shorter >= 1 / max_ratio
     detail = (f"{words:.1f} words per reply vs live {live:.1f} (ratio {longer:.2f}, at most {max_ratio:.2f})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from trainer.degeneracy import degeneracy_figures
+from trainer.degeneracy import degeneracy_figures, shorter_reference
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -80,8 +80,7 @@ class Band:
         out = []
         # shorter is measured against the base's finished replies (as the gate does): a base model cut off at the
         # token limit is not long by choice
-        finished = base.words_per_finished_reply
-        floor_ref = min(base.words_per_reply, finished) if finished else base.words_per_reply
+        floor_ref = shorter_reference(base.words_per_reply, base.words_per_finished_reply)
         if base.words_per_reply and now.words_per_reply / base.words_per_reply > self.max_words_ratio:
             out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f}")
         elif floor_ref and now.words_per_reply / floor_ref < 1 / self.max_words_ratio:
