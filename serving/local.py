@@ -455,30 +455,12 @@ class LocalBackend:
                     self._advance(row, token)
 
     def _choose(self, rows: list[_Row], logits) -> list[int]:
-        import torch
+        from serving.sampling import RowSampling, choose_tokens
 
-        greedy = logits.argmax(dim=-1).tolist()
-        chosen = []
-        for i, row in enumerate(rows):
-            s = row.req.sampling
-            if s.repetition_penalty != 1.0:
-                row_logits = logits[i].clone()
-                seen = torch.tensor(sorted(set(row.prompt + row.ids)), device=logits.device)
-                picked = row_logits[seen]
-                row_logits[seen] = torch.where(picked > 0, picked / s.repetition_penalty, picked * s.repetition_penalty)
-            else:
-                row_logits = logits[i]
-            if row.generator is None:
-                chosen.append(int(row_logits.argmax()) if s.repetition_penalty != 1.0 else greedy[i])
-                continue
-            probs = torch.softmax(row_logits / s.temperature, dim=-1)
-            if s.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                outside = sorted_probs.cumsum(-1) - sorted_probs > s.top_p
-                sorted_probs[outside] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-            chosen.append(int(torch.multinomial(probs, 1, generator=row.generator)))
-        return chosen
+        return choose_tokens(logits, [
+            RowSampling(r.req.sampling.temperature, r.req.sampling.top_p, r.req.sampling.repetition_penalty,
+                        r.prompt + r.ids if r.req.sampling.repetition_penalty != 1.0 else [], r.generator)
+            for r in rows])
 
     def _advance(self, row: _Row, token: int) -> None:
         if row.req.cancelled.is_set():

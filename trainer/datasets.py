@@ -67,12 +67,16 @@ class DatasetBuild:
 
 def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
-                   write: bool = True) -> DatasetBuild:
+                   write: bool = True, since: dict | None = None) -> DatasetBuild:
     """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
-    (default: a cheap estimate). `write=False` counts what a build would hold without writing anything."""
+    (default: a cheap estimate). `write=False` counts what a build would hold without writing anything.
+
+    `since` (the manifest of the build the live version was trained on) keeps only what came after it: votes,
+    arena picks and retries newer than that build, for a cycle that continues the live version. The seed corpus'
+    training examples are left out then (the live version learnt them); its held-out ones stay for evaluation."""
     persona_cfg = settings.persona(persona)
     cfg = settings.trainer.dataset
-    snap = take_snapshot(engine)
+    snap = take_snapshot(engine, since)
     created = datetime.now(UTC)
     staging = None
     if write and out_dir and Path(out_dir).exists() and any(Path(out_dir).iterdir()):
@@ -86,7 +90,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         staging.mkdir(parents=True)
     sink = _Sink(staging, cfg, count_tokens or estimate_tokens, persona_cfg.system_prompt)
     try:
-        _add_seed_examples(engine, persona, sink)
+        _add_seed_examples(engine, persona, sink, heldout_only=since is not None)
         excluded = unconsented_conversations(engine)
         nets, by_prompt, fids, liked_cut, trimmed = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction,
                                                                        sink, excluded)
@@ -113,6 +117,10 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         "feedback_id_range": [min(fids), max(fids)] if fids else None,
         "feedback_id_max": snap.feedback_id_max,
         "comparison_id_max": snap.comparison_id_max,
+        "generation_id_max": snap.generation_id_max,
+        "since": {"build_id": since.get("build_id"), "feedback_id": snap.feedback_id_min,
+                  "comparison_id": snap.comparison_id_min, "generation_id": snap.generation_id_min}
+        if since is not None else None,
         "tokenizer": tokenizer_name or ("estimate" if count_tokens is None else "custom"),
         "settings": cfg.model_dump(),
         "files": {name: f"{name}.jsonl" for name in FILES},
@@ -142,11 +150,14 @@ def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> N
                             "content_hash": manifest["content_hash"]})
 
 
-def _add_seed_examples(engine: Engine, persona: str, sink: _Sink) -> None:
+def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_only: bool = False) -> None:
     from storage import crud
 
     for ex in crud.list_seed_examples(engine, persona=persona):
         heldout = ex.split != "train"
+        if heldout_only and not heldout:
+            sink.note("seed_train_examples_in_live")
+            continue
         source = f"seed:{ex.source}"
         data = ex.data
         if ex.kind == "sft":
@@ -239,7 +250,7 @@ def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[in
     pairs: dict[tuple[int, int], str] = {}
     for _cid, winner, loser in arena_picks(engine, persona, snap):
         pairs.setdefault((winner, loser), "arena")
-    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona):
+    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona, snap):
         n_new, n_old = nets.get(retry, 0), nets.get(original, 0)
         if n_new > 0 and n_old <= 0:
             pairs.setdefault((retry, original), "retry_vote")

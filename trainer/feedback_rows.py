@@ -20,17 +20,26 @@ CHUNK = 5000
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The highest feedback and comparison ids a build reads: votes arriving during a build wait for the next."""
+    """The ids a build reads: at most the highest feedback, comparison and reply ids when it started (votes arriving
+    during a build wait for the next), and above the `*_min` ids (0, or what an earlier build already read)."""
 
     feedback_id_max: int
     comparison_id_max: int
+    generation_id_max: int = 0
+    feedback_id_min: int = 0
+    comparison_id_min: int = 0
+    generation_id_min: int = 0
 
 
-def take_snapshot(engine: Engine) -> Snapshot:
+def take_snapshot(engine: Engine, since: dict | None = None) -> Snapshot:
+    """The current id ranges; `since` (an earlier build's manifest) limits them to what came after that build."""
     with engine.connect() as c:
         f = c.execute(select(func.max(Feedback.id))).scalar() or 0
         k = c.execute(select(func.max(Comparison.id))).scalar() or 0
-    return Snapshot(int(f), int(k))
+        g = c.execute(select(func.max(Generation.id))).scalar() or 0
+    since = since or {}
+    return Snapshot(int(f), int(k), int(g), int(since.get("feedback_id_max") or 0),
+                    int(since.get("comparison_id_max") or 0), int(since.get("generation_id_max") or 0))
 
 
 def _consented_prompt_author():
@@ -48,7 +57,8 @@ def _vote_totals(persona: str, snap: Snapshot):
                    func.min(Feedback.id).label("fmin"), func.max(Feedback.id).label("fmax"))
             .join(voter, voter.id == Feedback.user_id)
             .join(Generation, Generation.id == Feedback.generation_id)
-            .where(voter.consent.is_(True), Generation.persona == persona, Feedback.id <= snap.feedback_id_max)
+            .where(voter.consent.is_(True), Generation.persona == persona, Feedback.id <= snap.feedback_id_max,
+                   Feedback.id > snap.feedback_id_min)
             .group_by(Feedback.generation_id)).subquery("votes")
 
 
@@ -70,9 +80,9 @@ def voted_generations(engine: Engine, persona: str, snap: Snapshot) -> Iterator[
     yield from _stream(engine, q)
 
 
-def retry_links(engine: Engine, persona: str) -> Iterator[tuple]:
+def retry_links(engine: Engine, persona: str, snap: Snapshot | None = None) -> Iterator[tuple]:
     """(retry id, original id, retry status, retry finish_reason, retried again?, conversation went on after it?)
-    for every retry of the persona whose prompt author consented."""
+    for every retry of the persona whose prompt author consented (made after `snap.generation_id_min`)."""
     reply = aliased(Message, name="reply")
     later = aliased(Message, name="later")
     again = aliased(Generation, name="again")
@@ -86,7 +96,8 @@ def retry_links(engine: Engine, persona: str) -> Iterator[tuple]:
          .join(reply, reply.id == Generation.message_id)
          .outerjoin(pm, pm.id == Generation.prompt_message_id)
          .outerjoin(author, author.id == pm.user_id)
-         .where(Generation.persona == persona, Generation.retry_of_id.is_not(None), consented)
+         .where(Generation.persona == persona, Generation.retry_of_id.is_not(None), consented,
+                Generation.id > (snap.generation_id_min if snap else 0))
          .order_by(Generation.id))
     yield from _stream(engine, q)
 
@@ -99,7 +110,7 @@ def arena_picks(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]
     q = (select(Comparison.id, winner, loser)
          .outerjoin(picker, picker.id == Comparison.user_id)
          .where(Comparison.persona == persona, Comparison.pick.in_(["a", "b"]),
-                Comparison.id <= snap.comparison_id_max,
+                Comparison.id <= snap.comparison_id_max, Comparison.id > snap.comparison_id_min,
                 or_(Comparison.user_id.is_(None), picker.consent.is_(True)))
          .order_by(Comparison.id))
     yield from _stream(engine, q)

@@ -55,6 +55,20 @@ def choose_method(configured: str, counts: dict, min_pairs: int) -> tuple[str | 
     return method, why
 
 
+def continue_from(start_from: str, live) -> tuple[str | None, dict | None]:
+    """(adapter path to start training from, manifest of the build it was trained on) for `trainer.start_from`.
+
+    "live": the live version's adapter, trained further on what came after its own dataset build only. trl makes
+    the starting adapter the DPO/KTO reference, so a cycle moves the live version by what users said about IT,
+    and does not re-fit the votes it already learnt (re-training v1 on round 1's pairs again over-fitted: loss
+    0.001, held-out perplexity +26%). A live version with no recorded build (imported by hand) trains on all data.
+    "base" (or no live version): a fresh LoRA on all the data, with the base model as reference."""
+    if start_from != "live" or live is None or not live.path:
+        return None, None
+    manifest = live.dataset_manifest or {}
+    return live.path, manifest if manifest.get("feedback_id_max") is not None else None
+
+
 def _touch(engine, run_id: int, persona: str, holder: str) -> None:
     crud.renew_run_lock(engine, persona=persona, holder=holder, ttl_s=LOCK_TTL_S)
     with session_scope(engine) as s:
@@ -107,10 +121,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     if new_votes < cfg.min_new_votes and not force:
         return skip(f"{new_votes} new consented votes since the last trained run < trainer.min_new_votes = "
                     f"{cfg.min_new_votes}")
-    build = await asyncio.to_thread(build_datasets, engine, settings, persona)
+    live = crud.active_adapter(engine, persona=persona)
+    start, since = continue_from(cfg.start_from, live)
+    build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since)
     sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes}
     crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
-                      path=str(build.out_dir), counts=build.counts)
+                      path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"))
     chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs)
     if chosen is None:
         return skip(why, **sizes)
@@ -127,8 +143,6 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     from trainer.launch import train_new_version
 
     base = base_model_dir(settings, persona)
-    live = crud.active_adapter(engine, persona=persona)
-    start = live.path if cfg.start_from == "live" and live is not None and live.path else None
     crud.add_run_step(engine, run_id=run_id, step="train", outcome="started", method=chosen, why=why,
                       start_from=live.name if start else "base")
     trained = await train_new_version(

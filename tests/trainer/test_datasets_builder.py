@@ -359,3 +359,38 @@ def test_length_limits_can_use_the_persona_tokenizer(sqlite_engine, settings, ti
     assert build.manifest["tokenizer"] == str(tiny_model_dir)
     settings.trainer.dataset.max_tokens = 10_000
     assert build_datasets(sqlite_engine, settings, "coach", count_tokens=count).counts["sft"] == 1
+
+
+def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, settings):
+    """What a cycle continuing the live version trains on: votes, retries and picks newer than its build; the
+    seed corpus' training examples (already learnt) are left out, its held-out ones kept for evaluation."""
+    crud.add_seed_examples(engine, persona="coach", source="qa:coach.jsonl", kind="sft", examples=[
+        {"messages": [{"role": "user", "content": "Q1?"}, {"role": "assistant", "content": "A1."}]}])
+    crud.add_seed_examples(engine, persona="coach", source="qa:coach.jsonl", kind="sft", split="validation",
+                           examples=[{"messages": [{"role": "user", "content": "Q2?"},
+                                                   {"role": "assistant", "content": "A2."}]}])
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    old = f.exchange(ana, "How long is a taper?", "Dunno.")
+    f.retry(old, "About three weeks.")
+    f.exchange(ana, "Thanks!", "Good luck!")  # the retry was kept: a pair, in the first build only
+    f.vote(f.exchange(bob, "Old question?", "Old answer."), bob, +1)
+    f.arena(bob, "Old shoes?", "Old A.", "Old B.", pick="a")
+    first = build_datasets(engine, _no_heldout(settings), "coach")
+    assert first.counts["dpo"] == 2 and first.counts["kto"] == 1 and first.counts["sft"] == 2
+
+    f.vote(old, bob, -1)  # a new vote on an old reply counts: it is new information
+    new = f.exchange(bob, "Hills?", "Hill repeats once a week.")
+    f.vote(new, bob, +1)
+    f.arena(ana, "New shoes?", "New A.", "New B.", pick="b")
+    later = build_datasets(engine, _no_heldout(settings), "coach", since=first.manifest)
+    kto = {r["completion"][0]["content"]: r["label"] for r in _rows(later, "kto")}
+    assert kto == {"Dunno.": False, "Hill repeats once a week.": True}
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in _rows(later, "dpo")] == \
+        [("New B.", "New A.")]
+    assert [r["messages"][-1]["content"] for r in _rows(later, "sft")] == ["Hill repeats once a week."]
+    assert [r["messages"][-1]["content"] for r in _rows(later, "heldout_sft")] == ["A2."]
+    assert later.manifest["since"]["build_id"] == first.build_id
+    assert later.manifest["since"]["feedback_id"] == first.manifest["feedback_id_max"]
+    assert later.manifest["notes"]["seed_train_examples_in_live"] == 1
+    assert build_datasets(engine, _no_heldout(settings), "coach").counts["dpo"] == 3  # without since: everything

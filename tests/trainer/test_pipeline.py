@@ -48,6 +48,11 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     assert second.status in ("promoted", "rejected"), second.reason
     v2 = crud.get_adapter(loopbot.engine, persona="coach", version=2)
     assert v2.parent_version == 1 and v2.metrics["training"]["stages"][0]["stage"] == "kto"
+    # it continued coach-v1 on the votes since coach-v1's own build, not on those coach-v1 already learnt
+    build = crud.get_training_run(loopbot.engine, run_id=second.run_id).steps[0]
+    assert build["since"]["build_id"] == v1.dataset_manifest["build_id"]
+    votes = lambda counts: counts["kto"] + counts["heldout_kto"]  # noqa: E731
+    assert 0 < votes(build["counts"]) < votes(run.steps[0]["counts"])
     t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
     assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
 
