@@ -98,6 +98,7 @@ class LocalBackend:
         self.model = None
         self.tokenizer = None
         self.batches_run = 0  # batches started from an idle worker (rows that join a running batch do not count)
+        self.widest_batch = 0  # the most cache columns (prompt, padding and reply tokens) a decode step attended to
         self._active: list[_Row] = []
 
     # ---- the async side -------------------------------------------------------------------------------------
@@ -399,6 +400,19 @@ class LocalBackend:
             la.values = torch.cat([pad(la.values, t - ta, 2), pad(lb.values, t - tb, 2)], dim=0)
         return cache_a, torch.cat([pad(mask_a, t - ta, 1), pad(mask_b, t - tb, 1)], dim=0)
 
+    @staticmethod
+    def _crop_padding(cache, mask):
+        """Drop the leading cache columns that no remaining row attends to. A batch that keeps running while rows
+        come and go grows one column per step, and each joining row is left-padded to that width: without this,
+        an hour of steady traffic decodes over thousands of padding columns (slower every minute, more memory)."""
+        start = int(mask.any(dim=0).int().argmax())  # the first column some row uses
+        if start == 0:
+            return mask
+        for layer in cache.layers:
+            layer.keys = layer.keys[:, :, start:, :]
+            layer.values = layer.values[:, :, start:, :]
+        return mask[:, start:]
+
     def _decode(self) -> None:
         """Continuous batching: decode the active rows one token at a time; between two steps run commands and
         let new requests join (their prompt is prefilled, then their cache is stacked onto the batch's)."""
@@ -420,6 +434,8 @@ class LocalBackend:
                     cache.batch_select_indices(index)
                     rows = [rows[i] for i in keep]
                     mask, last, tokens = mask[index], last[index], [tokens[i] for i in keep]
+                    if rows and self._mergeable(cache):
+                        mask = self._crop_padding(cache, mask)
                 fresh = [r for r in (self._prepare(req) for req in admitted) if r is not None]
                 if fresh:
                     self.batches_run += not rows
@@ -447,6 +463,7 @@ class LocalBackend:
                         continue
                     return
                 mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                self.widest_batch = max(self.widest_batch, mask.shape[1])
                 last = last + 1
                 out = self._forward(rows, input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),
                                     attention_mask=mask, position_ids=last, past_key_values=cache)

@@ -80,6 +80,29 @@ async def test_requests_joining_a_running_batch_match_one_at_a_time_runs(backend
     assert [f.completion_tokens for _, f in joined] == [f.completion_tokens for _, f in alone]
 
 
+async def test_a_batch_that_never_empties_does_not_carry_its_whole_history(backend):
+    """Steady traffic keeps one batch running for ever; each step would add a cache column for every row (and
+    left-pad each joining row to it) unless columns no row attends to are dropped."""
+    steps = SamplingParams(temperature=0.0, max_tokens=16)
+    expected = [await complete(backend, ask(i), sampling=steps) for i in range(3)]
+
+    async def user(u: int) -> list[tuple]:
+        out = []
+        for i in range(6):  # one after another: the other users' rows keep the batch running meanwhile
+            await asyncio.sleep(0.01 * u)
+            out.append(await complete(backend, ask(i % 3), sampling=steps))
+        return out
+
+    backend.widest_batch = 0
+    batches_before = backend.batches_run
+    results = await asyncio.gather(*(user(u) for u in range(3)))
+    assert backend.batches_run - batches_before < 6  # the batch kept running while requests came and went
+    assert all(r == expected[i % 3] for per_user in results for i, r in enumerate(per_user))
+    prompt_tokens = max(f.prompt_tokens for _, f in expected)
+    # one request's own columns (prompt + 16) plus a little skew between rows, not 18 requests' worth of steps
+    assert backend.widest_batch <= prompt_tokens + 16 + 24
+
+
 async def test_streams_token_by_token_and_reports_usage(backend):
     items = [i async for i in backend.stream(ask(1), adapter="a", sampling=SamplingParams(temperature=0,
                                                                                          max_tokens=10))]
