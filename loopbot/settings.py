@@ -136,8 +136,6 @@ class StageSettings(Section):
     batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     beta: float = Field(0.1, gt=0)
-    ld_alpha: float | None = Field(None, ge=0, le=1, description="DPO only: weight of the longer reply's tokens "
-                                   "beyond the shorter one's length (length-desensitised DPO); None = plain DPO")
     lr_scheduler: str = "constant"
 
 

@@ -149,8 +149,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
                              processing_class=tokenizer, peft_config=peft_config)
     elif stage == "dpo":
         args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
-        extra = {"ld_alpha": stage_cfg["ld_alpha"]} if stage_cfg.get("ld_alpha") is not None else {}
-        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"], **extra),
+        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"]),
                              train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
     else:
         liked = sum(1 for r in rows if r["label"])
