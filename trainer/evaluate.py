@@ -60,22 +60,36 @@ class _Scorer:
         out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)
         return list(out["input_ids"])
 
-    def _token_logprobs(self, ids: list[int]) -> list[float]:
-        """log p(token_i | tokens_<i) for i >= 1."""
+    def completion_logprobs(self, items: list[tuple[list[dict], list[dict]]], batch_size: int = 8
+                            ) -> list[tuple[float, int]]:
+        """(sum of log-probabilities, tokens) of each completion's tokens given its prompt, `batch_size` sequences
+        per forward pass (right-padded: the real tokens keep positions 0..n-1, the padding is masked out)."""
         torch = self.torch
-        with torch.no_grad():
-            x = torch.tensor([ids[: self.max_length]])
-            logits = self.model(input_ids=x).logits[0, :-1].float()
-            lp = torch.log_softmax(logits, dim=-1).gather(1, x[0, 1:].unsqueeze(1)).squeeze(1)
-        return lp.tolist()
+        seqs = []
+        for prompt, completion in items:
+            start = len(self._ids(prompt, add_generation_prompt=True))
+            full = self._ids(prompt + completion)[: self.max_length]
+            seqs.append((full, start))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))  # similar lengths share a batch
+        for b in range(0, len(order), batch_size):
+            chunk = order[b:b + batch_size]
+            width = max(len(seqs[i][0]) for i in chunk)
+            pad = self.tok.pad_token_id
+            x = torch.tensor([seqs[i][0] + [pad] * (width - len(seqs[i][0])) for i in chunk])
+            mask = torch.tensor([[1] * len(seqs[i][0]) + [0] * (width - len(seqs[i][0])) for i in chunk])
+            with torch.no_grad():
+                logits = self.model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+                lp = torch.log_softmax(logits, dim=-1).gather(2, x[:, 1:].unsqueeze(2)).squeeze(2)
+            for row, i in enumerate(chunk):
+                ids, start = seqs[i]
+                scored = lp[row, start - 1:len(ids) - 1]
+                out[i] = (float(scored.sum()), int(scored.numel()))
+        return out
 
     def completion_logprob(self, prompt: list[dict], completion: list[dict]) -> tuple[float, int]:
         """(sum of log-probabilities, tokens) of the completion's tokens given the prompt."""
-        start = len(self._ids(prompt, add_generation_prompt=True))
-        full = self._ids(prompt + completion)
-        lps = self._token_logprobs(full)
-        scored = lps[start - 1:]
-        return sum(scored), len(scored)
+        return self.completion_logprobs([(prompt, completion)])[0]
 
     def reply_nll(self, messages: list[dict]) -> tuple[float, int]:
         """(total NLL, tokens) of the conversation's last (assistant) message given the rest; works with any chat
@@ -137,6 +151,16 @@ def heldout_votes(held: dict[str, list[dict]]) -> list[tuple[list[dict], list[di
     return out
 
 
+def _key(prompt: list[dict], completion: list[dict]) -> str:
+    return json.dumps([prompt, completion], sort_keys=True)
+
+
+def _score_distinct(scorer: _Scorer, items: list[tuple[list[dict], list[dict]]]) -> dict[str, tuple[float, int]]:
+    """Each distinct (prompt, completion) scored once (a held-out pair's sides are held-out votes too)."""
+    distinct = {_key(pr, c): (pr, c) for pr, c in items}
+    return dict(zip(distinct, scorer.completion_logprobs(list(distinct.values())), strict=True))
+
+
 def _per_token(logprob_and_tokens: tuple[float, int]) -> float:
     logprob, tokens = logprob_and_tokens
     return logprob / max(tokens, 1)
@@ -185,16 +209,16 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
             report["variants"]["base"] = report["variants"]["live"]
             continue
         with scorer.using(adapter):
-            nll = tokens = 0.0
-            for row in liked:
-                a, b = scorer.reply_nll(row["messages"])
-                nll, tokens = nll + a, tokens + b
-            correct, margins = 0, []
-            for row in held["dpo"]:
-                chosen, _ = scorer.completion_logprob(row["prompt"], row["chosen"])
-                rejected, _ = scorer.completion_logprob(row["prompt"], row["rejected"])
-                correct += chosen > rejected
-                margins.append(chosen - rejected)
+            items = [(r["messages"][:-1], r["messages"][-1:]) for r in liked]
+            items += [(r["prompt"], r[side]) for r in held["dpo"] for side in ("chosen", "rejected")]
+            if label != "base":
+                items += [(pr, c) for pr, c, _ in votes]
+            scored = _score_distinct(scorer, items)
+            nll = -sum(scored[_key(pr, c)][0] for pr, c in items[:len(liked)])
+            tokens = sum(scored[_key(pr, c)][1] for pr, c in items[:len(liked)])
+            margins = [scored[_key(r["prompt"], r["chosen"])][0] - scored[_key(r["prompt"], r["rejected"])][0]
+                       for r in held["dpo"]]
+            correct = sum(m > 0 for m in margins)
             figures = {
                 "perplexity": round(math.exp(nll / tokens), 4) if tokens else None,
                 "perplexity_tokens": int(tokens),
@@ -203,7 +227,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 "pairs": len(held["dpo"]),
             }
             if label != "base":
-                vote_logprobs[label] = [_per_token(scorer.completion_logprob(pr, c)) for pr, c, _ in votes]
+                vote_logprobs[label] = [_per_token(scored[_key(pr, c)]) for pr, c, _ in votes]
                 replies[label] = scorer.generate(prompts, p.sampling.max_tokens)
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
                                                            [f for _, f in replies[label]])

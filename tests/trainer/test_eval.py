@@ -56,6 +56,26 @@ def test_perplexity_counts_only_the_reply_tokens_weighted_by_token(tiny_model_di
     assert nll / tokens == pytest.approx(loss, rel=1e-4)
 
 
+def test_batched_scoring_matches_scoring_one_sequence_at_a_time(tiny_model_dir, tiny_adapters):
+    """Padding never leaks into a score: every (prompt, completion) scores as it would alone."""
+    import torch
+
+    scorer = _Scorer(tiny_model_dir, {"a": str(tiny_adapters["a"])}, 256)
+    items = [([{"role": "user", "content": "How far " * n + "?"}], [{"role": "assistant", "content": "Easy " * m}])
+             for n, m in ((1, 1), (9, 3), (3, 12), (20, 2), (5, 5))]
+    for adapter in ("a", None):
+        with scorer.using(adapter):
+            together = scorer.completion_logprobs(items, batch_size=4)
+            for (prompt, completion), (logprob, tokens) in zip(items, together, strict=True):
+                start = len(scorer._ids(prompt, add_generation_prompt=True))
+                ids = scorer._ids(prompt + completion)
+                with torch.no_grad():
+                    logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+                alone = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
+                assert tokens == len(ids) - start
+                assert logprob == pytest.approx(float(alone[start - 1:].sum()), abs=1e-3)
+
+
 def test_degeneracy_figures_spot_cut_offs_repetition_and_symbols():
     figures = degeneracy_figures(["Run easy, your legs will thank you.", "go go go go go go", "1 2 3 4 5 6 !!", ""],
                                  ["stop", "length", "stop", "stop"])
