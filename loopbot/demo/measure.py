@@ -19,6 +19,17 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def difference_interval(before: Measurement, after: Measurement) -> tuple[float, float, float]:
+    """(after - before, low, high): the 95% interval of the difference of two 👍 rates, from their Wilson
+    intervals (Newcombe's hybrid score method). It excludes 0 when the change is more than sampling noise,
+    a weaker demand than two intervals that do not overlap."""
+    p1, p2 = before.rate, after.rate
+    diff = p2 - p1
+    low = diff - math.sqrt((p2 - after.low) ** 2 + (before.high - p1) ** 2)
+    high = diff + math.sqrt((after.high - p2) ** 2 + (p1 - before.low) ** 2)
+    return diff, low, high
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One round of live traffic: votes and the shape of the replies."""

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopbot.demo.measure import Band, Measurement
+from loopbot.demo.measure import Band, Measurement, difference_interval
 
 
 @dataclass
@@ -39,6 +39,10 @@ def verdict(measurements: list[Measurement], cycles: list[CycleSummary], band: B
     lines.append(f"👍 rate {base.rate:.2f} [{base.low:.2f}-{base.high:.2f}] -> {last.rate:.2f} "
                  f"[{last.low:.2f}-{last.high:.2f}]: " + ("better beyond both 95% intervals" if improved else
                                                           "NOT better beyond the 95% intervals"))
+    diff, low, high = difference_interval(base, last)
+    lines.append(f"change {diff:+.2f} [95% CI {low:+.2f} to {high:+.2f}] (Newcombe): "
+                 + ("more than sampling noise" if low > 0 else "worse than sampling noise" if high < 0 else
+                    "within sampling noise"))
     no_worse = True
     for c, (before, after) in zip(cycles, itertools.pairwise(measurements)):
         if c.status == "promoted" and after.high < before.low:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loopbot.demo.measure import Band, measure, wilson_interval
+from loopbot.demo.measure import Band, Measurement, difference_interval, measure, wilson_interval
 
 
 def test_wilson_interval_matches_known_values():
@@ -11,6 +11,21 @@ def test_wilson_interval_matches_known_values():
     assert low == 0 and high == pytest.approx(0.2775, abs=1e-3)
     assert wilson_interval(30, 100) == pytest.approx((0.2189, 0.3958), abs=1e-3)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def _rate(likes: int, votes: int) -> Measurement:
+    low, high = wilson_interval(likes, votes)
+    return Measurement("m", "base", likes, votes, low, high, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_the_difference_interval_matches_newcombes_worked_example():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a), method 10: 56/70 - 48/80 = 0.200 [0.0524, 0.3339]
+    diff, low, high = difference_interval(_rate(48, 80), _rate(56, 70))
+    assert (diff, low, high) == pytest.approx((0.2, 0.0524, 0.3339), abs=1e-3)
+    # two overlapping intervals can still hold a change beyond sampling noise; equal rates never do
+    assert _rate(39, 80).high > _rate(54, 80).low and difference_interval(_rate(39, 80), _rate(54, 80))[1] > 0
+    _, low, high = difference_interval(_rate(40, 80), _rate(40, 80))
+    assert low < 0 < high
 
 
 def test_degeneracy_figures_catch_digit_cramming_loops_and_cut_offs():
