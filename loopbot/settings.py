@@ -147,6 +147,8 @@ class GateSettings(Section):
                                 "pairs whose log-probability the candidate moved apart, relative to live")
     max_cutoff_rate_rise: float = Field(0.10, ge=0)
     max_words_ratio: float = Field(1.5, gt=1)
+    min_words_ratio: float = Field(0.5, gt=0, lt=1, description="words per reply at least this share of the live "
+                                   "version's finished replies (catches a collapse to a few words)")
     max_repetition_rise: float = Field(0.10, ge=0)
     max_symbols_per_word_ratio: float = Field(1.5, gt=1)
     degeneracy_checks: bool = Field(True, description="compare generated replies with the live version's; "

@@ -85,7 +85,7 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
         rise = cd["cutoff_rate"] - ld["cutoff_rate"]
         checks.append(Check("cutoff", rise <= gate.max_cutoff_rate_rise + 1e-9,
                             f"cut off at the token limit {cd['cutoff_rate']:.0%} vs live {ld['cutoff_rate']:.0%}"))
-        checks.append(_length_check(cd, ld, gate.max_words_ratio))
+        checks.append(_length_check(cd, ld, gate.max_words_ratio, gate.min_words_ratio))
         rep = cd["repeated_ngram_rate"] - ld["repeated_ngram_rate"]
         checks.append(Check("repetition", rep <= gate.max_repetition_rise + 1e-9,
                             f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} "
@@ -101,17 +101,17 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     return GateResult(passed=all(c.passed for c in checks), checks=checks)
 
 
-def _length_check(cd: dict, ld: dict, max_ratio: float) -> Check:
-    """Words per reply within max_ratio of the live version's either way. Shorter is measured against the live
-    version's FINISHED replies when it has any: a live version cut off at the token limit is not long by choice,
-    so a candidate that stops rambling passes, while one that collapses to a few words still fails."""
+def _length_check(cd: dict, ld: dict, max_ratio: float, min_ratio: float) -> Check:
+    """Words per reply at most max_ratio x the live version's, and at least min_ratio x its FINISHED replies when
+    it has any: a live version cut off at the token limit is not long by choice, so a candidate that stops
+    rambling passes, while one that collapses to a few words still fails."""
     words, live = cd["words_per_reply"], ld["words_per_reply"]
     floor_ref = shorter_reference(live, ld.get("words_per_finished_reply"))
     longer, shorter = _ratio(words, live), _ratio(words, floor_ref)
-    ok = longer <= max_ratio and shorter >= 1 / max_ratio
+    ok = longer <= max_ratio and shorter >= min_ratio
     detail = (f"{words:.1f} words per reply vs live {live:.1f} (ratio {longer:.2f}, at most {max_ratio:.2f})")
     if floor_ref != live:
-        detail += f"; vs live's finished replies {floor_ref:.1f} (ratio {shorter:.2f}, at least {1 / max_ratio:.2f})"
+        detail += f"; vs live's finished replies {floor_ref:.1f} (ratio {shorter:.2f}, at least {min_ratio:.2f})"
     else:
-        detail += f" (at least {1 / max_ratio:.2f})"
+        detail += f" (at least {min_ratio:.2f})"
     return Check("length", ok, detail)

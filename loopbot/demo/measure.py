@@ -71,6 +71,7 @@ class Band:
     """How far the degeneracy figures may drift from the base model's (by default the gate's own limits)."""
 
     max_words_ratio: float = 1.5
+    min_words_ratio: float = 0.5
     max_cutoff_rise: float = 0.10
     max_repetition_rise: float = 0.10
     max_symbols_ratio: float = 1.5
@@ -78,12 +79,12 @@ class Band:
     @classmethod
     def from_gate(cls, gate) -> Band:
         """The band of `[trainer.gate]` (GateSettings)."""
-        return cls(gate.max_words_ratio, gate.max_cutoff_rate_rise, gate.max_repetition_rise,
+        return cls(gate.max_words_ratio, gate.min_words_ratio, gate.max_cutoff_rate_rise, gate.max_repetition_rise,
                    gate.max_symbols_per_word_ratio)
 
     def describe(self) -> str:
         return (f"words per reply at most {self.max_words_ratio:.2f}x the base model's and at least "
-                f"{1 / self.max_words_ratio:.2f}x its finished replies', cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
+                f"{self.min_words_ratio:.2f}x its finished replies', cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
                 f"+{self.max_repetition_rise:.0%}, symbols per word at most {self.max_symbols_ratio:.2f}x")
 
     def violations(self, base: Measurement, now: Measurement) -> list[str]:
@@ -94,7 +95,7 @@ class Band:
         floor_ref = shorter_reference(base.words_per_reply, base.words_per_finished_reply)
         if base.words_per_reply and now.words_per_reply / base.words_per_reply > self.max_words_ratio:
             out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f}")
-        elif floor_ref and now.words_per_reply / floor_ref < 1 / self.max_words_ratio:
+        elif floor_ref and now.words_per_reply / floor_ref < self.min_words_ratio:
             out.append(f"words per reply {now.words_per_reply:.0f} vs base {base.words_per_reply:.0f} "
                        f"({floor_ref:.0f} in its finished replies)")
         if now.cut_off_rate - base.cut_off_rate > self.max_cutoff_rise:
