@@ -87,14 +87,14 @@ def run_module(path: Path) -> list[Row]:
     try:
         spec = importlib.util.spec_from_file_location(f"bench_run_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent.parent))
+        sys.path.insert(0, str(path.parent.parent))  # the checkout: run() imports `tests.helpers`, `bench.*` lazily
         try:
             spec.loader.exec_module(module)
+            if not callable(getattr(module, "run", None)):
+                return [Row(path.stem, path.stem, error="no run() function")]
+            result = module.run()
         finally:
             sys.path.remove(str(path.parent.parent))
-        if not callable(getattr(module, "run", None)):
-            return [Row(path.stem, path.stem, error="no run() function")]
-        result = module.run()
     except Exception as e:  # noqa: BLE001 - a broken bench is reported, never fatal
         last = traceback.extract_tb(e.__traceback__)[-1]
         return [Row(path.stem, path.stem, error=f"{type(e).__name__}: {e} ({Path(last.filename).name}:{last.lineno})",

@@ -57,3 +57,19 @@ def test_bench_filters_by_name_and_refuses_an_empty_folder(tmp_path, capsys):
     assert "no bench_*.py" in capsys.readouterr().err
     assert main(["bench", "--dir", str(tmp_path / "missing")]) == 2
     assert "no benchmarks at" in capsys.readouterr().err
+
+
+def test_a_bench_can_import_the_checkout_lazily_inside_run(tmp_path, capsys):
+    """bench_serving imports tests.helpers inside run(): the checkout must still be importable then."""
+    d = _bench_dir(tmp_path)
+    pkg = tmp_path / "loopbot_bench_lazy_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("VALUE = 7.0\n")
+    (d / "bench_lazy.py").write_text('''
+def run():
+    from loopbot_bench_lazy_pkg import VALUE
+    return {"name": "lazy import", "figure": VALUE, "baseline": 1.0}
+''')
+    assert main(["bench", "--dir", str(d), "lazy"]) == 0
+    out = capsys.readouterr().out
+    assert "lazy import" in out and "7.00x" in out and "ModuleNotFoundError" not in out
