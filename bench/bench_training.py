@@ -124,9 +124,11 @@ def run() -> list[dict]:
          "baseline": max(trl["candidate"]["preference_margin"] - trl["base"]["preference_margin"], 1e-6),
          "goal": "ratio >= 10"},
         {"name": "DPO held-out preference accuracy: config defaults vs base model",
-         "figure": cfg["candidate"]["preference_accuracy"], "baseline": max(cfg["base"]["preference_accuracy"], 1e-6),
-         "goal": "ratio >= 1.1"},
-        {"name": "DPO step time (s/step)", "figure": cfg["s_per_step"], "baseline": cfg["s_per_step"], "unit": "s"},
+         "figure": cfg["candidate"]["preference_accuracy"], "baseline": cfg["base"]["preference_accuracy"],
+         "goal": "above the base model", "met": cfg["candidate"]["preference_accuracy"] >
+         cfg["base"]["preference_accuracy"]},
+        {"name": "DPO step time: config lr run vs trl-default lr run (same data and steps)",
+         "figure": cfg["s_per_step"], "baseline": trl["s_per_step"], "unit": "s/step"},
     ]
 
 
