@@ -41,7 +41,8 @@ class DemoProgress:
             "seed": 2.0,
             "measure": plan.measure_questions * spr,
             "traffic": plan.traffic_questions * 1.8 * spr,
-            "cycle": 25.0 if quick else plan.dpo_steps * 16.5 + 100.0,  # measured: DPO 16.5 s/step, eval ~100 s
+            # measured on 2 idle cores: DPO 16.5-24.5 s/step (batch 4, replies <= 128 tokens), evaluation ~120 s
+            "cycle": 25.0 if quick else plan.dpo_steps * 20.0 + 120.0,
         }
         e = self.estimates
         self.total_s = e["model"] + e["seed"] + (cycles + 1) * e["measure"] + cycles * (e["traffic"] + e["cycle"])
