@@ -51,8 +51,8 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     # it continued coach-v1 on the votes since coach-v1's own build, not on those coach-v1 already learnt
     build = crud.get_training_run(loopbot.engine, run_id=second.run_id).steps[0]
     assert build["since"]["build_id"] == v1.dataset_manifest["build_id"]
-    votes = lambda counts: counts["kto"] + counts["heldout_kto"]  # noqa: E731
-    assert 0 < votes(build["counts"]) < votes(run.steps[0]["counts"])
+    votes_now, votes_v1 = (c["kto"] + c["heldout_kto"] for c in (build["counts"], run.steps[0]["counts"]))
+    assert 0 < votes_now < votes_v1
     t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
     assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
 
