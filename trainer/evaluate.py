@@ -137,6 +137,10 @@ def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]
     return out[:limit]
 
 
+def _key(prompt: list[dict], completion: list[dict]) -> str:
+    return json.dumps([prompt, completion], sort_keys=True)
+
+
 def heldout_votes(held: dict[str, list[dict]]) -> list[tuple[list[dict], list[dict], bool]]:
     """Every distinct held-out voted reply as (prompt, completion, liked): the KTO rows and both sides of the pairs."""
     seen, out = set(), []
@@ -144,21 +148,20 @@ def heldout_votes(held: dict[str, list[dict]]) -> list[tuple[list[dict], list[di
     for r in held["dpo"]:
         rows += [(r["prompt"], r["chosen"], True), (r["prompt"], r["rejected"], False)]
     for prompt, completion, liked in rows:
-        key = json.dumps([prompt, completion], sort_keys=True)
+        key = _key(prompt, completion)
         if key not in seen:
             seen.add(key)
             out.append((prompt, completion, liked))
     return out
 
 
-def _key(prompt: list[dict], completion: list[dict]) -> str:
-    return json.dumps([prompt, completion], sort_keys=True)
-
-
-def _score_distinct(scorer: _Scorer, items: list[tuple[list[dict], list[dict]]]) -> dict[str, tuple[float, int]]:
-    """Each distinct (prompt, completion) scored once (a held-out pair's sides are held-out votes too)."""
-    distinct = {_key(pr, c): (pr, c) for pr, c in items}
-    return dict(zip(distinct, scorer.completion_logprobs(list(distinct.values())), strict=True))
+def _score_once(scorer: _Scorer, items: list[tuple[list[dict], list[dict]]]) -> list[tuple[float, int]]:
+    """The scores of `items`, in order, each distinct (prompt, completion) scored once (a held-out pair's sides
+    are held-out votes too)."""
+    keys = [_key(pr, c) for pr, c in items]
+    distinct = dict(zip(keys, items, strict=True))
+    scores = dict(zip(distinct, scorer.completion_logprobs(list(distinct.values())), strict=True))
+    return [scores[k] for k in keys]
 
 
 def _per_token(logprob_and_tokens: tuple[float, int]) -> float:
@@ -213,11 +216,10 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
             items += [(r["prompt"], r[side]) for r in held["dpo"] for side in ("chosen", "rejected")]
             if label != "base":
                 items += [(pr, c) for pr, c, _ in votes]
-            scored = _score_distinct(scorer, items)
-            nll = -sum(scored[_key(pr, c)][0] for pr, c in items[:len(liked)])
-            tokens = sum(scored[_key(pr, c)][1] for pr, c in items[:len(liked)])
-            margins = [scored[_key(r["prompt"], r["chosen"])][0] - scored[_key(r["prompt"], r["rejected"])][0]
-                       for r in held["dpo"]]
+            scores = _score_once(scorer, items)
+            replies_nll, pair_sides = scores[:len(liked)], scores[len(liked):len(liked) + 2 * len(held["dpo"])]
+            nll, tokens = -sum(lp for lp, _ in replies_nll), sum(n for _, n in replies_nll)
+            margins = [pair_sides[i][0] - pair_sides[i + 1][0] for i in range(0, len(pair_sides), 2)]
             correct = sum(m > 0 for m in margins)
             figures = {
                 "perplexity": round(math.exp(nll / tokens), 4) if tokens else None,
@@ -227,7 +229,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 "pairs": len(held["dpo"]),
             }
             if label != "base":
-                vote_logprobs[label] = [_per_token(scored[_key(pr, c)]) for pr, c, _ in votes]
+                vote_logprobs[label] = [_per_token(v) for v in scores[len(liked) + len(pair_sides):]]
                 replies[label] = scorer.generate(prompts, p.sampling.max_tokens)
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
                                                            [f for _, f in replies[label]])
