@@ -137,6 +137,8 @@ class StageSettings(Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     beta: float = Field(0.1, gt=0)
     lr_scheduler: str = "constant"
+    precompute_ref_log_probs: bool = Field(True, description="DPO/KTO: score the reference once before training "
+                                           "instead of at every step (4.3 vs 6.2 s per DPO step on 2 CPU cores)")
 
 
 class GateSettings(Section):
@@ -179,6 +181,9 @@ class TrainerSettings(Section):
     method: Literal["sft", "sft+dpo", "sft+kto", "dpo", "kto"] = "sft+dpo"
     backend: Literal["local", "mistral"] = "local"
     start_from: Literal["live", "base"] = "live"
+    continue_lr_factor: float = Field(0.5, gt=0, le=1, description="start_from = live: every stage's learning "
+                                      "rate times this (the live adapter is already trained; a second cycle at the "
+                                      "full rate drifted: held-out perplexity +29%)")
     max_length: int = Field(256, gt=0)
     min_new_votes: int = Field(20, ge=0)
     min_pairs: int = Field(8, ge=0)

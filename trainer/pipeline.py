@@ -150,8 +150,9 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
         parent_version=live.version if start else None, run_id=run_id, dataset_manifest=build.manifest, echo=echo,
         on_spawn=on_spawn, heartbeat=lambda: _touch(engine, run_id, persona, holder))
     crud.add_run_step(engine, run_id=run_id, step="train", outcome="ok", version=trained.version,
-                      stages=[{k: s[k] for k in ("stage", "rows", "steps", "train_loss", "seconds", "skipped")}
-                              for s in trained.stages], log=str(trained.log_path))
+                      stages=[{k: s.get(k) for k in ("stage", "rows", "steps", "train_loss", "seconds", "skipped",
+                                                     "learning_rate")} for s in trained.stages],
+                      log=str(trained.log_path))
     _touch(engine, run_id, persona, holder)
     report, report_path, gate = await evaluate_and_gate(loopbot, persona, trained.version, build.out_dir)
     crud.add_run_step(engine, run_id=run_id, step="evaluate", outcome="ok", report=str(report_path),

@@ -50,6 +50,7 @@ class StageResult:
     train_loss: float | None = None
     seconds: float = 0.0
     skipped: str | None = None
+    learning_rate: float | None = None
     losses: list[float] = field(default_factory=list)
 
 
@@ -87,12 +88,19 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def _common_args(stage_cfg: dict, trainer_cfg: dict, out: Path, device: str) -> dict:
+def stage_learning_rate(stage_cfg: dict, trainer_cfg: dict, continuing_live: bool) -> float:
+    """The stage's learning rate, scaled by `trainer.continue_lr_factor` when training further from a live adapter."""
+    factor = trainer_cfg.get("continue_lr_factor", 1.0) if continuing_live else 1.0
+    return stage_cfg["learning_rate"] * factor
+
+
+def _common_args(stage_cfg: dict, trainer_cfg: dict, out: Path, device: str, *, continuing_live: bool) -> dict:
     import torch
 
     on_cuda = device.startswith("cuda")
     return dict(
-        output_dir=str(out), learning_rate=stage_cfg["learning_rate"], num_train_epochs=stage_cfg["epochs"],
+        output_dir=str(out), learning_rate=stage_learning_rate(stage_cfg, trainer_cfg, continuing_live),
+        num_train_epochs=stage_cfg["epochs"],
         max_steps=stage_cfg["max_steps"], per_device_train_batch_size=stage_cfg["batch_size"],
         gradient_accumulation_steps=stage_cfg["gradient_accumulation_steps"],
         lr_scheduler_type=stage_cfg["lr_scheduler"], seed=trainer_cfg["seed"], max_length=trainer_cfg["max_length"],
@@ -109,6 +117,11 @@ def capped_steps(stage_cfg: dict, rows: int, batch_size: int) -> int:
         return max_steps
     per_step = batch_size * stage_cfg["gradient_accumulation_steps"]
     return max(1, min(max_steps, math.ceil(max_epochs * rows / per_step)))
+
+
+def _reference(stage_cfg: dict) -> dict:
+    """trl's reference options: the reference log-probabilities once up front (the reference never changes)."""
+    return {"precompute_ref_log_probs": stage_cfg.get("precompute_ref_log_probs", True)}
 
 
 def _lora_config(lora: dict):
@@ -139,7 +152,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
 
     cfg = job.trainer
     stage_cfg = cfg[stage]
-    args = _common_args(stage_cfg, cfg, out / f"_{stage}", device)
+    args = _common_args(stage_cfg, cfg, out / f"_{stage}", device, continuing_live=job.start_adapter is not None)
     model = _load_model(job.base_model, start, device)
     peft_config = None if start else _lora_config(cfg["lora"])
     data = Dataset.from_list(rows)
@@ -149,8 +162,9 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
                              processing_class=tokenizer, peft_config=peft_config)
     elif stage == "dpo":
         args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
-        trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**args, beta=stage_cfg["beta"]),
-                             train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+        config = DPOConfig(**args, beta=stage_cfg["beta"], **_reference(stage_cfg))
+        trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=data, processing_class=tokenizer,
+                             peft_config=peft_config)
     else:
         liked = sum(1 for r in rows if r["label"])
         disliked = len(rows) - liked
@@ -160,8 +174,9 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
                 if disliked > liked else {"desirable_weight": round(disliked / liked, 4), "undesirable_weight": 1.0}
         args["per_device_train_batch_size"] = max(2, args["per_device_train_batch_size"])
         args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
-        trainer = KTOTrainer(model=model, ref_model=None, args=KTOConfig(**args, beta=stage_cfg["beta"], **weights),
-                             train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+        config = KTOConfig(**args, beta=stage_cfg["beta"], **weights, **_reference(stage_cfg))
+        trainer = KTOTrainer(model=model, ref_model=None, args=config, train_dataset=data, processing_class=tokenizer,
+                             peft_config=peft_config)
     t0 = time.monotonic()
     output = trainer.train()
     losses = [round(float(e["loss"]), 5) for e in trainer.state.log_history if "loss" in e]
@@ -170,7 +185,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
     trainer.accelerator.wait_for_everyone()
     shutil.rmtree(out / f"_{stage}", ignore_errors=True)
     return StageResult(stage=stage, rows=len(rows), steps=output.global_step, train_loss=round(output.training_loss, 5),
-                       seconds=round(time.monotonic() - t0, 2), losses=losses)
+                       seconds=round(time.monotonic() - t0, 2), learning_rate=args["learning_rate"], losses=losses)
 
 
 def train_adapter(job: TrainJob) -> list[StageResult]:

@@ -21,6 +21,11 @@ def test_other_populations_reward_content_and_style():
     assert population.uses_list("q", "Tips:\n1. Run easy\n2. Sleep well")
     assert population.uses_list("q", "- one\n- two")
     assert not population.uses_list("q", "Run easy. Sleep well.")
+    assert population.cheers_on("q", "You've got this!") and not population.cheers_on("q", "Run easy.")
+    assert population.opens_with_instruction("q", "Start slower than you think.")
+    assert population.opens_with_instruction("q", "**Don't** race the first mile.")
+    assert not population.opens_with_instruction("q", "Great question! Start slower than you think.")
+    assert not population.opens_with_instruction("q", "")
 
 
 def returns_text(question, reply):

@@ -37,6 +37,8 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     assert run.status == "promoted" and run.candidate_version == 1
     assert [s["step"] for s in run.steps] == ["build", "train", "train", "evaluate", "gate", "promote"]
     assert [s["stage"] for s in run.steps[2]["stages"]] == ["sft", "dpo"]
+    cfg = loopbot.settings.trainer
+    assert [s["learning_rate"] for s in run.steps[2]["stages"]] == [cfg.sft.learning_rate, cfg.dpo.learning_rate]
     assert run.dataset_sizes["feedback_id_max"] and run.dataset_sizes["dpo"] >= 4
     report = json.loads(first.report.read_text())
     cand, base = report["variants"]["candidate"], report["variants"]["live"]
@@ -53,6 +55,10 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     assert build["since"]["build_id"] == v1.dataset_manifest["build_id"]
     votes_now, votes_v1 = (c["kto"] + c["heldout_kto"] for c in (build["counts"], run.steps[0]["counts"]))
     assert 0 < votes_now < votes_v1
+    # ... at a smaller learning rate: coach-v1 is already trained
+    [kto] = crud.get_training_run(loopbot.engine, run_id=second.run_id).steps[2]["stages"]
+    assert kto["learning_rate"] == pytest.approx(cfg.kto.learning_rate * cfg.continue_lr_factor)
+    assert cfg.continue_lr_factor < 1
     t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
     assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
 

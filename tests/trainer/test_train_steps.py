@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trainer.train import TrainJob, capped_steps, train_adapter
+from trainer.train import TrainJob, capped_steps, stage_learning_rate, train_adapter
 
 
 def _stage(**kw):
@@ -16,6 +16,12 @@ def test_max_epochs_bounds_max_steps_and_none_leaves_it_alone():
     assert capped_steps(_stage(max_epochs=2.0), rows=21, batch_size=4) == 11  # ceil(2 * 21 / 4)
     assert capped_steps(_stage(max_epochs=2.0), rows=200, batch_size=4) == 30  # a big dataset: max_steps
     assert capped_steps(_stage(max_epochs=2.0, max_steps=-1), rows=21, batch_size=4) == -1  # epochs decide
+
+
+def test_continuing_a_live_adapter_scales_the_learning_rate():
+    stage, trainer = {"learning_rate": 2e-4}, {"continue_lr_factor": 0.5}
+    assert stage_learning_rate(stage, trainer, continuing_live=False) == 2e-4  # a fresh LoRA: the stage's rate
+    assert stage_learning_rate(stage, trainer, continuing_live=True) == 1e-4
 
 
 def test_a_kto_stage_on_few_rows_stops_after_max_epochs(train_settings, tmp_path):
