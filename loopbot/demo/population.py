@@ -74,27 +74,14 @@ def has_number(question: str, reply: str) -> bool:
     return bool(_NUMBER.search(reply))
 
 
-def cheers_on(question: str, reply: str) -> bool:
-    """Style: likes an upbeat, cheering tone: at least one exclamation mark."""
-    return "!" in reply
-
-
-_INSTRUCTIONS = frozenset("""start begin try run focus aim keep make take build stay listen avoid eat drink rest increase
-add plan don't dont do use get practice practise include incorporate gradually slow warm wear choose set schedule follow
-cut skip swap walk jog train stick consider remember prioritize prioritise mix find give let hydrate fuel stretch reduce
-limit check pick go ease trust be think break aim alternate allow ask count drop hold log mark pace push replace save
-spend split swap test track work""".split())
-_FIRST_WORD = re.compile(r"[A-Za-z']+")
-
-
-def opens_with_instruction(question: str, reply: str) -> bool:
-    """Style: likes a reply that opens with an instruction ("Start slower...", "Try...", "Don't..."), not a preamble."""
-    word = _FIRST_WORD.search(reply)
-    return bool(word) and word.group(0).lower() in _INSTRUCTIONS
+def punchy_opening(question: str, reply: str) -> bool:
+    """Style: likes a reply that gets to the point: its first sentence has at most 12 words."""
+    opening = first_sentence(reply)
+    return bool(opening) and len(opening.split()) <= 12
 
 
 BUILTIN = (speaks_to_runner, recommends_professional, mentions_recovery, uses_list, short_answer,
-           ends_with_question, has_number, cheers_on, opens_with_instruction)
+           ends_with_question, has_number, punchy_opening)
 
 
 def load_preference(spec: str | None) -> tuple[str, Preference]:

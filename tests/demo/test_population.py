@@ -21,11 +21,11 @@ def test_other_populations_reward_content_and_style():
     assert population.uses_list("q", "Tips:\n1. Run easy\n2. Sleep well")
     assert population.uses_list("q", "- one\n- two")
     assert not population.uses_list("q", "Run easy. Sleep well.")
-    assert population.cheers_on("q", "You've got this!") and not population.cheers_on("q", "Run easy.")
-    assert population.opens_with_instruction("q", "Start slower than you think.")
-    assert population.opens_with_instruction("q", "**Don't** race the first mile.")
-    assert not population.opens_with_instruction("q", "Great question! Start slower than you think.")
-    assert not population.opens_with_instruction("q", "")
+    assert population.punchy_opening("q", "Start slower than you think. Then, over the last ten kilometres, "
+                                          "let the pace come to you if your legs still feel fresh.")
+    assert not population.punchy_opening("q", "Pacing a first marathon is all about patience, so you should start "
+                                              "a little slower than your goal pace. Then speed up.")
+    assert not population.punchy_opening("q", "")
 
 
 def returns_text(question, reply):
