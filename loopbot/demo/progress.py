@@ -11,7 +11,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-SECONDS_PER_REPLY = {"quick": 0.15, "full": 2.4}  # SmolLM2, 16 at once on 2 idle cores: 48 replies of <=128 tokens in 115 s
+# SmolLM2, 16 at once on 2 idle cores, <=128 tokens: 80 replies in 76-91 s (Intel Xeon), 138-191 s (AMD EPYC)
+SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.5}
 
 
 class DemoProgress:
@@ -41,8 +42,9 @@ class DemoProgress:
             "seed": 2.0,
             "measure": plan.measure_questions * spr,
             "traffic": plan.traffic_questions * 1.8 * spr,
-            # measured on 2 idle cores: DPO 16.5-24.5 s/step (batch 4, replies <= 128 tokens), evaluation ~120 s
-            "cycle": 25.0 if quick else plan.dpo_steps * 20.0 + 120.0,
+            # measured on 2 idle cores, batch 4, replies <= 128 tokens, reference precomputed: DPO 8.3-8.7 s/step
+            # (Intel Xeon; 16.5-24.5 s/step on AMD EPYC before precomputing), build + evaluation + gate ~60-120 s
+            "cycle": 25.0 if quick else plan.dpo_steps * 12.0 + 90.0,
         }
         e = self.estimates
         self.total_s = e["model"] + e["seed"] + (cycles + 1) * e["measure"] + cycles * (e["traffic"] + e["cycle"])
