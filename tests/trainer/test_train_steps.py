@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from trainer.train import TrainJob, capped_steps, stage_learning_rate, train_adapter
 
 
@@ -36,3 +38,34 @@ def test_a_kto_stage_on_few_rows_stops_after_max_epochs(train_settings, tmp_path
                    out_dir=str(tmp_path / "out"), method="kto", trainer=trainer.model_dump(mode="json"))
     [stage] = train_adapter(job)
     assert stage.steps == 6  # 2 epochs of 6 rows in batches of 2, not 20 steps
+
+
+def _dpo_job(settings, tmp_path, name: str, *, start: str | None, steps: int, precompute: bool) -> TrainJob:
+    data = tmp_path / "ds"
+    if not data.exists():
+        data.mkdir()
+        rows = [{"prompt": [{"role": "user", "content": f"How far should I run in week {i}?"}],
+                 "chosen": [{"role": "assistant", "content": f"You can run {i + 5} km easy."}],
+                 "rejected": [{"role": "assistant", "content": "Running is a sport. Running is a sport."}]}
+                for i in range(8)]
+        (data / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    trainer = settings.trainer.model_copy(deep=True)
+    trainer.dpo.max_steps, trainer.dpo.max_epochs, trainer.dpo.learning_rate = steps, None, 5e-3
+    trainer.dpo.precompute_ref_log_probs = precompute
+    return TrainJob(persona="coach", base_model=settings.models["smollm2"].path, dataset_dir=str(data),
+                    out_dir=str(tmp_path / name), method="dpo", trainer=trainer.model_dump(mode="json"),
+                    start_adapter=start)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precompute", [True, False])
+def test_continuing_an_adapter_uses_it_as_the_reference_at_a_smaller_rate(train_settings, tmp_path, precompute):
+    first = _dpo_job(train_settings, tmp_path, "v1", start=None, steps=4, precompute=precompute)
+    [fresh] = train_adapter(first)
+    assert fresh.learning_rate == 5e-3 and fresh.losses[-1] < 0.6  # v1 moved away from the base model
+    [cont] = train_adapter(_dpo_job(train_settings, tmp_path, "v2", start=first.out_dir, steps=1,
+                                    precompute=precompute))
+    # the policy starts as v1, and so does its reference (precomputed or not): the first DPO loss is ln 2;
+    # against the base model as reference it would be v1's own low loss
+    assert cont.losses[0] == pytest.approx(0.69315, abs=1e-3)
+    assert cont.learning_rate == pytest.approx(5e-3 * train_settings.trainer.continue_lr_factor)
