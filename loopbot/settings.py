@@ -137,6 +137,8 @@ class StageSettings(Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     beta: float = Field(0.1, gt=0)
     lr_scheduler: str = "constant"
+    sft_weight: float = Field(0.0, ge=0, description="DPO: weight of an SFT (negative log-likelihood) term on the "
+                              "chosen replies beside the preference loss, as in RPO; 0 = plain DPO")
     precompute_ref_log_probs: bool = Field(True, description="DPO/KTO: score the reference once before training "
                                            "instead of at every step (4.3 vs 6.2 s per DPO step on 2 CPU cores)")
 

@@ -124,6 +124,12 @@ def _reference(stage_cfg: dict) -> dict:
     return {"precompute_ref_log_probs": stage_cfg.get("precompute_ref_log_probs", True)}
 
 
+def dpo_losses(stage_cfg: dict) -> dict:
+    """trl's loss options: plain DPO, or DPO plus an SFT term on the chosen replies (`sft_weight` > 0)."""
+    weight = stage_cfg.get("sft_weight") or 0.0
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, weight]} if weight > 0 else {}
+
+
 def _lora_config(lora: dict):
     from peft import LoraConfig
 
@@ -162,7 +168,7 @@ def _run_stage(stage: str, rows: list[dict], job: TrainJob, start: str | None, o
                              processing_class=tokenizer, peft_config=peft_config)
     elif stage == "dpo":
         args["max_steps"] = capped_steps(stage_cfg, len(rows), args["per_device_train_batch_size"])
-        config = DPOConfig(**args, beta=stage_cfg["beta"], **_reference(stage_cfg))
+        config = DPOConfig(**args, beta=stage_cfg["beta"], **_reference(stage_cfg), **dpo_losses(stage_cfg))
         trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config)
     else:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trainer.train import TrainJob, capped_steps, stage_learning_rate, train_adapter
+from trainer.train import TrainJob, capped_steps, dpo_losses, stage_learning_rate, train_adapter
 
 
 def _stage(**kw):
@@ -24,6 +24,11 @@ def test_continuing_a_live_adapter_scales_the_learning_rate():
     stage, trainer = {"learning_rate": 2e-4}, {"continue_lr_factor": 0.5}
     assert stage_learning_rate(stage, trainer, continuing_live=False) == 2e-4  # a fresh LoRA: the stage's rate
     assert stage_learning_rate(stage, trainer, continuing_live=True) == 1e-4
+
+
+def test_sft_weight_adds_an_sft_term_on_the_chosen_replies():
+    assert dpo_losses({"sft_weight": 0.0}) == {}  # plain DPO: trl's default loss
+    assert dpo_losses({"sft_weight": 1.0}) == {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}
 
 
 def test_a_kto_stage_on_few_rows_stops_after_max_epochs(train_settings, tmp_path):
@@ -69,3 +74,12 @@ def test_continuing_an_adapter_uses_it_as_the_reference_at_a_smaller_rate(train_
     # against the base model as reference it would be v1's own low loss
     assert cont.losses[0] == pytest.approx(0.69315, abs=1e-3)
     assert cont.learning_rate == pytest.approx(5e-3 * train_settings.trainer.continue_lr_factor)
+
+
+@pytest.mark.slow
+def test_a_dpo_stage_with_sft_weight_also_fits_the_chosen_replies(train_settings, tmp_path):
+    job = _dpo_job(train_settings, tmp_path, "v1", start=None, steps=1, precompute=True)
+    job.trainer["dpo"]["sft_weight"] = 1.0
+    [stage] = train_adapter(job)
+    # ln 2 from the preference term, plus the chosen replies' negative log-likelihood (the tiny model's is large)
+    assert stage.losses[0] > 0.69315 + 1.0
