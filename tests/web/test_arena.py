@@ -9,6 +9,7 @@ from storage.db import session_scope
 from storage.models import Comparison, Generation
 from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world, reply
+from web.security import RateLimiter
 
 
 def _vote(client, persona="coach", pick="a", **override):
@@ -189,6 +190,10 @@ async def test_fresh_pair_from_the_running_router_when_stored_ones_run_out(clien
             _generation(eng, row.generation_b_id).adapter_version} == {"coach-v2", None}
 
 
+def _stopped_clock() -> float:
+    return 0.0
+
+
 async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
     from serving.instant import InstantBackend
     from serving.router import Router
@@ -197,6 +202,8 @@ async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
     loopbot.router = Router(backend, routes={"coach": ("coach-v2", "/x")})
     loopbot.settings.web.arena_from_chats = False
     cap = loopbot.settings.web.fresh_pairs_per_minute
+    # a stopped clock: on a busy machine the loop below can outlast the minute, and the cap would start afresh
+    client.app.state.fresh_limit = RateLimiter(cap, clock=_stopped_clock)
     for _ in range(60):  # judge everything the arena offers until it has nothing left
         page = client.get("/arena/coach")
         if 'id="no-pairs"' in page.text:
