@@ -90,7 +90,7 @@ def pick_device(requested: str) -> str:
 
 def stage_learning_rate(stage_cfg: dict, trainer_cfg: dict, continuing_live: bool) -> float:
     """The stage's learning rate, scaled by `trainer.continue_lr_factor` when training further from a live adapter."""
-    factor = trainer_cfg.get("continue_lr_factor", 1.0) if continuing_live else 1.0
+    factor = trainer_cfg["continue_lr_factor"] if continuing_live else 1.0
     return stage_cfg["learning_rate"] * factor
 
 
@@ -121,12 +121,12 @@ def capped_steps(stage_cfg: dict, rows: int, batch_size: int) -> int:
 
 def _reference(stage_cfg: dict) -> dict:
     """trl's reference options: the reference log-probabilities once up front (the reference never changes)."""
-    return {"precompute_ref_log_probs": stage_cfg.get("precompute_ref_log_probs", True)}
+    return {"precompute_ref_log_probs": stage_cfg["precompute_ref_log_probs"]}
 
 
 def dpo_losses(stage_cfg: dict) -> dict:
     """trl's loss options: plain DPO, or DPO plus an SFT term on the chosen replies (`sft_weight` > 0)."""
-    weight = stage_cfg.get("sft_weight") or 0.0
+    weight = stage_cfg["sft_weight"]
     return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, weight]} if weight > 0 else {}
 
 
