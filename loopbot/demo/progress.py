@@ -11,8 +11,9 @@ import sys
 import time
 from collections.abc import Iterator
 
-# SmolLM2, 16 at once on 2 idle cores, <=128 tokens: 80 replies in 76-91 s (Intel Xeon), 138-191 s (AMD EPYC)
-SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.5}
+# SmolLM2 on 2 idle cores, <=128 tokens: 80 replies in 76-91 s (Intel Xeon), 138-191 s (AMD EPYC) 16 at once;
+# 96 replies in 72 s 96 at once, 48 in 39 s 48 at once (AMD EPYC)
+SECONDS_PER_REPLY = {"quick": 0.15, "full": 0.8}
 
 
 class DemoProgress:
