@@ -11,9 +11,9 @@ import sys
 import time
 from collections.abc import Iterator
 
-# SmolLM2 on 2 idle cores, <=128 tokens: 80 replies in 76-91 s (Intel Xeon), 138-191 s (AMD EPYC) 16 at once;
-# 96 replies in 72 s 96 at once, 48 in 39 s 48 at once (AMD EPYC)
-SECONDS_PER_REPLY = {"quick": 0.15, "full": 0.8}
+# SmolLM2 on 2 idle cores, <=128 tokens, 48 users at once (AMD EPYC): 100 held-out replies in 71-107 s; a round of
+# 120 questions (retries and arena picks included) in 159-287 s
+SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.0}
 
 
 class DemoProgress:
@@ -43,9 +43,9 @@ class DemoProgress:
             "seed": 2.0,
             "measure": plan.measure_questions * spr,
             "traffic": plan.traffic_questions * 1.8 * spr,
-            # measured on 2 idle cores, batch 4, replies <= 128 tokens, reference precomputed: DPO 8.3-8.7 s/step
-            # (Intel Xeon; 16.5-24.5 s/step on AMD EPYC before precomputing), build + evaluation + gate ~60-120 s
-            "cycle": 25.0 if quick else plan.dpo_steps * 12.0 + 90.0,
+            # measured on 2 idle cores, batch 4, replies <= 128 tokens, reference precomputed: DPO 10.9-12.3 s/step on
+            # AMD EPYC (8.3-10.1 on Intel Xeon); a whole cycle 272-468 s, so build + evaluation + gate ~50-240 s
+            "cycle": 25.0 if quick else plan.dpo_steps * 12.0 + 180.0,
         }
         e = self.estimates
         self.total_s = e["model"] + e["seed"] + (cycles + 1) * e["measure"] + cycles * (e["traffic"] + e["cycle"])
