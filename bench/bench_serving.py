@@ -122,26 +122,33 @@ def _per_row_sort_backend():
     return PerRowSort
 
 
-async def _sampled_throughput(model_dir: Path) -> dict:
-    """Tokens/s of SAMPLED_USERS concurrent sampled replies (the persona's temperature 0.7, top_p 0.9): the batched
-    nucleus sampler vs the per-row sort, alternating twice so machine load hits both."""
+async def _alternating_tok_s(model_dir: Path, variants: dict, requests: int, max_tokens: int) -> dict:
+    """Tokens/s of `requests` concurrent sampled replies (the persona's temperature 0.7, top_p 0.9) for each variant
+    name -> (backend class, max_batch_size), in turn and then in reverse order, so machine load hits all of them."""
     from serving.base import SamplingParams, complete
-    from serving.local import LocalBackend
 
-    sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=SAMPLED_TOKENS, seed=1)
-    figures: dict[str, list[float]] = {"batched": [], "per_row": []}
-    for turn in range(2):
-        for name in (("batched", "per_row") if turn == 0 else ("per_row", "batched")):
-            cls = LocalBackend if name == "batched" else _per_row_sort_backend()
-            backend = cls(model_dir, max_batch_size=SAMPLED_USERS, batch_wait_ms=20)
+    sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=1)
+    figures: dict = {name: [] for name in variants}
+    for order in (list(variants), list(variants)[::-1]):
+        for name in order:
+            cls, batch = variants[name]
+            backend = cls(model_dir, max_batch_size=batch, batch_wait_ms=20)
             await backend.ready()
             await complete(backend, _messages(0), sampling=SamplingParams(temperature=0.7, max_tokens=4))
             t0 = time.perf_counter()
             results = await asyncio.gather(*[complete(backend, _messages(i), sampling=sampling)
-                                              for i in range(SAMPLED_USERS)])
+                                              for i in range(requests)])
             figures[name].append(sum(f.completion_tokens for _, f in results) / (time.perf_counter() - t0))
             await backend.aclose()
     return {k: statistics.mean(v) for k, v in figures.items()}
+
+
+async def _sampled_throughput(model_dir: Path) -> dict:
+    """The batched nucleus sampler vs the per-row sort, SAMPLED_USERS replies at once."""
+    from serving.local import LocalBackend
+
+    variants = {"batched": (LocalBackend, SAMPLED_USERS), "per_row": (_per_row_sort_backend(), SAMPLED_USERS)}
+    return await _alternating_tok_s(model_dir, variants, SAMPLED_USERS, SAMPLED_TOKENS)
 
 
 DEMO_USERS = 48  # loopbot.demo.setup.FULL.users
@@ -149,24 +156,11 @@ DEMO_TOKENS = 128  # the demo's max_tokens
 
 
 async def _demo_batch_throughput(model_dir: Path) -> dict:
-    """Tokens/s of DEMO_USERS sampled replies when the backend decodes DEMO_USERS at once vs SAMPLED_USERS at once
-    (the demo's old setting), alternating twice so machine load hits both."""
-    from serving.base import SamplingParams, complete
+    """DEMO_USERS replies decoded DEMO_USERS at once vs SAMPLED_USERS at once (the demo's old setting)."""
     from serving.local import LocalBackend
 
-    sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=DEMO_TOKENS, seed=1)
-    figures: dict[int, list[float]] = {DEMO_USERS: [], SAMPLED_USERS: []}
-    for turn in range(2):
-        for batch in ((DEMO_USERS, SAMPLED_USERS) if turn == 0 else (SAMPLED_USERS, DEMO_USERS)):
-            backend = LocalBackend(model_dir, max_batch_size=batch, batch_wait_ms=20)
-            await backend.ready()
-            await complete(backend, _messages(0), sampling=SamplingParams(temperature=0.7, max_tokens=4))
-            t0 = time.perf_counter()
-            results = await asyncio.gather(*[complete(backend, _messages(i), sampling=sampling)
-                                              for i in range(DEMO_USERS)])
-            figures[batch].append(sum(f.completion_tokens for _, f in results) / (time.perf_counter() - t0))
-            await backend.aclose()
-    return {k: statistics.mean(v) for k, v in figures.items()}
+    variants = {DEMO_USERS: (LocalBackend, DEMO_USERS), SAMPLED_USERS: (LocalBackend, SAMPLED_USERS)}
+    return await _alternating_tok_s(model_dir, variants, DEMO_USERS, DEMO_TOKENS)
 
 
 async def _swap_under_load(model_dir: Path, work: Path) -> dict:
