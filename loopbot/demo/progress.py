@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 # SmolLM2 on 2 idle cores, <=128 tokens, 48 users at once (AMD EPYC): 100 held-out replies in 71-107 s; a round of
-# 120 questions (retries and arena picks included) in 159-287 s
+# 120 questions (retries and arena picks included) in 159-315 s
 SECONDS_PER_REPLY = {"quick": 0.15, "full": 1.0}
 
 
