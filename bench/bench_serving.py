@@ -151,16 +151,12 @@ async def _sampled_throughput(model_dir: Path) -> dict:
     return await _alternating_tok_s(model_dir, variants, SAMPLED_USERS, SAMPLED_TOKENS)
 
 
-DEMO_USERS = 48  # loopbot.demo.setup.FULL.users
-DEMO_TOKENS = 128  # the demo's max_tokens
-
-
-async def _demo_batch_throughput(model_dir: Path) -> dict:
-    """DEMO_USERS replies decoded DEMO_USERS at once vs SAMPLED_USERS at once (the demo's old setting)."""
+async def _demo_batch_throughput(model_dir: Path, users: int, max_tokens: int) -> dict:
+    """`users` replies decoded `users` at once (the demo's plan) vs SAMPLED_USERS at once (its old setting)."""
     from serving.local import LocalBackend
 
-    variants = {DEMO_USERS: (LocalBackend, DEMO_USERS), SAMPLED_USERS: (LocalBackend, SAMPLED_USERS)}
-    return await _alternating_tok_s(model_dir, variants, DEMO_USERS, DEMO_TOKENS)
+    variants = {users: (LocalBackend, users), SAMPLED_USERS: (LocalBackend, SAMPLED_USERS)}
+    return await _alternating_tok_s(model_dir, variants, users, max_tokens)
 
 
 async def _swap_under_load(model_dir: Path, work: Path) -> dict:
@@ -219,13 +215,15 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
 
 
 def run() -> list[dict]:
+    from loopbot.demo.setup import FULL
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         label, model_dir = _model_dir(work)
         ours = asyncio.run(_latency_and_throughput(model_dir))
         swap = asyncio.run(_swap_under_load(model_dir, work))
         sampled = asyncio.run(_sampled_throughput(model_dir))
-        demo_batch = asyncio.run(_demo_batch_throughput(model_dir))
+        demo_batch = asyncio.run(_demo_batch_throughput(model_dir, FULL.users, FULL.max_tokens))
     plain_tps = ours["plain_tokens"] / ours["plain_total"]
     ours_tps = ours["tokens"] / ours["together"]
     rows = [
@@ -239,8 +237,8 @@ def run() -> list[dict]:
         {"name": f"local backend, {SAMPLED_USERS} concurrent sampled replies: batched nucleus vs per-row sort "
                  f"({label}, {SAMPLED_TOKENS} new tokens)", "figure": sampled["batched"],
          "baseline": sampled["per_row"], "unit": "tok/s", "goal": "ratio >= 1.2"},
-        {"name": f"local backend, {DEMO_USERS} sampled replies decoded {DEMO_USERS} at once vs {SAMPLED_USERS} at once "
-                 f"(the demo's users; {label}, {DEMO_TOKENS} new tokens)", "figure": demo_batch[DEMO_USERS],
+        {"name": f"local backend, {FULL.users} sampled replies decoded {FULL.users} at once vs {SAMPLED_USERS} at once "
+                 f"(the demo's users; {label}, {FULL.max_tokens} new tokens)", "figure": demo_batch[FULL.users],
          "baseline": demo_batch[SAMPLED_USERS], "unit": "tok/s", "goal": "ratio >= 1.5"},
         {"name": f"local backend, p99 latency during {SWAPS} hot swaps vs without ({label}, 4 users)",
          "figure": swap["busy_p99"], "baseline": swap["calm_p99"], "unit": "s", "goal": "ratio <= 1.5"},

@@ -11,6 +11,7 @@ random weights (same shape and compute as the real one, nothing large to copy); 
 included) and seconds per step. Measured on an H100 on 2026-11-26: see README, "Deploying".
 """
 import argparse
+import copy
 import json
 import shutil
 import sys
@@ -43,7 +44,7 @@ def main() -> None:
     template = json.loads(args.job.read_text())
 
     def run(name: str, device: str, steps: int, batch: int) -> None:
-        job = {**template, "trainer": json.loads(json.dumps(template["trainer"]))}
+        job = copy.deepcopy(template)
         job.update(base_model=str(model_dir), dataset_dir=str(args.dataset), out_dir=str(args.work / name),
                    start_adapter=None, result_file="")
         job["trainer"]["device"] = device
@@ -55,7 +56,6 @@ def main() -> None:
     run("cuda-warm-up", "cuda", 2, 4)
     run("cuda-b4", "cuda", 20, 4)
     run("cuda-b16", "cuda", 20, 16)
-    torch.set_num_threads(torch.get_num_threads())
     run("cpu-b4", "cpu", 5, 4)
 
 
