@@ -41,7 +41,7 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
 def generate(engine, rows: int, *, seed: int = 0, batch: int = 20_000) -> dict:
     """Insert about `rows` feedback rows (2 votes per reply) with their users, chats, messages, replies, retries
     and arena picks, in bulk. Returns the row counts."""
-    from storage.models import Chat, Comparison, Feedback, Generation, Message, User
+    from loopbot.storage.models import Chat, Comparison, Feedback, Generation, Message, User
 
     rng = random.Random(seed)
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -153,8 +153,8 @@ def plain_export(url: str, out: Path) -> int:
     """The baseline: every feedback row of the persona with its reply and prompt, one JSON line each."""
     from sqlalchemy import select
 
-    from storage.db import make_engine
-    from storage.models import Feedback, Generation, Message
+    from loopbot.storage.db import make_engine
+    from loopbot.storage.models import Feedback, Generation, Message
 
     engine = make_engine(url)
     q = (select(Feedback.id, Feedback.value, Feedback.user_id, Generation.prompt, Message.text)
@@ -172,9 +172,9 @@ def plain_export(url: str, out: Path) -> int:
 
 
 def build(url: str, out: Path) -> dict:
-    from loopbot.config import load_settings
-    from storage.db import make_engine
-    from trainer.datasets import build_datasets
+    from loopbot.base.config import load_settings
+    from loopbot.storage.db import make_engine
+    from loopbot.trainer.datasets import build_datasets
 
     settings = load_settings(ROOT / "config.toml", env={}, overrides={"data_dir": str(out)})
     engine = make_engine(url)
@@ -201,7 +201,7 @@ def timed_in_child(fn, *args) -> tuple[float, float, object]:
 
 
 def measure(label: str, url: str, rows: int, work: Path) -> list[dict]:
-    from storage.db import make_engine, upgrade
+    from loopbot.storage.db import make_engine, upgrade
 
     engine = make_engine(url)
     upgrade(engine)

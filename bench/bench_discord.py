@@ -73,12 +73,12 @@ async def _echo_bot(fake):
 
 
 async def _main() -> dict:
-    from bot.chat import ChatService
-    from bot.discord import DiscordBot
-    from bot.routing import BackendRouter
-    from loopbot.config import load_settings
-    from serving.instant import InstantBackend
-    from storage.db import make_engine, upgrade
+    from loopbot.bot.chat import ChatService
+    from loopbot.bot.discord import DiscordBot
+    from loopbot.bot.routing import BackendRouter
+    from loopbot.base.config import load_settings
+    from loopbot.serving.instant import InstantBackend
+    from loopbot.storage.db import make_engine, upgrade
     from tests.helpers.fake_discord import FakeDiscord
 
     fake = await FakeDiscord().start()

@@ -63,8 +63,8 @@ class _Plain:
 
 async def _latency_and_throughput(model_dir: Path) -> dict:
     """Both sides warmed up; single-request latencies alternate between them so load on the machine hits both."""
-    from serving.base import SamplingParams, complete
-    from serving.local import LocalBackend
+    from loopbot.serving.base import SamplingParams, complete
+    from loopbot.serving.local import LocalBackend
 
     greedy = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS)
     plain = _Plain(model_dir)
@@ -100,8 +100,8 @@ SAMPLED_TOKENS = 64
 
 def _per_row_sort_backend():
     """The local backend as it sampled before serving.sampling: softmax and a full-vocabulary sort per row."""
-    from serving.local import LocalBackend
-    from serving.sampling import nucleus_by_sorting
+    from loopbot.serving.local import LocalBackend
+    from loopbot.serving.sampling import nucleus_by_sorting
 
     class PerRowSort(LocalBackend):
         def _choose(self, rows, logits):
@@ -125,7 +125,7 @@ def _per_row_sort_backend():
 async def _alternating_tok_s(model_dir: Path, variants: dict, requests: int, max_tokens: int) -> dict:
     """Tokens/s of `requests` concurrent sampled replies (the persona's temperature 0.7, top_p 0.9) for each variant
     name -> (backend class, max_batch_size), in turn and then in reverse order, so machine load hits all of them."""
-    from serving.base import SamplingParams, complete
+    from loopbot.serving.base import SamplingParams, complete
 
     sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=max_tokens, seed=1)
     figures: dict = {name: [] for name in variants}
@@ -145,7 +145,7 @@ async def _alternating_tok_s(model_dir: Path, variants: dict, requests: int, max
 
 async def _sampled_throughput(model_dir: Path) -> dict:
     """The batched nucleus sampler vs the per-row sort, SAMPLED_USERS replies at once."""
-    from serving.local import LocalBackend
+    from loopbot.serving.local import LocalBackend
 
     variants = {"batched": (LocalBackend, SAMPLED_USERS), "per_row": (_per_row_sort_backend(), SAMPLED_USERS)}
     return await _alternating_tok_s(model_dir, variants, SAMPLED_USERS, SAMPLED_TOKENS)
@@ -153,16 +153,16 @@ async def _sampled_throughput(model_dir: Path) -> dict:
 
 async def _demo_batch_throughput(model_dir: Path, users: int, max_tokens: int) -> dict:
     """`users` replies decoded `users` at once (the demo's plan) vs SAMPLED_USERS at once (its old setting)."""
-    from serving.local import LocalBackend
+    from loopbot.serving.local import LocalBackend
 
     variants = {users: (LocalBackend, users), SAMPLED_USERS: (LocalBackend, SAMPLED_USERS)}
     return await _alternating_tok_s(model_dir, variants, users, max_tokens)
 
 
 async def _swap_under_load(model_dir: Path, work: Path) -> dict:
-    from serving.base import SamplingParams
-    from serving.local import LocalBackend
-    from serving.router import Router
+    from loopbot.serving.base import SamplingParams
+    from loopbot.serving.local import LocalBackend
+    from loopbot.serving.router import Router
     from tests.helpers.tiny_model import build_tiny_adapter
 
     paths = [str(build_tiny_adapter(model_dir, work / f"adapter-{k}", r=8, seed=k, scale=0.02)) for k in (1, 2)]

@@ -28,7 +28,7 @@ async def _echo_bot(fake):
     async def echo(update, context):
         await context.bot.send_message(update.message.chat.id, update.message.text)
 
-    from bot.telegram import CONNECTIONS, POOL_TIMEOUT_S
+    from loopbot.bot.telegram import CONNECTIONS, POOL_TIMEOUT_S
 
     # the same HTTP settings as loopbot's bot, so the difference is the bot's own work
     app = (ApplicationBuilder().token(fake.token).base_url(fake.base_url).base_file_url(fake.base_file_url)
@@ -46,12 +46,12 @@ async def _echo_bot(fake):
 
 
 async def _loopbot(fake, tmp: str):
-    from bot.chat import ChatService
-    from bot.telegram import TelegramBot
-    from loopbot.config import load_settings
-    from serving.instant import InstantBackend
-    from serving.router import Router
-    from storage.db import make_engine, upgrade
+    from loopbot.bot.chat import ChatService
+    from loopbot.bot.telegram import TelegramBot
+    from loopbot.base.config import load_settings
+    from loopbot.serving.instant import InstantBackend
+    from loopbot.serving.router import Router
+    from loopbot.storage.db import make_engine, upgrade
 
     settings = load_settings(ROOT / "config.toml", env={}, overrides={"data_dir": tmp})
     settings.feedback.arena_rate = 0.0

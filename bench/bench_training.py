@@ -66,7 +66,7 @@ def pairs_dataset(out: Path, *, heldout: int = 6, seed: int = 0) -> Path:
 
 
 def _settings(data_dir: Path, model: str):
-    from loopbot.config import load_settings
+    from loopbot.base.config import load_settings
 
     overrides = {"data_dir": str(data_dir), "trainer.judge.prompts": 8, "personas.coach.sampling.max_tokens": 48,
                  "trainer.gate.min_preference_accuracy_gain": 0.02}
@@ -76,10 +76,10 @@ def _settings(data_dir: Path, model: str):
 
 
 def measure(model: str = "smollm2", steps: int | None = None) -> dict:
-    from storage.db import make_engine, upgrade
-    from trainer.base_model import base_model_dir
-    from trainer.evaluate import evaluate_candidate
-    from trainer.launch import train_new_version
+    from loopbot.storage.db import make_engine, upgrade
+    from loopbot.trainer.base_model import base_model_dir
+    from loopbot.trainer.evaluate import evaluate_candidate
+    from loopbot.trainer.launch import train_new_version
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     if model == "tiny":

@@ -31,8 +31,8 @@ def _free_port() -> int:
 async def _measure(url: str) -> tuple[list[float], list[float]]:
     import httpx
 
-    from serving.base import SamplingParams, complete
-    from serving.vllm import VllmBackend
+    from loopbot.serving.base import SamplingParams, complete
+    from loopbot.serving.vllm import VllmBackend
 
     sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=NEW_TOKENS)
     backend = VllmBackend([url], model="bench")
@@ -69,7 +69,7 @@ async def _measure(url: str) -> tuple[list[float], list[float]]:
 
 def run() -> list[dict]:
     from bench.bench_serving import _model_dir
-    from serving.vllm_server import VllmServer
+    from loopbot.serving.vllm_server import VllmServer
 
     with tempfile.TemporaryDirectory() as tmp:
         label, model_dir = _model_dir(Path(tmp))

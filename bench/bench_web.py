@@ -19,8 +19,8 @@ PICKS = 5000
 
 def _seed(engine) -> None:
     """REPLIES replies from three versions to REPLIES/3 prompts, votes on half, PICKS picks: in a few transactions."""
-    from storage.db import session_scope
-    from storage.models import Chat, Comparison, Feedback, Generation, Message, User
+    from loopbot.storage.db import session_scope
+    from loopbot.storage.models import Chat, Comparison, Feedback, Generation, Message, User
 
     rng = random.Random(0)
     versions = [None, "coach-v1", "coach-v2"]
@@ -65,9 +65,9 @@ def run() -> list[dict]:
     from fastapi.testclient import TestClient
 
     from loopbot.app import Loopbot
-    from loopbot.config import load_settings
-    from web.app import create_app
-    from web.ratings import _tally, fit_bradley_terry, matches_from_picks, rate
+    from loopbot.base.config import load_settings
+    from loopbot.web.app import create_app
+    from loopbot.web.ratings import _tally, fit_bradley_terry, matches_from_picks, rate
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def run() -> list[dict]:
                                ("/metrics", f"/metrics scrape ({REPLIES} replies, counted in SQL)")):
                 rows.append({"name": f"web: {what} vs /healthz", "figure": _per_request_ms(c, path, 10),
                              "baseline": floor, "unit": "ms/request"})
-        from web.queries import picks
+        from loopbot.web.queries import picks
 
         matches = matches_from_picks(picks(bot.engine, persona="coach"))
         bot.engine.dispose()

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from loopbot.settings import AccessSettings
+from loopbot.base.settings import AccessSettings
 
 
 class Access:

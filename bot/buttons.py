@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.messages import Button
+from loopbot.bot.messages import Button
 
 PICK_LABELS = {"a": "🅰️ A is better", "b": "🅱️ B is better", "tie": "🤝 Tie", "both_bad": "👎 Both bad"}
 

@@ -11,16 +11,17 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from bot import buttons
-from bot.access import Access, RateLimiter
-from bot.history import build_prompt, estimate_tokens
-from bot.messages import Incoming, Press, PressOutcome, Reaction, Reply
-from bot.routing import backend_name, resolve
-from bot.text import clean_text
-from loopbot.settings import Settings
-from serving.base import Finished, SamplingParams, TextChunk
-from serving.errors import ServingError
-from storage import crud
+from loopbot.bot import buttons
+from loopbot.bot.access import Access, RateLimiter
+from loopbot.bot.admin_actions import TrainingControl
+from loopbot.bot.history import build_prompt, estimate_tokens
+from loopbot.bot.messages import Incoming, Press, PressOutcome, Reaction, Reply
+from loopbot.bot.routing import backend_name, resolve
+from loopbot.bot.text import clean_text
+from loopbot.base.settings import Settings
+from loopbot.serving.base import Finished, SamplingParams, TextChunk
+from loopbot.serving.errors import ServingError
+from loopbot.storage import crud
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,12 @@ class ChatService:
     """One per process, shared by every platform. `router` answers `route(persona)` and
     `stream(persona, messages, sampling=, adapter=)` (serving.router.Router, or bot.routing.BackendRouter)."""
 
-    def __init__(self, engine, settings: Settings, router: Any, *, loopbot: Any = None,
+    def __init__(self, engine, settings: Settings, router: Any, *, training: TrainingControl | None = None,
                  rng: random.Random | None = None, clock=time.monotonic):
         self.engine = engine
         self.settings = settings
         self.router = router
-        self.loopbot = loopbot
+        self.training = training  # /train and /rollback; None = this process cannot train (the commands say so)
         self.rng = rng or random.Random()
         self.access = Access(settings.access)
         self.limiter = RateLimiter(settings.access.messages_per_minute, settings.access.concurrent_generations,
@@ -76,7 +77,7 @@ class ChatService:
             return
         text = clean_text(inc.text)
         if text.startswith("/"):
-            from bot.commands import run_command
+            from loopbot.bot.commands import run_command
 
             async with aclosing(run_command(self, inc, text)) as replies:
                 async for reply in replies:
@@ -352,7 +353,7 @@ class ChatService:
 
     async def press(self, press: Press) -> PressOutcome:
         """A button press. Accepted only for a row of the chat it was pressed in, by someone in that chat."""
-        from bot.feedback import handle_press
+        from loopbot.bot.feedback import handle_press
 
         return await handle_press(self, press)
 

@@ -3,20 +3,18 @@ and for admins /train /adapters /rollback."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from bot import buttons
-from bot.messages import Incoming, Reply
-from bot.routing import resolve
-from loopbot.errors import LoopbotError
-from storage import crud
+from loopbot.bot import buttons
+from loopbot.bot.messages import Incoming, Reply
+from loopbot.base.errors import LoopbotError
+from loopbot.storage import crud
 
 if TYPE_CHECKING:
-    from bot.chat import ChatService
+    from loopbot.bot.chat import ChatService
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +103,7 @@ async def _new(service, inc, user, chat, args):
 
 
 async def _retry(service, inc, user, chat, args):
-    from bot.feedback import retry_stream
+    from loopbot.bot.feedback import retry_stream
 
     gen = crud.last_generation(service.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
     if gen is None:
@@ -156,8 +154,7 @@ async def _train(service, inc, user, chat, args):
     if persona not in service.settings.personas:
         yield _say(f"There is no persona {persona[:40]!r}.")
         return
-    yield _say(await _call_trainer(service, "trainer.pipeline", "request_cycle", persona,
-                                   done=f"Training cycle for {persona} requested"))
+    yield _say(await _call_trainer(service, "request_cycle", persona, done=f"Training cycle for {persona} requested"))
 
 
 async def _rollback(service, inc, user, chat, args):
@@ -165,28 +162,20 @@ async def _rollback(service, inc, user, chat, args):
         yield _say(f"Usage: /rollback PERSONA (one of: {', '.join(service.settings.personas)}).")
         return
     persona = args[0].lower()
-    yield _say(await _call_trainer(service, "trainer.registry", "rollback", persona,
-                                   done=f"Rollback of {persona}"))
+    yield _say(await _call_trainer(service, "rollback", persona, done=f"Rollback of {persona}"))
 
 
-async def _call_trainer(service, module_name: str, function: str, persona: str, *, done: str) -> str:
+async def _call_trainer(service, action: str, persona: str, *, done: str) -> str:
+    if service.training is None:
+        return "Not available: this process does not run training (start it with `loopbot run`)."
     try:
-        module = importlib.import_module(module_name)
-        fn: Callable[..., object | Awaitable[object]] = getattr(module, function)
-    except (ModuleNotFoundError, AttributeError):
-        return f"Not available: this install has no {module_name}.{function}."
-    try:
-        result = await resolve(fn(service.loopbot, persona))
+        result = await getattr(service.training, action)(persona)
     except LoopbotError as e:  # a refusal with a message for the admin (e.g. nothing to roll back)
         return f"{done}: not done: {e}"[:1000]
     except Exception as e:  # the admin gets the reason, the bot keeps running
-        log.exception("%s.%s failed", module_name, function)
+        log.exception("%s of %s failed", action, persona)
         return f"{done}: failed: {type(e).__name__}: {e}"[:1000]
-    if isinstance(result, str):
-        return f"{done}: {result}"[:3000]
-    if function == "rollback":
-        return f"{done}: now serving {getattr(result, 'name', None) or 'the base model'}."
-    return f"{done}."
+    return f"{done}: {result}"[:3000]
 
 
 async def _adapters(service, inc, user, chat, args):

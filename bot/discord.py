@@ -13,12 +13,12 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
-from bot.chat import ChatService
-from bot.commands import COMMANDS
-from bot.messages import Button, Incoming, Press, Reaction
-from bot.render import RateLimited, Renderer
-from loopbot.errors import ConfigError, LoopbotError
-from loopbot.settings import DiscordSettings, Settings
+from loopbot.bot.chat import ChatService
+from loopbot.bot.commands import COMMANDS
+from loopbot.bot.messages import Button, Incoming, Press, Reaction
+from loopbot.bot.render import RateLimited, Renderer
+from loopbot.base.errors import ConfigError, LoopbotError
+from loopbot.base.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from bot import buttons
-from bot.messages import Press, PressOutcome
-from storage import crud
+from loopbot.bot import buttons
+from loopbot.bot.messages import Press, PressOutcome
+from loopbot.storage import crud
 
 if TYPE_CHECKING:
-    from bot.chat import ChatService
+    from loopbot.bot.chat import ChatService
 
 EXPIRED = "This button has expired."
 PICK_THANKS = {"a": "Thanks! A is kept.", "b": "Thanks! B is kept.", "tie": "Thanks! Noted as a tie.",

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.messages import Button, Reply
+from loopbot.bot.messages import Button, Reply
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.base import Backend, SamplingParams, StreamItem
+from loopbot.serving.base import Backend, SamplingParams, StreamItem
 
 
 class BackendRouter:
@@ -20,7 +20,7 @@ class BackendRouter:
     async def route(self, persona: str) -> str | None:
         if self.engine is None:
             return None
-        from storage import crud
+        from loopbot.storage import crud
 
         active = crud.active_adapter(self.engine, persona=persona)
         if active is None:
@@ -41,16 +41,3 @@ async def resolve(value: Any) -> Any:
 def backend_name(router: Any) -> str:
     backend = getattr(router, "backend", None)
     return getattr(backend, "name", "") or getattr(router, "name", "") or type(router).__name__
-
-
-def router_for(loopbot: Any) -> Any:
-    """The Loopbot's Router if serving provides one, else its backend wrapped in a BackendRouter."""
-    cls = type(loopbot)
-    if hasattr(cls, "router"):
-        return loopbot.router
-    if hasattr(cls, "backend"):
-        return BackendRouter(loopbot.backend, loopbot.engine)
-    from loopbot.errors import UsageError
-
-    raise UsageError(f"serving backend {loopbot.settings.serving.backend!r} is not available in this install "
-                     "(serving/router.py is missing)")

@@ -20,11 +20,11 @@ from telegram.ext import (
     filters,
 )
 
-from bot.chat import ChatService
-from bot.commands import COMMANDS
-from bot.messages import Button, Incoming, Press, Reaction
-from bot.render import RateLimited, Renderer, markdown_to_html
-from loopbot.settings import TelegramSettings
+from loopbot.bot.chat import ChatService
+from loopbot.bot.commands import COMMANDS
+from loopbot.bot.messages import Button, Incoming, Press, Reaction
+from loopbot.bot.render import RateLimited, Renderer, markdown_to_html
+from loopbot.base.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from loopbot.settings import Settings
+from loopbot.base.settings import Settings
 
 
 class Loopbot:
@@ -19,7 +19,7 @@ class Loopbot:
 
     @cached_property
     def engine(self) -> Engine:
-        from storage.db import make_engine, upgrade
+        from loopbot.storage.db import make_engine, upgrade
 
         engine = make_engine(self.settings.database_url)
         if self.settings.storage.auto_upgrade:
@@ -29,20 +29,20 @@ class Loopbot:
     @cached_property
     def backend(self):
         """The configured serving backend (serving.backend): local, vllm or mistral."""
-        from serving.factory import build_backend
+        from loopbot.serving.factory import build_backend
 
         return build_backend(self.settings)
 
     @cached_property
     def router(self):
         """persona -> live adapter, initialised from the database's active adapters (loaded on first use)."""
-        from serving.factory import build_router
+        from loopbot.serving.factory import build_router
 
         return build_router(self.settings, self.backend, self.active_routes())
 
     def active_routes(self) -> dict[str, tuple[str, str] | None]:
         """{persona: (served name, adapter path or remote model id) | None = base model} from the database."""
-        from storage import crud
+        from loopbot.storage import crud
 
         routes: dict[str, tuple[str, str] | None] = {}
         for persona in self.settings.personas:
@@ -53,10 +53,10 @@ class Loopbot:
     @cached_property
     def chat_service(self):
         """The platform-agnostic chat core (bot.chat.ChatService) every bot and `loopbot chat` talk through."""
-        from bot.chat import ChatService
-        from bot.routing import router_for
+        from loopbot.bot.chat import ChatService
+        from loopbot.training_control import LoopbotTraining
 
-        return ChatService(self.engine, self.settings, router_for(self), loopbot=self)
+        return ChatService(self.engine, self.settings, self.router, training=LoopbotTraining(self))
 
     def data_path(self, *parts: str) -> Path:
         path = self.settings.data_dir.joinpath(*parts)

@@ -15,7 +15,7 @@ try:  # typer >= 0.26 ships its own copy of click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from loopbot.errors import LoopbotError
+from loopbot.base.errors import LoopbotError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="loopbot: chat personas that get better from their users' votes every night.")

@@ -4,14 +4,17 @@ cleanly by SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 
-from loopbot.config import platform_token
+from loopbot.base.config import platform_token
+from loopbot.bot.discord import DiscordBot
+from loopbot.bot.telegram import TelegramBot
+from loopbot.trainer.schedule import start_scheduler
+from loopbot.web.server import serve
 
 log = logging.getLogger("loopbot.run")
 
@@ -21,13 +24,6 @@ Stopper = Callable[[], Awaitable[None]]
 def run_forever(loopbot) -> None:
     """Serve until SIGINT / SIGTERM."""
     asyncio.run(serve_all(loopbot))
-
-
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None) -> list[str]:
@@ -72,8 +68,6 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
     platforms = 0
     token = platform_token(settings, "telegram", env)
     if token:
-        from bot.telegram import TelegramBot
-
         secret = env.get(settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
         bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret)
         await bot.start()
@@ -81,35 +75,20 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         platforms += 1
     token = platform_token(settings, "discord", env)
     if token:
-        if _available("bot.discord"):
-            from bot.discord import DiscordBot
-
-            discord_bot = DiscordBot(loopbot.chat_service, settings, token)
-            await discord_bot.start()
-            stoppers.append(("discord", discord_bot.stop))
-            platforms += 1
-        else:
-            log.warning("a Discord token is set but this install has no Discord bot (bot/discord.py)")
+        discord_bot = DiscordBot(loopbot.chat_service, settings, token)
+        await discord_bot.start()
+        stoppers.append(("discord", discord_bot.stop))
+        platforms += 1
     if not platforms:
         log.warning("no chat platform enabled: set %s (Telegram) or %s (Discord) to start a bot",
                     settings.telegram.token_env, settings.discord.token_env)
     if settings.schedule.enabled:
-        if _available("trainer.schedule"):
-            from trainer.schedule import start_scheduler
-
-            scheduler = start_scheduler(loopbot)
-            stoppers.append(("scheduler", lambda: _shutdown_scheduler(scheduler)))
-        else:
-            log.warning("the training schedule is not available in this install (trainer/schedule.py is missing)")
+        scheduler = start_scheduler(loopbot)
+        stoppers.append(("scheduler", lambda: _shutdown_scheduler(scheduler)))
     if settings.web.enabled:
-        if _available("web.server"):
-            from web.server import serve
-
-            task = asyncio.create_task(serve(loopbot), name="web")
-            watched.append(task)
-            stoppers.append(("web", lambda: _cancel(task)))
-        else:
-            log.warning("the web pages are not available in this install (web/server.py is missing)")
+        task = asyncio.create_task(serve(loopbot), name="web")
+        watched.append(task)
+        stoppers.append(("web", lambda: _cancel(task)))
 
 
 async def _cancel(task: asyncio.Task) -> None:

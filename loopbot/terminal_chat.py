@@ -9,10 +9,10 @@ import asyncio
 import sys
 from typing import TextIO
 
-from bot.chat import ChatService
-from bot.messages import Incoming, Press, Reply
-from bot.routing import router_for
-from storage import crud
+from loopbot.bot.chat import ChatService
+from loopbot.bot.messages import Incoming, Press, Reply
+from loopbot.storage import crud
+from loopbot.training_control import LoopbotTraining
 
 PLATFORM = "terminal"
 SHORTCUTS = {"+": "v:{g}:+1", "-": "v:{g}:-1", "r": "r:{g}", "a": "p:{c}:a", "b": "p:{c}:b", "tie": "p:{c}:tie",
@@ -36,7 +36,7 @@ class TerminalChat:
         if not interactive:
             settings.feedback.arena_rate = 0.0  # a script gets exactly one answer per line
         self.loopbot = loopbot
-        self.service = ChatService(loopbot.engine, settings, router_for(loopbot), loopbot=loopbot)
+        self.service = ChatService(loopbot.engine, settings, loopbot.router, training=LoopbotTraining(loopbot))
         self.persona, self.user = persona, user
         self.stdin, self.stdout, self.interactive = stdin, stdout, interactive
         self.last: Reply | None = None

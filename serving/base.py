@@ -80,7 +80,7 @@ async def complete(backend: Backend, messages: list[dict], *, adapter: str | Non
         else:
             finished = item
     if finished is None:
-        from serving.errors import ServingError
+        from loopbot.serving.errors import ServingError
 
         raise ServingError("stream ended without a Finished item")
     return "".join(parts), finished

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
-from serving.errors import ModelNotFound, ServingError
+from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.errors import ModelNotFound, ServingError
 
 Script = Callable[[list[dict], str | None], str | ServingError]
 

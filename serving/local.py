@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
+from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ class LocalBackend:
                     self._advance(row, token)
 
     def _choose(self, rows: list[_Row], logits) -> list[int]:
-        from serving.sampling import RowSampling, choose_tokens
+        from loopbot.serving.sampling import RowSampling, choose_tokens
 
         return choose_tokens(logits, [
             RowSampling(r.req.sampling.temperature, r.req.sampling.top_p, r.req.sampling.repetition_penalty,

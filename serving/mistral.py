@@ -7,8 +7,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
-from serving.errors import (
+from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.errors import (
     BackendUnavailable,
     BadRequest,
     GenerationTimeout,

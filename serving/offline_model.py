@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.errors import ServingError
+from loopbot.serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from serving.base import Backend, SamplingParams, StreamItem, complete
-from serving.errors import ServingError, SwapFailed
+from loopbot.serving.base import Backend, SamplingParams, StreamItem, complete
+from loopbot.serving.errors import ServingError, SwapFailed
 
 log = logging.getLogger(__name__)
 

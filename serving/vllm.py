@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
-from serving.errors import (
+from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.errors import (
     BackendUnavailable,
     BadRequest,
     GenerationTimeout,

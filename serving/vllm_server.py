@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.errors import BackendUnavailable
+from loopbot.serving.errors import BackendUnavailable
 
 
 def cuda_available() -> bool:

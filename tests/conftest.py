@@ -27,7 +27,7 @@ def postgres_url():
     if reason:
         pytest.skip(reason)
     url = create_postgres_database()
-    from storage.db import make_engine, upgrade
+    from loopbot.storage.db import make_engine, upgrade
 
     eng = make_engine(url)
     upgrade(eng)
@@ -39,7 +39,7 @@ def postgres_url():
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def engine(request, tmp_path):
     """A migrated, empty database: run every test that takes it on SQLite and on PostgreSQL."""
-    from storage.db import make_engine, upgrade
+    from loopbot.storage.db import make_engine, upgrade
 
     if request.param == "sqlite":
         eng = make_engine(f"sqlite:///{tmp_path}/test.db")
@@ -53,7 +53,7 @@ def engine(request, tmp_path):
 
 @pytest.fixture
 def sqlite_engine(tmp_path):
-    from storage.db import make_engine, upgrade
+    from loopbot.storage.db import make_engine, upgrade
 
     eng = make_engine(f"sqlite:///{tmp_path}/test.db")
     upgrade(eng)
@@ -66,7 +66,7 @@ def settings(tmp_path, monkeypatch):
     """The committed config.toml with its data directory moved into tmp_path."""
     from pathlib import Path
 
-    from loopbot.config import load_settings
+    from loopbot.base.config import load_settings
 
     for name in list(os.environ):
         if name.startswith("LOOPBOT_") or name in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loopbot.config import load_settings, platform_token
-from loopbot.errors import ConfigError
+from loopbot.base.config import DEFAULT_CONFIG, load_settings, platform_token
+from loopbot.base.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = (ROOT / "config.toml").read_text()
@@ -87,3 +87,9 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "serving.local.max_batch_size = -3" in lines[0] and "greater than 0" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_the_packaged_default_config_is_the_checkout_config_toml():
+    """`config.toml` (what a checkout runs with) and the default the wheel ships are one text: edit both together."""
+    assert DEFAULT_CONFIG.read_bytes() == (ROOT / "config.toml").read_bytes(), \
+        "config.toml and loopbot/base/default_config.toml differ: copy config.toml over the packaged default"

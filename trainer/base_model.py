@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loopbot.errors import UsageError
-from loopbot.settings import Settings
+from loopbot.base.errors import UsageError
+from loopbot.base.settings import Settings
 
 
 def base_model_dir(settings: Settings, persona: str) -> Path:
     """The persona's base model directory; an `offline:` model is converted on first use (serving's resolver)."""
-    from serving.offline_model import resolve_model_path
+    from loopbot.serving.offline_model import resolve_model_path
 
     key = settings.persona(persona).base_model
     try:

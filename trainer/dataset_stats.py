@@ -8,15 +8,15 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from storage.models import Adapter, Event, Feedback, Generation, SeedExample, TrainingRun, User
-from trainer.feedback_rows import consented_vote_count
+from loopbot.storage.models import Adapter, Event, Feedback, Generation, SeedExample, TrainingRun, User
+from loopbot.trainer.feedback_rows import consented_vote_count
 
 TRAINED_RUN_STATUSES = ("succeeded", "promoted", "rejected")
 
 
 def last_build(engine: Engine, persona: str) -> dict | None:
     """The newest recorded dataset build of the persona: {build_id, path, counts, feedback_id_max, ...}."""
-    from trainer.datasets import BUILD_EVENT
+    from loopbot.trainer.datasets import BUILD_EVENT
 
     with engine.connect() as c:
         row = c.execute(select(Event.data, Event.created_at)
@@ -67,7 +67,7 @@ def thumbs_up_by_week(engine: Engine, persona: str) -> list[dict]:
 def dataset_stats(engine: Engine, persona: str, settings=None) -> dict:
     """Counts per source, votes, 👍 rate by week, new votes since the last build and run, and (given settings)
     what a build now would hold."""
-    from storage import crud
+    from loopbot.storage import crud
 
     seeds: dict[str, dict] = defaultdict(dict)
     with engine.connect() as c:
@@ -88,7 +88,7 @@ def dataset_stats(engine: Engine, persona: str, settings=None) -> dict:
         "new_votes_since_last_run": new_votes_since_last_run(engine, persona),
     }
     if settings is not None:
-        from trainer.datasets import build_datasets
+        from loopbot.trainer.datasets import build_datasets
 
         preview = build_datasets(engine, settings, persona, write=False)
         stats["next_run"] = {"counts": preview.counts, "kto_balance": preview.manifest["kto_balance"],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from trainer.cleaning import (
+from loopbot.trainer.cleaning import (
     Deduper,
     TokenCounter,
     estimate_tokens,
@@ -32,7 +32,7 @@ from trainer.cleaning import (
     message_tokens,
     scrub_pii,
 )
-from trainer.feedback_rows import (
+from loopbot.trainer.feedback_rows import (
     Snapshot,
     arena_picks,
     generations_by_id,
@@ -41,7 +41,7 @@ from trainer.feedback_rows import (
     unconsented_conversations,
     voted_generations,
 )
-from trainer.splits import conversation_key, is_heldout
+from loopbot.trainer.splits import conversation_key, is_heldout
 
 KINDS = ("sft", "dpo", "kto")
 FILES = KINDS + tuple(f"heldout_{k}" for k in KINDS)
@@ -80,7 +80,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     created = datetime.now(UTC)
     staging = None
     if write and out_dir and Path(out_dir).exists() and any(Path(out_dir).iterdir()):
-        from loopbot.errors import UsageError
+        from loopbot.base.errors import UsageError
 
         raise UsageError(f"{out_dir} already exists and is not empty: choose a new directory for the build")
     if write:
@@ -142,7 +142,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
 
 
 def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> None:
-    from storage import crud
+    from loopbot.storage import crud
 
     crud.record_event(engine, kind=BUILD_EVENT, persona=persona,
                       data={"build_id": manifest["build_id"], "path": str(path), "counts": manifest["counts"],
@@ -151,7 +151,7 @@ def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> N
 
 
 def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_only: bool = False) -> None:
-    from storage import crud
+    from loopbot.storage import crud
 
     for ex in crud.list_seed_examples(engine, persona=persona):
         heldout = ex.split != "train"

@@ -15,9 +15,9 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from loopbot.settings import Settings
-from trainer.degeneracy import degeneracy_figures
-from trainer.train import read_jsonl
+from loopbot.base.settings import Settings
+from loopbot.trainer.degeneracy import degeneracy_figures
+from loopbot.trainer.train import read_jsonl
 
 log = logging.getLogger(__name__)
 SMOKE_TOKENS = 32
@@ -256,7 +256,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
 def _judge(settings: Settings, persona: str, prompts, replies) -> dict | None:
     if not settings.trainer.judge.url or not prompts:
         return None
-    from trainer.judge import PairwiseJudge
+    from loopbot.trainer.judge import PairwiseJudge
 
     judge = PairwiseJudge(settings.trainer.judge, settings.persona(persona).judge_rubric)
     try:

@@ -13,7 +13,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
-from storage.models import Comparison, Feedback, Generation, Message, User
+from loopbot.storage.models import Comparison, Feedback, Generation, Message, User
 
 CHUNK = 5000
 

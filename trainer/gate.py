@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from loopbot.settings import GateSettings
-from trainer.degeneracy import shorter_reference
+from loopbot.base.settings import GateSettings
+from loopbot.trainer.degeneracy import shorter_reference
 
 
 @dataclass

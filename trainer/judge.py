@@ -10,8 +10,8 @@ import logging
 import os
 import re
 
-from loopbot.errors import UsageError
-from loopbot.settings import JudgeSettings
+from loopbot.base.errors import UsageError
+from loopbot.base.settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 VERDICT = re.compile(r"\b(A|B|TIE)\b", re.IGNORECASE)

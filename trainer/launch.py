@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopbot.errors import LoopbotError
-from loopbot.settings import Settings
-from trainer.train import ADAPTER_FILES, TrainJob
+from loopbot.base.errors import LoopbotError
+from loopbot.base.settings import Settings
+from loopbot.trainer.train import ADAPTER_FILES, TrainJob
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 30.0
@@ -43,7 +43,7 @@ class TrainedVersion:
 
 def allocate_version(engine, settings: Settings, persona: str) -> int:
     """The next version number: above every Adapter row and every directory (a version is never reused)."""
-    from storage import crud
+    from loopbot.storage import crud
 
     version = crud.next_adapter_version(engine, persona=persona)
     root = settings.adapters_dir / persona
@@ -54,8 +54,8 @@ def allocate_version(engine, settings: Settings, persona: str) -> int:
 
 
 def worker_command(settings: Settings, job_file: Path) -> list[str]:
-    """`python -m trainer.train_worker`, or under `accelerate launch` when trainer.accelerate_config is set."""
-    worker = ["-m", "trainer.train_worker", "--job", str(job_file)]
+    """`python -m loopbot.trainer.train_worker`, or under `accelerate launch` when trainer.accelerate_config is set."""
+    worker = ["-m", "loopbot.trainer.train_worker", "--job", str(job_file)]
     cfg = settings.trainer.accelerate_config
     if not cfg:
         return [sys.executable, *worker]
@@ -67,8 +67,6 @@ async def run_worker(command: list[str], log_path: Path, *, echo: bool = False,
                      heartbeat: Callable[[], None] | None = None) -> int:
     """Run the worker, teeing its output into `log_path` (and the terminal when echo); return its exit code."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     if on_spawn:
@@ -105,7 +103,7 @@ async def train_new_version(engine, settings: Settings, persona: str, *, dataset
                             on_spawn: Callable[[int], None] | None = None,
                             heartbeat: Callable[[], None] | None = None) -> TrainedVersion:
     """Train in a subprocess; on success rename into `vN/` and register a candidate Adapter row."""
-    from storage import crud
+    from loopbot.storage import crud
 
     version = allocate_version(engine, settings, persona)
     root = settings.adapters_dir / persona

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from storage import crud
-from storage.db import session_scope
-from storage.models import TrainingRun, utcnow
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import TrainingRun, utcnow
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 2 * 3600
@@ -105,9 +105,9 @@ async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bo
 
 async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: str, force: bool, promote: bool,
                  method: str | None, echo: bool, on_spawn) -> CycleResult:
-    from trainer.base_model import base_model_dir
-    from trainer.dataset_stats import new_votes_since_last_run
-    from trainer.datasets import build_datasets
+    from loopbot.trainer.base_model import base_model_dir
+    from loopbot.trainer.dataset_stats import new_votes_since_last_run
+    from loopbot.trainer.datasets import build_datasets
 
     settings, engine, cfg = loopbot.settings, loopbot.engine, loopbot.settings.trainer
 
@@ -131,7 +131,7 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     if chosen is None:
         return skip(why, **sizes)
     if cfg.backend == "mistral":
-        from trainer.mistral_ft import train_on_mistral
+        from loopbot.trainer.mistral_ft import train_on_mistral
 
         version = await train_on_mistral(loopbot, persona, build, run_id=run_id)
         crud.add_run_step(engine, run_id=run_id, step="train", outcome="ok", backend="mistral", version=version)
@@ -140,7 +140,7 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
         return CycleResult(run_id, "succeeded", "trained on Mistral; no local evaluation of a hosted model: "
                                                 "check it and promote it with `loopbot adapters promote`", version)
 
-    from trainer.launch import train_new_version
+    from loopbot.trainer.launch import train_new_version
 
     base = base_model_dir(settings, persona)
     crud.add_run_step(engine, run_id=run_id, step="train", outcome="started", method=chosen, why=why,
@@ -168,7 +168,7 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
         return CycleResult(run_id, "rejected", gate.summary(), trained.version, report_path)
     status = "succeeded"
     if promote:
-        from trainer.registry import promote as promote_version
+        from loopbot.trainer.registry import promote as promote_version
 
         try:
             await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})")
@@ -198,14 +198,14 @@ def metrics_summary(report: dict) -> dict:
 
 async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Path):
     """Evaluate `version` against the live version on `dataset_dir`'s held-out split; write the report; gate it."""
-    from trainer.base_model import base_model_dir
-    from trainer.evaluate import evaluate_candidate, write_report
-    from trainer.gate import apply_gate
+    from loopbot.trainer.base_model import base_model_dir
+    from loopbot.trainer.evaluate import evaluate_candidate, write_report
+    from loopbot.trainer.gate import apply_gate
 
     settings, engine = loopbot.settings, loopbot.engine
     candidate = crud.get_adapter(engine, persona=persona, version=version)
     if candidate is None:
-        from loopbot.errors import UsageError
+        from loopbot.base.errors import UsageError
 
         raise UsageError(f"{persona} has no version {version}")
     live = crud.active_adapter(engine, persona=persona)
@@ -225,7 +225,7 @@ async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Pa
     with session_scope(engine) as s:
         from sqlalchemy import select
 
-        from storage.models import Adapter
+        from loopbot.storage.models import Adapter
 
         row = s.execute(select(Adapter).where(Adapter.persona == persona, Adapter.version == version)).scalar_one()
         row.metrics = {**row.metrics, "evaluation": metrics_summary(report), "gate": gate.as_dict(),
@@ -258,7 +258,7 @@ def cycle_requested(persona: str) -> bool:
 
 def cycle_running(engine, persona: str) -> bool:
     """Whether a live process holds the persona's training lock."""
-    from storage.models import RunLock
+    from loopbot.storage.models import RunLock
 
     with session_scope(engine) as s:
         lock = s.get(RunLock, persona)

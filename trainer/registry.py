@@ -19,10 +19,10 @@ from pathlib import Path
 
 from sqlalchemy import and_, func, select
 
-from loopbot.errors import LoopbotError, UsageError
-from storage import crud
-from storage.db import session_scope
-from storage.models import Adapter, Event, Feedback, Generation
+from loopbot.base.errors import LoopbotError, UsageError
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Adapter, Event, Feedback, Generation
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ def _cron(settings):
     try:
         return CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone)
     except ValueError as e:
-        from loopbot.errors import ConfigError
+        from loopbot.base.errors import ConfigError
 
         raise ConfigError(f"schedule.cron = {settings.schedule.cron!r}: {e}") from None
 
@@ -57,9 +57,9 @@ def start_scheduler(loopbot):
         existing = scheduler.get_job(cycle_job_id(persona))
         if existing is not None and str(existing.trigger) == str(trigger):
             continue  # keep its stored next run time: a run missed while we were down still happens
-        scheduler.add_job("trainer.schedule:scheduled_cycle", trigger, args=[persona], id=cycle_job_id(persona),
+        scheduler.add_job("loopbot.trainer.schedule:scheduled_cycle", trigger, args=[persona], id=cycle_job_id(persona),
                           name=f"nightly training of {persona}", replace_existing=True)
-    scheduler.add_job("trainer.schedule:periodic_check", "interval", seconds=settings.schedule.check_interval_s,
+    scheduler.add_job("loopbot.trainer.schedule:periodic_check", "interval", seconds=settings.schedule.check_interval_s,
                       id=CHECK_JOB_ID, name="training check", replace_existing=True)
     log.info("training schedule: %s (%s) for %s; check every %.0f s", settings.schedule.cron,
              settings.schedule.timezone, ", ".join(settings.personas), settings.schedule.check_interval_s)
@@ -68,7 +68,7 @@ def start_scheduler(loopbot):
 
 async def scheduled_cycle(persona: str):
     """The cron job: one cycle of `persona` (skipped with a reason when there is too little new data)."""
-    from trainer.pipeline import run_cycle
+    from loopbot.trainer.pipeline import run_cycle
 
     if _loopbot is None or persona not in _loopbot.settings.personas:
         log.warning("scheduled cycle of %r ignored: no such persona in this process", persona)
@@ -84,9 +84,9 @@ async def periodic_check() -> dict:
 
 
 async def check_once(loopbot) -> dict:
-    from trainer.dataset_stats import new_votes_since_last_run
-    from trainer.pipeline import cycle_requested, cycle_running, request_cycle
-    from trainer.registry import check_live_watch, reconcile_router
+    from loopbot.trainer.dataset_stats import new_votes_since_last_run
+    from loopbot.trainer.pipeline import cycle_requested, cycle_running, request_cycle
+    from loopbot.trainer.registry import check_live_watch, reconcile_router
 
     done: dict = {"watch": {}, "started": []}
     try:

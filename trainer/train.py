@@ -74,7 +74,7 @@ def sft_as_prompt_completion(rows: list[dict]) -> list[dict]:
 
 def stages_for(method: str) -> list[str]:
     if method not in METHOD_STAGES:
-        from loopbot.errors import UsageError
+        from loopbot.base.errors import UsageError
 
         raise UsageError(f"trainer.method = {method!r}: expected one of {', '.join(METHOD_STAGES)}")
     return METHOD_STAGES[method]

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from trainer.train import TrainJob, train_adapter
+    from loopbot.trainer.train import TrainJob, train_adapter
 
     job = TrainJob.load(args.job)
     result_file = Path(job.result_file) if job.result_file else Path(job.out_dir) / "result.json"

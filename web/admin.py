@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
 from fastapi import Request
 
-from storage import crud
-from web.security import ADMIN_COOKIE, admin_token_matches
+from loopbot.storage import crud
+from loopbot.trainer import registry
+from loopbot.web.security import ADMIN_COOKIE, admin_token_matches
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +34,12 @@ def admin_csrf(request: Request) -> str:
     return request.app.state.signer.csrf_token("admin:" + request.cookies.get(ADMIN_COOKIE, "bearer"))
 
 
-def _registry():
-    """trainer.registry when it exists (it also swaps the serving route); None = update the database only."""
-    try:
-        return importlib.import_module("trainer.registry")
-    except ModuleNotFoundError as e:
-        if e.name not in ("trainer.registry", "trainer"):
-            raise
-        return None
-
-
 async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:
     """Make `version` live (hot swap in this process's router when it runs one, then the database)."""
     engine = loopbot.engine
     if crud.get_adapter(engine, persona=persona, version=version) is None:
         raise LookupError(f"{persona} has no version {version}")
-    registry = _registry()
-    if registry is not None:
-        await registry.promote(loopbot, persona, version, reason=reason)
-    else:
-        crud.activate_adapter(engine, persona=persona, version=version, reason=reason)
+    await registry.promote(loopbot, persona, version, reason=reason)
     return f"{persona}-v{version} is live"
 
 
@@ -75,9 +61,5 @@ async def rollback(loopbot, *, persona: str, reason: str) -> str:
     """Put the version `rollback_target` names back (the live one becomes rolled_back)."""
     engine = loopbot.engine
     target = rollback_target(engine, persona=persona)
-    registry = _registry()
-    if registry is not None:
-        await registry.rollback(loopbot, persona, reason=reason, to_version=target, to_base=target is None)
-    else:
-        crud.activate_adapter(engine, persona=persona, version=target, previous_status="rolled_back", reason=reason)
+    await registry.rollback(loopbot, persona, reason=reason, to_version=target, to_base=target is None)
     return f"rolled back {persona} to {f'v{target}' if target is not None else 'the base model'}"

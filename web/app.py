@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from web.security import RateLimiter, Signer, load_secret
+from loopbot.web.security import RateLimiter, Signer, load_secret
 
 HERE = Path(__file__).parent
 
@@ -27,7 +27,7 @@ SECURITY_HEADERS = {
 
 def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     """One app per Loopbot; nothing touches the database until the first request. `rng` orders the arena."""
-    from web.routes import admin, arena, health, home, leaderboard
+    from loopbot.web.routes import admin, arena, health, home, leaderboard
 
     settings = loopbot.settings.web
     app = FastAPI(title="loopbot", docs_url=None, redoc_url=None, openapi_url=None)

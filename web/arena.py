@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from storage import crud
-from web.queries import Candidate, arena_groups, voted_pairs
+from loopbot.storage import crud
+from loopbot.web.queries import Candidate, arena_groups, voted_pairs
 
 PICKS = ("a", "b", "tie", "both_bad")
 

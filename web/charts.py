@@ -6,7 +6,7 @@ from datetime import date
 
 from markupsafe import Markup, escape
 
-from web.ratings import Rating
+from loopbot.web.ratings import Rating
 
 
 def ratings_svg(ratings: list[Rating], *, width: int = 640) -> Markup:

@@ -7,8 +7,8 @@ import asyncio
 import random
 import time
 
-from storage import crud
-from web.queries import ARENA_PLATFORM
+from loopbot.storage import crud
+from loopbot.web.queries import ARENA_PLATFORM
 
 
 def running_router(loopbot):
@@ -24,7 +24,7 @@ def arena_prompts(loopbot, persona: str) -> list[str]:
 async def generate_pair(loopbot, persona: str, *, rng: random.Random | None = None) -> bool:
     """Answer one curated prompt with the live version and the base model; False when there is nothing to do
     (no router in this process, the persona serves the base model, no prompts, or a reply failed)."""
-    from serving.base import SamplingParams
+    from loopbot.serving.base import SamplingParams
 
     router = running_router(loopbot)
     prompts = arena_prompts(loopbot, persona)

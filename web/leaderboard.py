@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from storage import crud
-from web.queries import picks, picks_stamp, thumbs_by_version
-from web.ratings import Rating, matches_from_picks, rate
+from loopbot.storage import crud
+from loopbot.web.queries import picks, picks_stamp, thumbs_by_version
+from loopbot.web.ratings import Rating, matches_from_picks, rate
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import Adapter, Comparison, Event, Feedback, Generation, Message, TrainingRun
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Adapter, Comparison, Event, Feedback, Generation, Message, TrainingRun
 
 LATENCY_BUCKETS_S = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 SWAP_BUCKETS_S = (0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
-from storage.db import session_scope
-from storage.models import Comparison, Event, Feedback, Generation, Message, User, utcnow
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Event, Feedback, Generation, Message, User, utcnow
 
 BASE = "base"  # how the base model (no adapter) is named on every page
 ARENA_PLATFORM = "web"  # the user and chat that fresh arena pairs are stored under

@@ -32,7 +32,7 @@ def main() -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainer.train import TrainJob, train_adapter
+    from loopbot.trainer.train import TrainJob, train_adapter
 
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU here: this bench measures the training stage on one")

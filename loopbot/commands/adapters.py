@@ -9,7 +9,7 @@ import typer
 
 from loopbot.commands.context import app_from
 from loopbot.commands.evaluate import parse_version
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 adapters_app = typer.Typer(no_args_is_help=True, help="list, show, promote and roll back adapter versions")
 PERSONA = typer.Option(..., "--persona", "-p", help="the persona")
@@ -19,8 +19,8 @@ PERSONA = typer.Option(..., "--persona", "-p", help="the persona")
 def list_(ctx: typer.Context, persona: str | None = typer.Option(None, "--persona", "-p", help="one persona"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Every version with its status (candidate, active, retired, failed, rolled_back) and parent."""
-    from storage import crud
-    from trainer.registry import adapter_summary
+    from loopbot.storage import crud
+    from loopbot.trainer.registry import adapter_summary
 
     loopbot = app_from(ctx)
     if persona:
@@ -41,7 +41,7 @@ def list_(ctx: typer.Context, persona: str | None = typer.Option(None, "--person
 @adapters_app.command("show")
 def show(ctx: typer.Context, version: str = typer.Argument(..., help="vN"), persona: str = PERSONA) -> None:
     """Everything stored about one version: metrics, gate checks, training stages, dataset lineage."""
-    from storage import crud
+    from loopbot.storage import crud
 
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
@@ -56,7 +56,7 @@ def promote(ctx: typer.Context, version: str = typer.Argument(..., help="vN"), p
             force: bool = typer.Option(False, "--force", help="promote a failed or rolled-back version too"),
             reason: str = typer.Option("manual promotion", "--reason")) -> None:
     """Make VERSION the live one (a running `loopbot run` picks it up at its next check)."""
-    from trainer.registry import promote as do_promote
+    from loopbot.trainer.registry import promote as do_promote
 
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
@@ -69,7 +69,7 @@ def rollback(ctx: typer.Context, persona: str = PERSONA,
              to: str | None = typer.Option(None, "--to", help="vN or 'base' (default: the version active before)"),
              reason: str = typer.Option("manual rollback", "--reason")) -> None:
     """Put the previous version (or --to vN, or --to base) back live; the current one becomes rolled_back."""
-    from trainer.registry import rollback as do_rollback
+    from loopbot.trainer.registry import rollback as do_rollback
 
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
@@ -83,7 +83,7 @@ def rollback(ctx: typer.Context, persona: str = PERSONA,
 def runs(ctx: typer.Context, persona: str | None = typer.Option(None, "--persona", "-p"),
          limit: int = typer.Option(10, "--limit")) -> None:
     """Recent training runs with each step's outcome."""
-    from storage import crud
+    from loopbot.storage import crud
 
     loopbot = app_from(ctx)
     for run in crud.list_training_runs(loopbot.engine, persona=persona, limit=limit):

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import typer
 
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 
 def _find_bench_dir(explicit: Path | None) -> Path:
-    candidates = [explicit] if explicit else [Path.cwd() / "bench", Path(__file__).resolve().parents[2] / "bench"]
-    for candidate in candidates:
-        if candidate and (candidate / "run_all.py").is_file():
-            return candidate.resolve()
+    candidate = explicit or Path.cwd() / "bench"
+    if (candidate / "run_all.py").is_file():
+        return candidate.resolve()
     where = explicit or "./bench"
     raise UsageError(f"no benchmarks at {where} (run from a loopbot checkout, or pass --dir PATH/TO/bench)")
 

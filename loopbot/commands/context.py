@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from loopbot.app import Loopbot, configure_logging
-from loopbot.config import load_settings
-from loopbot.settings import Settings
+from loopbot.base.config import load_settings
+from loopbot.base.settings import Settings
 
 
 def settings_from(ctx: typer.Context, *, check_secrets: bool = False) -> Settings:

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import app_from, settings_from
-from loopbot.config import DEFAULT_CONFIG
-from loopbot.errors import UsageError
+from loopbot.base.config import DEFAULT_CONFIG
+from loopbot.base.errors import UsageError
 
 db_app = typer.Typer(no_args_is_help=True, help="the database: migrations and status")
 
@@ -29,7 +29,7 @@ def init(path: Path = typer.Argument(Path("."), help="directory to write config.
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> None:
     """Apply the database migrations up to REVISION (default: the newest)."""
-    from storage.db import current_revision, make_engine, upgrade
+    from loopbot.storage.db import current_revision, make_engine, upgrade
 
     settings = settings_from(ctx)
     engine = make_engine(settings.database_url)
@@ -40,7 +40,7 @@ def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> No
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's migration revision."""
-    from storage.db import current_revision, make_engine
+    from loopbot.storage.db import current_revision, make_engine
 
     engine = make_engine(settings_from(ctx).database_url)
     typer.echo(current_revision(engine) or "empty (run `loopbot db upgrade`)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import settings_from
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 
 def demo(ctx: typer.Context,

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import app_from
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 
 def parse_version(text: str, persona: str) -> int:
@@ -25,7 +25,7 @@ def parse_version(text: str, persona: str) -> int:
 
 def dataset_for(loopbot, persona: str, manifest: dict) -> Path:
     """The build the candidate was trained on, else the persona's newest build."""
-    from trainer.dataset_stats import last_build
+    from loopbot.trainer.dataset_stats import last_build
 
     build_id = (manifest or {}).get("build_id")
     if build_id and (loopbot.settings.datasets_dir / persona / build_id).is_dir():
@@ -43,8 +43,8 @@ def evaluate(ctx: typer.Context,
              dataset: Path | None = typer.Option(None, "--dataset", help="a dataset build directory (default: the "
                                                                          "one the candidate was trained on)")) -> None:
     """Perplexity, preference accuracy, judge win rate and degeneracy vs the live version; the gate's verdict."""
-    from storage import crud
-    from trainer.pipeline import evaluate_and_gate
+    from loopbot.storage import crud
+    from loopbot.trainer.pipeline import evaluate_and_gate
 
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)

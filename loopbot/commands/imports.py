@@ -21,7 +21,7 @@ VALIDATION = typer.Option(None, "--validation-fraction", min=0.0, max=0.99,
 
 def _run(ctx: typer.Context, kind: str, path: Path, persona: str, dry_run: bool, as_json: bool,
          validation: float | None, **options) -> None:
-    from trainer.importers import run_import
+    from loopbot.trainer.importers import run_import
 
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
@@ -88,7 +88,7 @@ def preferences(ctx: typer.Context, path: Path = typer.Argument(..., help="JSONL
 @import_app.command("sources")
 def sources(ctx: typer.Context, persona: str = PERSONA, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
     """Import every corpus listed in the persona's `sources` in config.toml."""
-    from trainer.importers import import_sources
+    from loopbot.trainer.importers import import_sources
 
     loopbot = app_from(ctx)
     engine = None if dry_run else loopbot.engine

@@ -21,8 +21,8 @@ def _adapter_rank(path: str) -> int:
 
 
 async def _load_active(url: str, served_name: str, routes: dict) -> tuple[dict, dict]:
-    from serving.router import Router
-    from serving.vllm import VllmBackend
+    from loopbot.serving.router import Router
+    from loopbot.serving.vllm import VllmBackend
 
     backend = VllmBackend([url], model=served_name)
     router = Router(backend)
@@ -43,9 +43,9 @@ def serve(ctx: typer.Context,
     Ctrl-C or SIGTERM (then stop the server and its workers)."""
     import os
 
-    from serving.factory import served_base_model
-    from serving.offline_model import resolve_model_path
-    from serving.vllm_server import VllmServer
+    from loopbot.serving.factory import served_base_model
+    from loopbot.serving.offline_model import resolve_model_path
+    from loopbot.serving.vllm_server import VllmServer
 
     loopbot = app_from(ctx)
     settings = loopbot.settings

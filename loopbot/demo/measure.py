@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from trainer.degeneracy import degeneracy_figures, shorter_reference
+from loopbot.trainer.degeneracy import degeneracy_figures, shorter_reference
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

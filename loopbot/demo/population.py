@@ -11,7 +11,7 @@ import importlib
 import re
 from collections.abc import Callable
 
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 Preference = Callable[[str, str], bool]
 

@@ -19,7 +19,8 @@ from loopbot.demo.progress import DemoProgress
 from loopbot.demo.report import CycleSummary, Verdict, markdown, plot, verdict
 from loopbot.demo.setup import FULL, PERSONA, QUICK, Plan, demo_settings, prepare_model
 from loopbot.demo.traffic import Traffic, Turn
-from loopbot.settings import Settings
+from loopbot.training_control import LoopbotTraining
+from loopbot.base.settings import Settings
 
 BASE_RATE_BAND = (0.15, 0.50)
 
@@ -53,13 +54,13 @@ def _first_answers(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
 
 def _seed_coach(loopbot) -> str:
     """Import the coach's configured corpus (examples/coach_qa.jsonl), as `loopbot import` does."""
-    from trainer.importers import import_sources
+    from loopbot.trainer.importers import import_sources
 
     return "; ".join(r.summary() for r in import_sources(loopbot.engine, loopbot.settings, PERSONA))
 
 
 def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | None) -> CycleSummary:
-    from storage import crud
+    from loopbot.storage import crud
 
     if result is None:
         return CycleSummary(n, "skipped", gate=["another cycle held the lock"], seconds=seconds)
@@ -110,7 +111,7 @@ class DemoRun:
 
     def _setup(self) -> None:
         """Model, settings, database, seed corpus, and two chat services over the app's router."""
-        from bot.chat import ChatService
+        from loopbot.bot.chat import ChatService
         from loopbot.app import Loopbot
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,12 +127,13 @@ class DemoRun:
             self.ui.say(f"seeded the coach: {_seed_coach(self.loopbot)}")
         self.router = self.loopbot.router  # the app's own: run_cycle's promotion hot-swaps into it
         engine, seed = self.loopbot.engine, self.options.seed
-        self.service = ChatService(engine, self.settings, self.router, loopbot=self.loopbot, rng=random.Random(seed))
+        self.service = ChatService(engine, self.settings, self.router, training=LoopbotTraining(self.loopbot),
+                                   rng=random.Random(seed))
         # the measuring panel: held-out questions, first answers only, no arena, and opted out of training
         panel_settings = self.settings.model_copy(deep=True)
         panel_settings.feedback.arena_rate = 0.0
         panel_settings.feedback.consent_default = False
-        self.panel = ChatService(engine, panel_settings, self.router, loopbot=self.loopbot,
+        self.panel = ChatService(engine, panel_settings, self.router, training=LoopbotTraining(self.loopbot),
                                  rng=random.Random(seed + 1))
         self.band = Band.from_gate(self.settings.trainer.gate)
 
@@ -182,7 +184,7 @@ class DemoRun:
 
     async def cycle(self, n: int) -> CycleSummary:
         """The scheduler's job, once: dataset build -> train -> evaluate -> gate -> hot swap."""
-        from trainer.pipeline import run_cycle
+        from loopbot.trainer.pipeline import run_cycle
 
         t0 = time.monotonic()
         with self.ui.phase("cycle", f"cycle {n}: dataset build -> train -> evaluate -> gate -> hot swap"):

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopbot.settings import ModelSettings, Settings, SourceSettings
+from loopbot.base.settings import ModelSettings, Settings, SourceSettings
 
 PERSONA = "coach"
 CORPUS = "examples/coach_qa.jsonl"
@@ -100,7 +100,7 @@ def quick_conversations(base: Settings) -> list[list[dict]]:
     import json
     import re
 
-    from trainer.importers import resolve_source_path
+    from loopbot.trainer.importers import resolve_source_path
 
     out = []
     with open(resolve_source_path(base, CORPUS), encoding="utf-8") as f:
@@ -119,6 +119,6 @@ def prepare_model(quick: bool, data_dir: Path, base: Settings, *, progress=None)
 
         model_dir = build_tiny_model(data_dir / "models" / "tiny")
         return "tiny", teach_tiny_model(model_dir, quick_conversations(base), steps=80)
-    from serving.offline_model import convert_offline_model
+    from loopbot.serving.offline_model import convert_offline_model
 
     return "smollm2", convert_offline_model("smollm2", cache_dir(), progress=progress)

@@ -12,9 +12,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.messages import Incoming, Press, Reply
+from loopbot.bot.messages import Incoming, Press, Reply
 from loopbot.demo.population import Preference
-from storage import crud
+from loopbot.storage import crud
 
 PLATFORM = "demo"
 

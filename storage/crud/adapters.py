@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import Adapter, Event, utcnow
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Adapter, Event, utcnow
 
 __all__ = [
     "next_adapter_version", "create_adapter", "get_adapter", "active_adapter", "list_adapters",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import Generation, Message
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Generation, Message
 
 __all__ = ["count_replies", "generation_for_message", "last_generation", "reply_chain", "user_in_chat", "vote_tally"]
 
@@ -61,7 +61,7 @@ def user_in_chat(engine: Engine, *, user_id: int, chat_id: int) -> bool:
 
 def vote_tally(engine: Engine, *, generation_id: int) -> tuple[int, int]:
     """(👍, 👎) on one reply."""
-    from storage.models import Feedback
+    from loopbot.storage.models import Feedback
 
     with session_scope(engine) as s:
         counts = dict(s.execute(select(Feedback.value, func.count()).where(Feedback.generation_id == generation_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Integer, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from storage.models import Generation, Message, utcnow
+from loopbot.storage.models import Generation, Message, utcnow
 
 __all__ = ["PendingReply", "finish_reply", "recent_turns", "record_prompt_and_start_generation"]
 

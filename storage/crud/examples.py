@@ -8,8 +8,8 @@ import json
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import SeedExample
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import SeedExample
 
 __all__ = ["content_hash", "add_seed_examples", "list_seed_examples", "seed_example_counts"]
 

@@ -6,8 +6,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import session_scope
-from storage.models import Comparison, Feedback, Generation, User, utcnow
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Feedback, Generation, User, utcnow
 
 __all__ = [
     "upsert_vote", "withdraw_vote", "get_vote", "create_comparison", "record_pick", "get_comparison",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import Generation, Message, utcnow
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Generation, Message, utcnow
 
 __all__ = [
     "record_message", "start_generation", "finish_generation", "get_generation", "get_message",

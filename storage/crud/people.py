@@ -7,8 +7,8 @@ import uuid
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Engine
 
-from storage.db import session_scope
-from storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
 
 __all__ = [
     "get_or_create_user", "get_or_create_chat", "get_user", "get_chat", "set_consent", "set_admin",

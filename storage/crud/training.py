@@ -8,8 +8,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import session_scope
-from storage.models import RunLock, TrainingRun, utcnow
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import RunLock, TrainingRun, utcnow
 
 __all__ = [
     "start_training_run", "add_run_step", "finish_training_run", "get_training_run", "list_training_runs",

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from bot.chat import ChatService
-from bot.messages import Incoming, Press
-from bot.routing import BackendRouter
-from serving.instant import InstantBackend
+from loopbot.bot.chat import ChatService
+from loopbot.bot.messages import Incoming, Press
+from loopbot.bot.routing import BackendRouter
+from loopbot.serving.instant import InstantBackend
 
 
 def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, **access):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.history import estimate_tokens
-from bot.messages import Reaction
-from serving.errors import Overloaded
-from serving.instant import InstantBackend
-from storage import crud
-from storage.db import session_scope
-from storage.models import Comparison, Feedback, Generation, Message
+from loopbot.bot.history import estimate_tokens
+from loopbot.bot.messages import Reaction
+from loopbot.serving.errors import Overloaded
+from loopbot.serving.instant import InstantBackend
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Feedback, Generation, Message
 from tests.bot.conftest import dm, final, make_service, press
 
 

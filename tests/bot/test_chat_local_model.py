@@ -7,15 +7,15 @@ import random
 
 import pytest
 
-from bot.chat import ChatService
-from storage import crud
+from loopbot.bot.chat import ChatService
+from loopbot.storage import crud
 from tests.bot.conftest import dm, final, press
 
 
 @pytest.fixture
 async def local_router(tiny_model_dir, tiny_adapters):
-    from serving.local import LocalBackend
-    from serving.router import Router
+    from loopbot.serving.local import LocalBackend
+    from loopbot.serving.router import Router
 
     backend = LocalBackend(tiny_model_dir, device="cpu", dtype="float32", max_batch_size=4, batch_wait_ms=1)
     router = Router(backend, routes={"coach": ("coach-v1", str(tiny_adapters["a"]))}, smoke_max_tokens=2)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from storage import crud
-from storage.db import session_scope
-from storage.models import Event, Message, User
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Event, Message, User
 from tests.bot.conftest import dm, final, make_service, press
 
 
@@ -93,19 +93,21 @@ async def test_rate_limit_per_minute_and_concurrency(engine, settings):
 
 
 async def test_admin_rollback_goes_through_the_trainer_registry(settings, tmp_path):
-    from bot.chat import ChatService
-    from bot.routing import BackendRouter
+    from loopbot.bot.chat import ChatService
+    from loopbot.bot.routing import BackendRouter
     from loopbot.app import Loopbot
-    from serving.instant import InstantBackend
+    from loopbot.training_control import LoopbotTraining
+    from loopbot.serving.instant import InstantBackend
 
     settings = settings.model_copy(deep=True)
     settings.access.admins = ["telegram:42"]
     loopbot = Loopbot(settings)
     engine = loopbot.engine
-    service = ChatService(engine, settings, BackendRouter(InstantBackend(), engine), loopbot=loopbot)
+    service = ChatService(engine, settings, BackendRouter(InstantBackend(), engine),
+                          training=LoopbotTraining(loopbot))
     answer = text_of(await final(service, dm("/rollback coach", user="42")))
     assert answer == "Rollback of coach: not done: coach serves the base model: nothing to roll back"
-    from trainer.registry import promote
+    from loopbot.trainer.registry import promote
 
     for version in (1, 2):
         path = tmp_path / f"v{version}"

@@ -9,13 +9,13 @@ import random
 import pytest
 from sqlalchemy import select
 
-from bot.chat import ChatService
-from bot.discord import DiscordBot
-from bot.routing import BackendRouter
-from serving.instant import InstantBackend
-from storage import crud
-from storage.db import session_scope
-from storage.models import Comparison, Feedback, Generation, Message, User
+from loopbot.bot.chat import ChatService
+from loopbot.bot.discord import DiscordBot
+from loopbot.bot.routing import BackendRouter
+from loopbot.serving.instant import InstantBackend
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Feedback, Generation, Message, User
 from tests.helpers.fake_discord import FakeDiscord
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 from loopbot.app import Loopbot
 from loopbot.runtime import serve_all
-from serving.instant import InstantBackend
+from loopbot.serving.instant import InstantBackend
 from tests.helpers.fake_discord import FakeDiscord
 
 

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from bot.chat import ChatService
-from bot.discord import DiscordBot
-from bot.routing import BackendRouter
-from loopbot.errors import ConfigError
-from serving.instant import InstantBackend
+from loopbot.bot.chat import ChatService
+from loopbot.bot.discord import DiscordBot
+from loopbot.bot.routing import BackendRouter
+from loopbot.base.errors import ConfigError
+from loopbot.serving.instant import InstantBackend
 from tests.helpers.fake_discord import FakeDiscord
 
 

@@ -9,9 +9,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bot.text import clean_text
-from storage.db import session_scope
-from storage.models import Message
+from loopbot.bot.text import clean_text
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Message
 from tests.bot.conftest import dm, final, make_service
 
 ANY_CHAR = st.characters(exclude_categories=())  # includes control characters and lone surrogates

@@ -9,13 +9,13 @@ import pytest
 from aiohttp import ClientSession
 from sqlalchemy import select
 
-from bot.chat import ChatService
-from bot.routing import BackendRouter
-from bot.telegram import TelegramBot
-from serving.instant import InstantBackend
-from storage import crud
-from storage.db import session_scope
-from storage.models import Comparison, Feedback, Generation, Message
+from loopbot.bot.chat import ChatService
+from loopbot.bot.routing import BackendRouter
+from loopbot.bot.telegram import TelegramBot
+from loopbot.serving.instant import InstantBackend
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Feedback, Generation, Message
 from tests.helpers.fake_telegram import TOKEN, FakeTelegram
 from tests.helpers.ports import free_port
 

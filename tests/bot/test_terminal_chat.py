@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from loopbot.app import Loopbot
 from loopbot.terminal_chat import run_terminal_chat
-from storage.db import make_engine, session_scope
-from storage.models import Feedback, Generation, Message
+from loopbot.storage.db import make_engine, session_scope
+from loopbot.storage.models import Feedback, Generation, Message
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -47,8 +47,8 @@ def test_quick_demo_runs_the_loop_and_reports_sane_figures(tmp_path, capsys, mon
     for c in cycles:
         assert c[1].strip() in ("promoted", "rejected", "skipped"), c  # "failed" would be a bug in the loop
 
-    from storage import crud
-    from storage.db import make_engine
+    from loopbot.storage import crud
+    from loopbot.storage.db import make_engine
 
     engine = make_engine(f"sqlite:///{data}/loopbot.db")
     up, down = crud.vote_counts(engine, persona="coach")

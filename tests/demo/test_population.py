@@ -3,7 +3,7 @@
 import pytest
 
 from loopbot.demo import population, questions
-from loopbot.errors import UsageError
+from loopbot.base.errors import UsageError
 
 
 def test_default_population_reads_only_the_first_sentence():

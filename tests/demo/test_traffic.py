@@ -3,12 +3,12 @@
 import itertools
 import random
 
-from bot.chat import ChatService
-from bot.routing import BackendRouter
+from loopbot.bot.chat import ChatService
+from loopbot.bot.routing import BackendRouter
 from loopbot.demo.population import speaks_to_runner
 from loopbot.demo.traffic import Traffic
-from serving.instant import InstantBackend
-from storage import crud
+from loopbot.serving.instant import InstantBackend
+from loopbot.storage import crud
 
 
 def _service(engine, settings, script, *, arena_rate=0.0):

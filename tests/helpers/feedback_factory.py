@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from storage import crud
-from storage.models import Generation, User
+from loopbot.storage import crud
+from loopbot.storage.models import Generation, User
 
 
 @dataclass

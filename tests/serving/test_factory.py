@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from loopbot.app import Loopbot
-from serving.errors import BackendUnavailable
-from serving.factory import build_backend
-from serving.local import LocalBackend
-from serving.mistral import MistralBackend
-from serving.vllm import VllmBackend
-from storage import crud
+from loopbot.serving.errors import BackendUnavailable
+from loopbot.serving.factory import build_backend
+from loopbot.serving.local import LocalBackend
+from loopbot.serving.mistral import MistralBackend
+from loopbot.serving.vllm import VllmBackend
+from loopbot.storage import crud
 
 
 def test_backend_kinds_follow_the_config(settings, monkeypatch):

@@ -9,10 +9,10 @@ import threading
 import psutil
 import pytest
 
-from serving.base import Finished, SamplingParams, TextChunk, complete
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded
-from serving.local import LocalBackend
-from serving.router import Router
+from loopbot.serving.base import Finished, SamplingParams, TextChunk, complete
+from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded
+from loopbot.serving.local import LocalBackend
+from loopbot.serving.router import Router
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from serving.base import SamplingParams, TextChunk, complete
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, SwapFailed
-from serving.mistral import MistralBackend
-from serving.router import Router
+from loopbot.serving.base import SamplingParams, TextChunk, complete
+from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, SwapFailed
+from loopbot.serving.mistral import MistralBackend
+from loopbot.serving.router import Router
 from tests.helpers.fake_mistral import FakeMistral
 
 HI = [{"role": "user", "content": "hola como estas"}]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from loopbot.cli import main
-from serving.base import SamplingParams, complete
-from serving.local import LocalBackend
-from serving.offline_model import ModelUnavailable, resolve_model_path
+from loopbot.serving.base import SamplingParams, complete
+from loopbot.serving.local import LocalBackend
+from loopbot.serving.offline_model import ModelUnavailable, resolve_model_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

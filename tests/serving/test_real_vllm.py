@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.base import SamplingParams, complete
-from serving.errors import ModelNotFound
-from serving.local import LocalBackend
-from serving.router import Router
-from serving.vllm import VllmBackend
-from serving.vllm_server import VllmServer
+from loopbot.serving.base import SamplingParams, complete
+from loopbot.serving.errors import ModelNotFound
+from loopbot.serving.local import LocalBackend
+from loopbot.serving.router import Router
+from loopbot.serving.vllm import VllmBackend
+from loopbot.serving.vllm_server import VllmServer
 from tests.helpers.ports import free_port
 from tests.helpers.tiny_model import build_tiny_adapter, build_tiny_model
 
@@ -106,9 +106,9 @@ async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_pat
         env = {**os.environ, "LOOPBOT_DATA_DIR": str(data_dir), "LOOPBOT_MODELS__SMOLLM2__PATH": str(model),
                "LOOPBOT_SERVING__VLLM__PORT": str(port), "LOOPBOT_SERVING__VLLM__MAX_MODEL_LEN": "512",
                "LOOPBOT_SERVING__VLLM__MAX_LORAS": "3", "LOOPBOT_TRAINER__LORA__R": "8"}
-        from loopbot.config import load_settings
-        from storage import crud
-        from storage.db import make_engine, upgrade
+        from loopbot.base.config import load_settings
+        from loopbot.storage import crud
+        from loopbot.storage.db import make_engine, upgrade
 
         settings = load_settings(ROOT / "config.toml", env=env)
         engine = make_engine(settings.database_url)

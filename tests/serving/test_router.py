@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from serving.base import SamplingParams
-from serving.errors import SwapFailed
-from serving.router import LIVE, Router
-from serving.vllm import VllmBackend
+from loopbot.serving.base import SamplingParams
+from loopbot.serving.errors import SwapFailed
+from loopbot.serving.router import LIVE, Router
+from loopbot.serving.vllm import VllmBackend
 from tests.helpers.fake_vllm import FakeVllm
 
 HI = [{"role": "user", "content": "hello there"}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from serving.sampling import RowSampling, choose_tokens, nucleus_by_sorting
+from loopbot.serving.sampling import RowSampling, choose_tokens, nucleus_by_sorting
 
 
 def _row(temperature=0.8, top_p=0.9, seed=0, penalty=1.0, seen=()):
@@ -23,7 +23,7 @@ def _frequencies(logits, row_factory, draws=4000):
 
 @pytest.mark.parametrize("top_k", [1024, 8])  # the nucleus within the top k, and the full-sort fallback
 def test_sampled_tokens_follow_the_nucleus_distribution(monkeypatch, top_k):
-    monkeypatch.setattr("serving.sampling.TOP_K", top_k)
+    monkeypatch.setattr("loopbot.serving.sampling.TOP_K", top_k)
     logits = -torch.arange(200, dtype=torch.float32).unsqueeze(0) / 4  # ~20 tokens hold 90%
     expected = nucleus_by_sorting(torch.softmax(logits[0] / 0.8, -1), 0.9)
     expected = expected / expected.sum()

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from serving.base import Finished, SamplingParams, TextChunk, complete
-from serving.errors import BackendUnavailable, BadRequest, GenerationTimeout, ModelNotFound, Overloaded
-from serving.vllm import VllmBackend
+from loopbot.serving.base import Finished, SamplingParams, TextChunk, complete
+from loopbot.serving.errors import BackendUnavailable, BadRequest, GenerationTimeout, ModelNotFound, Overloaded
+from loopbot.serving.vllm import VllmBackend
 from tests.helpers.fake_vllm import FakeVllm
 
 HI = [{"role": "user", "content": "hello there"}]

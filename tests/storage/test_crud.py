@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from storage import crud
-from storage.db import session_scope
-from storage.models import Feedback, Generation, Message
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Feedback, Generation, Message
 
 
 def _reply(engine, *, user_name="u1", text="How far should I run?"):
@@ -98,7 +98,7 @@ def test_exactly_one_active_adapter(engine):
     assert crud.active_adapter(engine, persona="coach").version == 2  # the failed flip changed nothing
     with pytest.raises(IntegrityError):  # the database itself refuses a second active row
         with session_scope(engine) as s:
-            from storage.models import Adapter
+            from loopbot.storage.models import Adapter
 
             s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
 

@@ -6,7 +6,7 @@ from alembic.script import ScriptDirectory
 from alembic.config import Config
 from sqlmodel import SQLModel
 
-from storage.db import MIGRATIONS_DIR, current_revision
+from loopbot.storage.db import MIGRATIONS_DIR, current_revision
 
 
 def test_migrations_match_the_models(engine):

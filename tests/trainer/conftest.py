@@ -24,7 +24,7 @@ LOOSE_DEGENERACY = {"trainer.gate.degeneracy_checks": False}
 def train_settings(tiny_model_dir, tmp_path, monkeypatch):
     from pathlib import Path
 
-    from loopbot.config import load_settings
+    from loopbot.base.config import load_settings
 
     root = Path(__file__).resolve().parents[2]
     return load_settings(root / "config.toml", env={}, check_secrets=False, overrides={

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from storage import crud
+from loopbot.storage import crud
 from tests.helpers.feedback_factory import FeedbackFactory
-from trainer.dataset_stats import dataset_stats, new_votes_since_last_build, new_votes_since_last_run
-from trainer.datasets import FILES, build_datasets
+from loopbot.trainer.dataset_stats import dataset_stats, new_votes_since_last_build, new_votes_since_last_run
+from loopbot.trainer.datasets import FILES, build_datasets
 
 
 def _rows(build, name):
@@ -326,7 +326,7 @@ def test_new_votes_count_since_the_last_build_and_run(engine, settings):
 def test_an_explicit_output_directory_is_used_once_and_never_overwritten(sqlite_engine, settings, tmp_path):
     import pytest
 
-    from loopbot.errors import UsageError
+    from loopbot.base.errors import UsageError
 
     f = FeedbackFactory(sqlite_engine)
     ana = f.user("ana")
@@ -344,7 +344,7 @@ def test_an_explicit_output_directory_is_used_once_and_never_overwritten(sqlite_
 def test_length_limits_can_use_the_persona_tokenizer(sqlite_engine, settings, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from trainer.cleaning import tokenizer_counter
+    from loopbot.trainer.cleaning import tokenizer_counter
 
     count = tokenizer_counter(AutoTokenizer.from_pretrained(tiny_model_dir))
     reply = "Rest days matter: your muscles rebuild when you rest. " * 6

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.cleaning import Deduper, estimate_tokens, finished_part, fit_prompt, scrub_pii
-from trainer.splits import is_heldout
+from loopbot.trainer.cleaning import Deduper, estimate_tokens, finished_part, fit_prompt, scrub_pii
+from loopbot.trainer.splits import is_heldout
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,13 +10,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from storage.db import session_scope
-from storage.models import Feedback, Generation, Message, User
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Feedback, Generation, Message, User
 from tests.helpers.databases import truncate_all
 from tests.helpers.feedback_factory import FeedbackFactory
-from trainer.cleaning import finished_part, scrub_pii
-from trainer.datasets import build_datasets
-from trainer.importers.whatsapp import chat_examples, parse_whatsapp
+from loopbot.trainer.cleaning import finished_part, scrub_pii
+from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.importers.whatsapp import chat_examples, parse_whatsapp
 
 HEADER = st.builds(
     lambda d, m, y, h, mi, ampm, ios, author, text: (

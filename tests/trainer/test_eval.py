@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from loopbot.settings import JudgeSettings
+from loopbot.base.settings import JudgeSettings
 from tests.helpers.fake_judge import FakeJudge
 from tests.trainer.synthetic import write_dataset
-from trainer.degeneracy import degeneracy_figures
-from trainer.evaluate import _Scorer, evaluate_candidate, vote_auc, write_report
-from trainer.judge import PairwiseJudge
+from loopbot.trainer.degeneracy import degeneracy_figures
+from loopbot.trainer.evaluate import _Scorer, evaluate_candidate, vote_auc, write_report
+from loopbot.trainer.judge import PairwiseJudge
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
 

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from loopbot.settings import GateSettings
-from storage import crud
+from loopbot.base.settings import GateSettings
+from loopbot.storage import crud
 from tests.trainer.synthetic import write_dataset
-from trainer.gate import apply_gate
+from loopbot.trainer.gate import apply_gate
 
 NORMAL = {"replies": 20, "words_per_reply": 42.0, "cutoff_rate": 0.05, "empty_rate": 0.0,
           "repeated_ngram_rate": 0.01, "symbols_per_word": 0.12}
@@ -109,9 +109,9 @@ def test_without_pairs_votes_or_judge_nothing_shows_an_improvement():
 
 @pytest.mark.slow
 async def test_a_candidate_trained_on_reversed_preferences_is_rejected_and_a_good_one_promoted(loopbot):
-    from trainer.base_model import base_model_dir
-    from trainer.launch import train_new_version
-    from trainer.pipeline import evaluate_and_gate
+    from loopbot.trainer.base_model import base_model_dir
+    from loopbot.trainer.launch import train_new_version
+    from loopbot.trainer.pipeline import evaluate_and_gate
 
     settings, engine = loopbot.settings, loopbot.engine
     root = settings.data_dir / "synthetic"
@@ -130,7 +130,7 @@ async def test_a_candidate_trained_on_reversed_preferences_is_rejected_and_a_goo
     assert cand["preference_accuracy"] < live["preference_accuracy"]
     good_version, _, good_gate = verdicts["good"]
     assert good_gate.passed, good_gate.summary()
-    from trainer.registry import promote
+    from loopbot.trainer.registry import promote
 
     await promote(loopbot, "coach", good_version, reason="gate passed")
     assert crud.active_adapter(engine, persona="coach").version == good_version

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import crud
-from trainer.importers import ImportFileError, import_sources, run_import
-from trainer.importers.jokes import extract_keywords, joke_prompt
+from loopbot.storage import crud
+from loopbot.trainer.importers import ImportFileError, import_sources, run_import
+from loopbot.trainer.importers.jokes import extract_keywords, joke_prompt
 
 SAMPLES = Path(__file__).parent / "samples"
 ROOT = Path(__file__).resolve().parents[2]

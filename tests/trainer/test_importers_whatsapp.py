@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.importers import ImportFileError, run_import
-from trainer.importers.whatsapp import chat_examples, import_whatsapp, parse_whatsapp
+from loopbot.trainer.importers import ImportFileError, run_import
+from loopbot.trainer.importers.whatsapp import chat_examples, import_whatsapp, parse_whatsapp
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -80,7 +80,7 @@ def test_group_chats_name_the_other_speakers():
 
 
 def test_long_conversations_are_cut_into_examples_that_start_with_the_user_and_end_with_the_author():
-    from trainer.importers.whatsapp import ChatMessage
+    from loopbot.trainer.importers.whatsapp import ChatMessage
 
     t0 = datetime(2024, 1, 1, 10, 0)
     from datetime import timedelta

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from storage import crud
+from loopbot.storage import crud
 from tests.trainer.conftest import loopbot_on
 from tests.trainer.synthetic import seed_feedback
-from trainer.pipeline import choose_method, cycle_running, run_cycle
+from loopbot.trainer.pipeline import choose_method, cycle_running, run_cycle
 
 
 def _lora_tensors(path: Path) -> dict:
@@ -62,8 +62,8 @@ async def test_sft_dpo_cycle_then_kto_cycle_train_new_versions_that_serve(loopbo
     t1, t2 = _lora_tensors(Path(v1.path)), _lora_tensors(Path(v2.path))
     assert t1.keys() == t2.keys() and any((t1[k] - t2[k]).abs().sum() > 0 for k in t1)
 
-    from serving.base import SamplingParams, complete
-    from serving.local import LocalBackend
+    from loopbot.serving.base import SamplingParams, complete
+    from loopbot.serving.local import LocalBackend
 
     backend = LocalBackend(tiny_model_dir, device="cpu")
     try:
@@ -157,7 +157,7 @@ def test_the_method_follows_the_data(configured, counts, expected):
 
 
 async def test_an_admin_request_answers_at_once_and_runs_in_the_background(loopbot):
-    from trainer.pipeline import pending_cycle, request_cycle
+    from loopbot.trainer.pipeline import pending_cycle, request_cycle
 
     assert "started in the background" in request_cycle(loopbot, "coach")
     assert request_cycle(loopbot, "coach") == "a training cycle of coach is already running"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from loopbot.errors import UsageError
-from serving.instant import InstantBackend
-from serving.router import Router
-from storage import crud
-from storage.db import session_scope
-from storage.models import Event
+from loopbot.base.errors import UsageError
+from loopbot.serving.instant import InstantBackend
+from loopbot.serving.router import Router
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Event
 from tests.trainer.conftest import loopbot_on
-from trainer.registry import check_live_watch, one_sided_two_proportion_p, promote, rollback, watch_verdict
+from loopbot.trainer.registry import check_live_watch, one_sided_two_proportion_p, promote, rollback, watch_verdict
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_the_one_sided_two_proportion_test():
 
 
 async def test_a_failed_hot_swap_changes_nothing(bot):
-    from serving.errors import ServingError, SwapFailed
+    from loopbot.serving.errors import ServingError, SwapFailed
 
     def broken(messages, adapter):
         return ServingError("the new version crashes") if adapter == "coach-v2" else "fine"

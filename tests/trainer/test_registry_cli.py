@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from loopbot.cli import main
-from storage import crud
-from storage.db import make_engine, upgrade
+from loopbot.storage import crud
+from loopbot.storage.db import make_engine, upgrade
 from tests.trainer.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import text
 
 from loopbot.app import Loopbot
-from loopbot.errors import ConfigError
-from serving.instant import InstantBackend
-from serving.router import Router
-from storage import crud
+from loopbot.base.errors import ConfigError
+from loopbot.serving.instant import InstantBackend
+from loopbot.serving.router import Router
+from loopbot.storage import crud
 from tests.trainer.synthetic import seed_feedback
-from trainer.pipeline import pending_cycle
-from trainer.registry import promote
-from trainer.schedule import CHECK_JOB_ID, check_once, cycle_job_id, start_scheduler
+from loopbot.trainer.pipeline import pending_cycle
+from loopbot.trainer.registry import promote
+from loopbot.trainer.schedule import CHECK_JOB_ID, check_once, cycle_job_id, start_scheduler
 
 
 async def _wait_for(predicate, timeout_s: float = 30.0):

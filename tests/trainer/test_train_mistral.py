@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from loopbot.errors import UsageError
-from storage import crud
+from loopbot.base.errors import UsageError
+from loopbot.storage import crud
 from tests.helpers.fake_mistral_ft import FakeMistralFineTuning
 from tests.trainer.synthetic import seed_feedback
-from trainer.launch import TrainingFailed
-from trainer.mistral_ft import train_on_mistral
+from loopbot.trainer.launch import TrainingFailed
+from loopbot.trainer.mistral_ft import train_on_mistral
 
 
 @pytest.fixture
 def build(loopbot):
-    from trainer.datasets import build_datasets
+    from loopbot.trainer.datasets import build_datasets
 
     seed_feedback(loopbot.engine, conversations=20)
     return build_datasets(loopbot.engine, loopbot.settings, "coach")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trainer.train import TrainJob, capped_steps, dpo_losses, stage_learning_rate, train_adapter
+from loopbot.trainer.train import TrainJob, capped_steps, dpo_losses, stage_learning_rate, train_adapter
 
 
 def _stage(**kw):

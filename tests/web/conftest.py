@@ -20,7 +20,7 @@ def loopbot(settings, engine):
 def client(loopbot, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from web.app import create_app
+    from loopbot.web.app import create_app
 
     monkeypatch.setenv(loopbot.settings.web.admin_token_env, ADMIN_TOKEN)
     with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as c:

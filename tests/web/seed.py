@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from storage import crud
+from loopbot.storage import crud
 
 
 def reply(engine, *, persona: str, prompt: str, text: str, version: str | None, user: str = "u1",

@@ -6,11 +6,11 @@ import shutil
 
 from fastapi.testclient import TestClient
 
-from storage import crud
+from loopbot.storage import crud
 from tests.web.conftest import ADMIN_TOKEN
 from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world
-from web.app import create_app
+from loopbot.web.app import create_app
 
 
 def _login(client, token=ADMIN_TOKEN):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from storage import crud
-from storage.db import session_scope
-from storage.models import Comparison, Generation
+from loopbot.storage import crud
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Comparison, Generation
 from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world, reply
-from web.security import RateLimiter
+from loopbot.web.security import RateLimiter
 
 
 def _vote(client, persona="coach", pick="a", **override):
@@ -120,7 +120,7 @@ def test_per_ip_limit_holds_across_new_visitors(client, loopbot):
     loopbot.settings.web.votes_per_minute_per_ip = 4
     from fastapi.testclient import TestClient
 
-    from web.app import create_app
+    from loopbot.web.app import create_app
 
     arena_world(loopbot, prompts=3)
     with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as fresh:
@@ -166,8 +166,8 @@ def test_arena_can_leave_chat_replies_out(client, loopbot):
 
 
 async def test_fresh_pair_from_the_running_router_when_stored_ones_run_out(client, loopbot):
-    from serving.instant import InstantBackend
-    from serving.router import Router
+    from loopbot.serving.instant import InstantBackend
+    from loopbot.serving.router import Router
 
     eng = loopbot.engine
     arena_world(loopbot, prompts=1)  # 3 stored pairs
@@ -195,8 +195,8 @@ def _stopped_clock() -> float:
 
 
 async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
-    from serving.instant import InstantBackend
-    from serving.router import Router
+    from loopbot.serving.instant import InstantBackend
+    from loopbot.serving.router import Router
 
     backend = InstantBackend()
     loopbot.router = Router(backend, routes={"coach": ("coach-v2", "/x")})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import crud
+from loopbot.storage import crud
 from tests.web.conftest import ADMIN_TOKEN
 from tests.web.seed import arena_world, reply
 
@@ -35,8 +35,8 @@ def site(settings, monkeypatch):
     """The web app of a seeded Loopbot, served by uvicorn in a thread on a free loopback port."""
     pytest.importorskip("playwright", reason="needs the playwright package: pip install playwright")
     from loopbot.app import Loopbot
-    from web.app import create_app
-    from web.server import make_server
+    from loopbot.web.app import create_app
+    from loopbot.web.server import make_server
 
     monkeypatch.setenv(settings.web.admin_token_env, ADMIN_TOKEN)
     bot = Loopbot(settings)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from storage import crud
+from loopbot.storage import crud
 from tests.web.seed import arena_world, reply
-from web.app import create_app
-from web.metrics import record_swap
+from loopbot.web.app import create_app
+from loopbot.web.metrics import record_swap
 
 
 def _samples(text: str) -> dict[tuple, float]:
@@ -35,7 +35,7 @@ def test_readyz_without_a_serving_backend_checks_the_database(client):
 
 def test_readyz_fails_when_the_database_is_unreachable(settings):
     from loopbot.app import Loopbot
-    from storage.db import make_engine
+    from loopbot.storage.db import make_engine
 
     bot = Loopbot(settings)
     bot.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2")
@@ -46,8 +46,8 @@ def test_readyz_fails_when_the_database_is_unreachable(settings):
 
 
 async def test_readyz_waits_until_the_live_adapter_is_loaded(client, loopbot):
-    from serving.instant import InstantBackend
-    from serving.router import Router
+    from loopbot.serving.instant import InstantBackend
+    from loopbot.serving.router import Router
 
     arena_world(loopbot)  # coach-v2 is live in the database
     backend = InstantBackend()

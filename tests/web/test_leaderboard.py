@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from storage import crud
+from loopbot.storage import crud
 from tests.web.seed import arena_world, reply
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from web.ratings import CENTER, SCALE, Match, matches_from_picks, online_elo, rate
+from loopbot.web.ratings import CENTER, SCALE, Match, matches_from_picks, online_elo, rate
 
 TRUE = {"base": -0.6, "v1": 0.0, "v2": 0.4, "v3": 0.9}  # log-strengths
 

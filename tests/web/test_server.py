@@ -8,8 +8,8 @@ import socket
 import httpx
 import pytest
 
-from loopbot.errors import LoopbotError
-from web.server import serve
+from loopbot.base.errors import LoopbotError
+from loopbot.web.server import serve
 
 
 def free_port() -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.resources
+
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from trainer.importers.common import ImportFileError, ImportReport, store_examples
+from loopbot.trainer.importers.common import ImportFileError, ImportReport, store_examples
 
 __all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path", "run_import"]
 
@@ -25,22 +27,22 @@ def read_import(settings, persona: str, kind: str, path: str | Path, **options):
     persona_cfg = settings.persona(persona)
     options.setdefault("validation_fraction", settings.trainer.dataset.heldout_fraction)
     if kind == "whatsapp":
-        from trainer.importers.whatsapp import import_whatsapp
+        from loopbot.trainer.importers.whatsapp import import_whatsapp
 
         if not options.get("author"):
             raise ImportFileError("a WhatsApp import needs the author to clone (--author NAME)")
         report, examples = import_whatsapp(path, persona=persona, **options)
     elif kind == "jokes":
-        from trainer.importers.jokes import import_jokes
+        from loopbot.trainer.importers.jokes import import_jokes
 
         options.setdefault("language", persona_cfg.language)
         report, examples = import_jokes(path, persona=persona, **options)
     elif kind == "qa":
-        from trainer.importers.qa import import_qa
+        from loopbot.trainer.importers.qa import import_qa
 
         report, examples = import_qa(path, persona=persona, **options)
     elif kind == "preferences":
-        from trainer.importers.preferences import import_preferences
+        from loopbot.trainer.importers.preferences import import_preferences
 
         report, examples = import_preferences(path, persona=persona, **options)
     else:
@@ -49,16 +51,18 @@ def read_import(settings, persona: str, kind: str, path: str | Path, **options):
 
 
 def resolve_source_path(settings, path: str) -> Path:
-    """A configured source path: absolute, or relative to the working directory, the config's directory
-    (the parent of a relative data_dir) or the loopbot checkout, whichever has it."""
+    """A configured source path: absolute, or relative to the working directory or the config's directory
+    (the parent of a relative data_dir), whichever has it; `examples/NAME` also finds the installed samples."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    import loopbot
-
-    for base in (Path.cwd(), settings.data_dir.parent, Path(loopbot.__file__).resolve().parents[1]):
+    for base in (Path.cwd(), settings.data_dir.parent):
         if (base / p).is_file():
             return base / p
+    if p.parts[:1] == ("examples",) and len(p.parts) == 2:
+        packaged = importlib.resources.files("loopbot.examples") / p.name
+        if packaged.is_file():
+            return Path(str(packaged))
     return p
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from loopbot.errors import UsageError
-from trainer.splits import is_heldout
+from loopbot.base.errors import UsageError
+from loopbot.trainer.splits import is_heldout
 
 MAX_ERRORS_SHOWN = 10
 ROLES = ("system", "user", "assistant")
@@ -107,9 +107,9 @@ def validation_split(key: str, fraction: float) -> str:
 
 def store_examples(engine: Engine, report: ImportReport, examples: list[tuple[str, str, dict]]) -> ImportReport:
     """Store (kind, split, data) examples in ONE transaction: all or nothing. Known examples are skipped."""
-    from storage.crud import content_hash
-    from storage.db import session_scope
-    from storage.models import SeedExample
+    from loopbot.storage.crud import content_hash
+    from loopbot.storage.db import session_scope
+    from loopbot.storage.models import SeedExample
 
     with session_scope(engine) as s:
         existing = set(s.execute(select(SeedExample.kind, SeedExample.content_hash)

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from trainer.importers.common import ImportFileError, ImportReport, open_text, read_jsonl, validation_split
+from loopbot.trainer.importers.common import ImportFileError, ImportReport, open_text, read_jsonl, validation_split
 
 PROMPTS = {"es": "Cuéntame un chiste sobre {keywords}", "en": "Tell me a joke about {keywords}"}
 AND = {"es": " y ", "en": " and "}

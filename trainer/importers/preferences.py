@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.importers.common import ImportFileError, ImportReport, as_messages, read_jsonl, validation_split
+from loopbot.trainer.importers.common import ImportFileError, ImportReport, as_messages, read_jsonl, validation_split
 
 FORMAT_HINT = 'expected {"prompt", "chosen", "rejected"} or {"prompt", "completion", "label"}'
 LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False,

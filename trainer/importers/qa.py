@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.importers.common import ImportFileError, ImportReport, as_messages, read_jsonl, validation_split
+from loopbot.trainer.importers.common import ImportFileError, ImportReport, as_messages, read_jsonl, validation_split
 
 FORMAT_HINT = 'expected {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]} or {"question", "answer"}'
 

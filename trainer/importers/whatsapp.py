@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from trainer.importers.common import ImportFileError, ImportReport, open_text, validation_split
+from loopbot.trainer.importers.common import ImportFileError, ImportReport, open_text, validation_split
 
 _DATE = r"(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
 _TIME = r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)"

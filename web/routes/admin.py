@@ -6,14 +6,14 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
-from loopbot.errors import LoopbotError
-from storage import crud
-from web import admin
-from web.app import page
-from web.charts import rate_svg
-from web.queries import event_counts, recent_events, thumbs_by_day, thumbs_by_version
-from web.routes.common import check_persona, client_ip, engine
-from web.security import ADMIN_COOKIE, admin_token_matches
+from loopbot.base.errors import LoopbotError
+from loopbot.storage import crud
+from loopbot.web import admin
+from loopbot.web.app import page
+from loopbot.web.charts import rate_svg
+from loopbot.web.queries import event_counts, recent_events, thumbs_by_day, thumbs_by_version
+from loopbot.web.routes.common import check_persona, client_ip, engine
+from loopbot.web.security import ADMIN_COOKIE, admin_token_matches
 
 router = APIRouter()
 

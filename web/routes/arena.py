@@ -8,12 +8,12 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from web.app import page
-from web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal
-from web.fresh import generate_pair, running_router
-from web.metrics import WEB_VOTES_REFUSED
-from web.routes.common import check_persona, client_ip, engine
-from web.security import VISITOR_COOKIE
+from loopbot.web.app import page
+from loopbot.web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal
+from loopbot.web.fresh import generate_pair, running_router
+from loopbot.web.metrics import WEB_VOTES_REFUSED
+from loopbot.web.routes.common import check_persona, client_ip, engine
+from loopbot.web.security import VISITOR_COOKIE
 
 router = APIRouter()
 

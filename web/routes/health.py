@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import select, text
 
-from storage.db import session_scope
-from storage.models import Adapter
-from web.metrics import render
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import Adapter
+from loopbot.web.metrics import render
 
 router = APIRouter()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from web.app import page
+from loopbot.web.app import page
 
 router = APIRouter()
 

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from web.app import page
-from web.charts import ratings_svg
-from web.leaderboard import build_board
-from web.routes.common import check_persona, engine
+from loopbot.web.app import page
+from loopbot.web.charts import ratings_svg
+from loopbot.web.leaderboard import build_board
+from loopbot.web.routes.common import check_persona, engine
 
 router = APIRouter()
 

@@ -278,7 +278,7 @@ class Settings(Section):
 
     def persona(self, name: str) -> PersonaSettings:
         if name not in self.personas:
-            from loopbot.errors import UsageError
+            from loopbot.base.errors import UsageError
 
             raise UsageError(f"unknown persona {name!r}; configured: {', '.join(sorted(self.personas))}")
         return self.personas[name]

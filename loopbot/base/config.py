@@ -10,8 +10,8 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from loopbot.errors import ConfigError
-from loopbot.settings import Settings
+from loopbot.base.errors import ConfigError
+from loopbot.base.settings import Settings
 
 ENV_PREFIX = "LOOPBOT_"
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
