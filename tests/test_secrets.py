@@ -113,3 +113,16 @@ def test_serve_hands_vllm_its_api_key_through_the_environment(tmp_path):
     keyless = VllmServer(tmp_path / "model", served_name="smollm2")
     assert "--api-key" not in keyless.command()
     assert keyless.environment().get("VLLM_API_KEY") == os.environ.get("VLLM_API_KEY")
+
+
+def test_every_secret_the_settings_name_is_masked(settings):
+    env = {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "DISCORD_BOT_TOKEN": DISCORD_TOKEN,
+           "MISTRAL_API_KEY": "mistral-key-0123456789", "LOOPBOT_ADMIN_TOKEN": "admin-token-abcdef"}
+    found = redact.settings_secrets(settings, env)
+    assert sorted(found) == sorted(env.values())
+    try:
+        redact.add_secrets(found)
+        text = " ".join(f"{name}={value}" for name, value in env.items())
+        assert redact.redact(text) == " ".join(f"{name}=***" for name in env)
+    finally:
+        redact.clear_secrets()
