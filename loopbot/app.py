@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -64,8 +65,14 @@ class Loopbot:
         return path
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, secrets: Iterable[str | None] = ()) -> None:
+    """Log to stderr at `level`; every root handler masks `secrets` and Telegram-token-shaped strings (DEBUG logs
+    of python-telegram-bot, httpx and discord.py carry the token in URLs) with ***."""
+    from loopbot.base import redact
+
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3", "alembic", "apscheduler.executors.default"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact.add_secrets(secrets)
+    redact.install()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from loopbot.base.errors import LoopbotError
+from loopbot.base.redact import redact
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="loopbot: chat personas that get better from their users' votes every night.")
@@ -61,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return 0 if type(e).__name__ == "NoArgsIsHelpError" else 2
     except LoopbotError as e:
-        print(f"loopbot: {e}", file=sys.stderr)
+        print(redact(f"loopbot: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001
-        if os.environ.get("LOOPBOT_DEBUG"):
-            raise
-        print(f"loopbot: {type(e).__name__}: {e} (set LOOPBOT_DEBUG=1 for the traceback)", file=sys.stderr)
+        if os.environ.get("LOOPBOT_DEBUG"):  # the traceback, with secrets masked like everything printed
+            print(redact("".join(traceback.format_exception(e))), end="", file=sys.stderr)
+            return 1
+        print(redact(f"loopbot: {type(e).__name__}: {e} (set LOOPBOT_DEBUG=1 for the traceback)"), file=sys.stderr)
         return 1
 
 

@@ -10,7 +10,11 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 
+from telegram.error import InvalidToken
+
+from loopbot.base import redact
 from loopbot.base.config import platform_token
+from loopbot.base.errors import ConfigError
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.telegram import TelegramBot
 from loopbot.trainer.schedule import start_scheduler
@@ -66,15 +70,23 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
     settings = loopbot.settings
     stoppers.append(("serving", lambda: _close_backend(loopbot)))
     platforms = 0
+    redact.install()
     token = platform_token(settings, "telegram", env)
     if token:
         secret = env.get(settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
+        redact.add_secrets([token, secret])
         bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret)
-        await bot.start()
+        try:
+            await bot.start()
+        except InvalidToken:
+            raise ConfigError(f"InvalidToken: Telegram rejected the bot token {redact.mask_token(token)} in "
+                              f"{settings.telegram.token_env} (telegram.token_env): copy it again from @BotFather "
+                              "(/token)") from None
         stoppers.append(("telegram", bot.stop))
         platforms += 1
     token = platform_token(settings, "discord", env)
     if token:
+        redact.add_secrets([token])
         discord_bot = DiscordBot(loopbot.chat_service, settings, token)
         await discord_bot.start()
         stoppers.append(("discord", discord_bot.stop))

@@ -59,9 +59,7 @@ class VllmServer:
             cmd += ["--max-num-seqs", str(self.max_num_seqs)]
         if self.gpu_memory_utilization:
             cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
-        return cmd + self.extra_args
+        return cmd + self.extra_args  # the API key goes in the environment (VLLM_API_KEY), not here: see `ps`
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -70,6 +68,8 @@ class VllmServer:
                     "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
         if not self.gpu:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if self.api_key:  # vLLM reads it from there; a command-line --api-key is visible to every local user
+            env["VLLM_API_KEY"] = self.api_key
         return env
 
     def start(self) -> None:

@@ -14,25 +14,48 @@ TokenCounter = Callable[[str], int]
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators a chat template adds per message
 
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
-# digits with spaces, dots, dashes or brackets between them; kept only if it has 9+ digits, or 7+ after a '+'
-PHONE_RE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{5,}\d(?!\w)")
 EMAIL_MARK, PHONE_MARK = "[email]", "[phone]"
+# Phone numbers are found by Google's libphonenumber (the `phonenumbers` package): numbers written the local way
+# of these regions, and any number written with its country code (+56 ..., 0034 ...)
+PHONE_REGIONS = ("ES", "CL", "US", "GB")
+MIN_PHONE_DIGITS = 7
+_DIGIT_GROUP_RE = re.compile(r"\d+")
 
 
-def _phone_or_keep(match: re.Match) -> str:
-    text = match.group(0)
-    digits = sum(c.isdigit() for c in text)
-    if digits >= 9 or (text.startswith("+") and digits >= 7):
-        return PHONE_MARK
-    return text
+def _phone_spans(text: str, regions: tuple[str, ...] = PHONE_REGIONS) -> list[tuple[int, int]]:
+    """(start, end) of the phone numbers in `text`: numbers that are valid in one of `regions` (libphonenumber's
+    VALID leniency, which already skips dates, times and timestamps). A candidate split into more than three digit
+    groups ("10 20 30 40 50", "2023.12.31 21") must also be grouped the way that region writes its numbers
+    (STRICT_GROUPING), so that a run of small numbers is not read as one phone number."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    spans: set[tuple[int, int]] = set()
+    for region in regions:
+        valid = list(PhoneNumberMatcher(text, region, leniency=Leniency.VALID))
+        few_groups = [m for m in valid if len(_DIGIT_GROUP_RE.findall(m.raw_string)) <= 3]
+        spans.update((m.start, m.end) for m in few_groups)
+        if len(few_groups) < len(valid):
+            spans.update((m.start, m.end) for m in PhoneNumberMatcher(text, region, leniency=Leniency.STRICT_GROUPING))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 @functools.lru_cache(maxsize=65536)  # a conversation's history repeats in each of its prompts
 def scrub_pii(text: str) -> str:
-    """Replace e-mail addresses with [email] and phone numbers (9+ digits, or +country and 7+) with [phone]."""
+    """Replace e-mail addresses with [email] and phone numbers (Spanish, Chilean, US and UK ones, and any with
+    a country code) with [phone]; dates, times and runs of numbers stay."""
     if "@" in text:
         text = EMAIL_RE.sub(EMAIL_MARK, text)
-    return PHONE_RE.sub(_phone_or_keep, text)
+    if sum(c.isdigit() for c in text) < MIN_PHONE_DIGITS:
+        return text
+    for start, end in reversed(_phone_spans(text)):
+        text = text[:start] + PHONE_MARK + text[end:]
+    return text
 
 
 def estimate_tokens(text: str) -> int:

@@ -6,6 +6,7 @@ import typer
 
 from loopbot.app import Loopbot, configure_logging
 from loopbot.base.config import load_settings
+from loopbot.base.redact import settings_secrets
 from loopbot.base.settings import Settings
 
 
@@ -13,7 +14,7 @@ def settings_from(ctx: typer.Context, *, check_secrets: bool = False) -> Setting
     root = ctx.find_root()
     obj = root.obj or {}
     settings = load_settings(obj.get("config"), check_secrets=check_secrets)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=settings_secrets(settings))
     return settings
 
 

@@ -20,11 +20,11 @@ def _adapter_rank(path: str) -> int:
         return 0
 
 
-async def _load_active(url: str, served_name: str, routes: dict) -> tuple[dict, dict]:
+async def _load_active(url: str, served_name: str, routes: dict, api_key: str | None = None) -> tuple[dict, dict]:
     from loopbot.serving.router import Router
     from loopbot.serving.vllm import VllmBackend
 
-    backend = VllmBackend([url], model=served_name)
+    backend = VllmBackend([url], model=served_name, api_key=api_key)
     router = Router(backend)
     try:
         await router.reconcile(routes)
@@ -69,7 +69,7 @@ def serve(ctx: typer.Context,
         seconds = server.wait_ready(start_timeout, progress=typer.echo)
         typer.echo(f"vLLM ready in {seconds:.0f} s")
         if routes:
-            live, problems = asyncio.run(_load_active(server.url, model_name, routes))
+            live, problems = asyncio.run(_load_active(server.url, model_name, routes, server.api_key))
             for persona, name in sorted(live.items()):
                 typer.echo(f"  {persona}: {name or 'base model'}")
             for persona, why in sorted(problems.items()):

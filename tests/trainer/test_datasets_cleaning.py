@@ -9,10 +9,14 @@ from loopbot.trainer.splits import is_heldout
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("call me on +56 9 8765 4321", "call me on [phone]"),
-    ("my cell is (555) 123-4567!", "my cell is [phone]!"),
-    ("020 7946 0958 is the office", "[phone] is the office"),
-    ("+44 20 7946", "[phone]"),
+    ("call me on +56 9 8765 4321", "call me on [phone]"),  # Chile: mobile, international
+    ("mi celu es 9 8765 4321 o el fijo +56 2 2345 6789", "mi celu es [phone] o el fijo [phone]"),
+    ("mi móvil 612 34 56 78, casa 912 345 678", "mi móvil [phone], casa [phone]"),  # Spain
+    ("escríbeme al +34 612 345 678 o al 0034 612345678", "escríbeme al [phone] o al [phone]"),
+    ("my cell is (415) 555-2671!", "my cell is [phone]!"),  # US
+    ("415-555-2671 or +1 415 555 2671", "[phone] or [phone]"),
+    ("020 7946 0958 is the office", "[phone] is the office"),  # UK
+    ("text 07911 123456 or +44 7911 123456", "text [phone] or [phone]"),
     ("write to ana.runner+coach@mail.example.cl today", "write to [email] today"),
 ])
 def test_phone_numbers_and_emails_are_scrubbed(text, expected):
@@ -24,6 +28,13 @@ def test_phone_numbers_and_emails_are_scrubbed(text, expected):
     "Race day is 2024-10-13 at 07:30, bib 12345.",
     "Your splits: 4:59, 5:01, 5:03. Weekly volume 40-50 km.",
     "Version 1.2.3 and 192.168.1",
+    "sent 2023-12-31 21:14",
+    "sent 31.12.2023 21:14",
+    "sent 2023.12.31 21:14",
+    "run 10 20 30 40 50 km",
+    "count 1 2 3 4 5 6 7 8 9 10",
+    "scores 7 8 9 9 8 7 6 5 4",
+    "order 123456789, total 1234567890",
 ])
 def test_training_numbers_dates_and_times_are_not_mistaken_for_phones(text):
     assert scrub_pii(text) == text

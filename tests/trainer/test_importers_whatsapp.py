@@ -116,3 +116,51 @@ def test_an_impossible_date_is_reported_with_its_line(tmp_path):
     report, _ = import_whatsapp(chat, persona="clone", author="Ana")
     assert report.dropped["unreadable_line"] == 1
     assert report.problems == [f"{chat}:3: invalid date or time 31/02/24 10:02 (read as dmy)"]
+
+
+def test_ios_and_spanish_deleted_messages_are_dropped_with_or_without_the_period():
+    report, examples = _examples("ios_deleted_en_es.txt")
+    text = str(examples).lower()
+    assert "deleted" not in text and "elimin" not in text
+    assert report.dropped == {"deleted": 8}
+    assert examples == [
+        [{"role": "user", "content": "hi Ana"}, {"role": "assistant", "content": "morning!"},
+         {"role": "user", "content": "coffee later?"}, {"role": "assistant", "content": "sure, at 11"}],
+        [{"role": "user", "content": "hola otra vez"}, {"role": "assistant", "content": "hola!"}],
+    ]
+
+
+def _month_first_chat(odd_line: str) -> str:
+    """An English 12-hour export (month first: 1/15/24) with one line written day first in the middle."""
+    lines = []
+    for day in range(13, 19):
+        lines += [f"1/{day}/24, 9:0{i} AM - {who}: {what} {day}" for i, (who, what) in
+                  enumerate([("Tom", "morning"), ("Ana", "hey"), ("Tom", "run today?"), ("Ana", "yes, 10 km")])]
+    lines.insert(9, odd_line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("odd", ["13/01/24, 10:00 - Tom: pasted from another phone",
+                                 "2024-01-14 10:00 - Tom: pasted from a third phone"])
+def test_one_odd_date_line_is_reported_and_does_not_flip_the_date_order(tmp_path, odd):
+    chat = tmp_path / "chat.txt"
+    chat.write_text(_month_first_chat(odd), encoding="utf-8")
+    parsed = parse_whatsapp(chat.read_text(encoding="utf-8"))
+    assert parsed.date_order == "mdy"
+    assert [number for number, _ in parsed.problems] == [10]
+    assert parsed.messages[0].at == datetime(2024, 1, 13, 9, 0)
+    assert parsed.messages[-1].at == datetime(2024, 1, 18, 9, 3)
+    assert len(parsed.messages) == 24
+    report, examples = import_whatsapp(chat, persona="clone", author="Ana", validation_fraction=0.0)
+    date = odd.split(",")[0].split(" ")[0]
+    assert report.problems == [f"{chat}:10: invalid date or time {date} 10:00 (read as mdy)"]
+    assert report.dropped == {"unreadable_line": 1} and len(examples) == 6
+
+
+def test_the_day_first_majority_wins_over_one_year_first_line(tmp_path):
+    chat = tmp_path / "chat.txt"
+    chat.write_text("03/02/24, 10:00 - Bo: hi\n03/02/24, 10:01 - Ana: hey\n2024-02-03 10:02 - Bo: ??\n"
+                    "03/02/24, 10:03 - Bo: still there?\n03/02/24, 10:04 - Ana: yes\n", encoding="utf-8")
+    report, examples = import_whatsapp(chat, persona="clone", author="Ana", validation_fraction=0.0)
+    assert report.problems == [f"{chat}:3: invalid date or time 2024-02-03 10:02 (read as dmy)"]
+    assert [m["content"] for m in examples[0][2]["messages"]] == ["hi", "hey", "still there?", "yes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -69,6 +70,23 @@ def open_text(path: str | Path) -> str:
     except UnicodeDecodeError as e:
         line = p.read_bytes()[:e.start].count(b"\n") + 1
         raise ImportFileError(f"{p}:{line}: not UTF-8 text ({e.reason})") from None
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text without the line end) of a UTF-8 file (a BOM tolerated), read one line at a time so
+    a large file is never held whole; a line that is not UTF-8 is a one-line error naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImportFileError(f"{p}: no such file")
+    with p.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ImportFileError(f"{p}:{number}: not UTF-8 text ({e.reason})") from None
+            yield number, line.rstrip("\r\n")
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
