@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loopbot.base.settings import Settings
 from loopbot.trainer.degeneracy import degeneracy_figures
-from loopbot.trainer.train import read_jsonl
+from loopbot.trainer.train import dataset_rows
 
 log = logging.getLogger(__name__)
 SMOKE_TOKENS = 32
@@ -121,7 +121,7 @@ class _Scorer:
 
 
 def _heldout(dataset_dir: Path) -> dict[str, list[dict]]:
-    return {k: read_jsonl(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
+    return {k: dataset_rows(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
 
 
 def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]:
