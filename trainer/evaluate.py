@@ -17,6 +17,7 @@ from pathlib import Path
 
 from loopbot.base.settings import Settings
 from loopbot.trainer.degeneracy import degeneracy_figures
+from loopbot.trainer.judge import PairwiseJudge
 from loopbot.trainer.train import dataset_rows
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,6 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
 def _judge(settings: Settings, persona: str, prompts, replies) -> dict | None:
     if not settings.trainer.judge.url or not prompts:
         return None
-    from loopbot.trainer.judge import PairwiseJudge
 
     judge = PairwiseJudge(settings.trainer.judge, settings.persona(persona).judge_rubric)
     try:
