@@ -13,7 +13,8 @@ from loopbot.trainer.importers.preferences import import_preferences
 from loopbot.trainer.importers.qa import import_qa
 from loopbot.trainer.importers.whatsapp import import_whatsapp
 
-__all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path", "run_import"]
+__all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path",
+           "run_import"]
 
 KINDS = ("whatsapp", "jokes", "qa", "preferences")
 
