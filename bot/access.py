@@ -1,12 +1,12 @@
-"""Who may talk to the bot, who is an admin, and the per-user rate limit (messages per minute, concurrent replies)."""
+"""Who may talk to the bot, who is an admin, and the per-user limits on replies (messages per minute, concurrent)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 
+from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import AccessSettings
 
 
@@ -28,32 +28,32 @@ class Access:
         return f"{platform}:{user_id}" in self.settings.admins
 
 
-class RateLimiter:
-    """A sliding one-minute window of accepted messages and a count of replies in progress, per user key."""
+class ReplyLimits:
+    """Per user key: at most `messages_per_minute` accepted messages in any minute and `concurrent` replies in
+    progress. Users with nothing recent and nothing running are forgotten."""
 
     def __init__(self, messages_per_minute: int, concurrent: int, clock: Callable[[], float] = time.monotonic):
-        self.messages_per_minute = messages_per_minute
+        self.per_minute = RateLimiter(messages_per_minute, 60.0, clock=clock)
         self.concurrent = concurrent
-        self.clock = clock
-        self._times: dict[str, deque[float]] = defaultdict(deque)
-        self._running: dict[str, int] = defaultdict(int)
+        self._running: dict[str, int] = {}
 
     def refusal(self, key: str) -> str | None:
-        """None if `key` may start a reply now (and counts it), else a polite message saying why not."""
-        now = self.clock()
-        times = self._times[key]
-        while times and now - times[0] >= 60:
-            times.popleft()
-        if self._running[key] >= self.concurrent:
+        """None if `key` may start a reply now (and counts it until `done`), else a polite message saying why not."""
+        if self._running.get(key, 0) >= self.concurrent:
             return "I'm still answering your previous message. Please wait for it to finish."
-        if len(times) >= self.messages_per_minute:
-            wait = max(1, math.ceil(60 - (now - times[0])))
-            return (f"You're sending messages faster than I can answer ({self.messages_per_minute} a minute). "
-                    f"Please wait about {wait} s.")
-        times.append(now)
-        self._running[key] += 1
+        wait = self.per_minute.retry_after(key)
+        if wait:
+            return (f"You're sending messages faster than I can answer ({self.per_minute.limit} a minute). "
+                    f"Please wait about {max(1, math.ceil(wait))} s.")
+        self._running[key] = self._running.get(key, 0) + 1
         return None
 
     def done(self, key: str) -> None:
-        if self._running[key] > 0:
-            self._running[key] -= 1
+        """The reply `refusal` let start has ended."""
+        running = self._running.pop(key, 0)
+        if running > 1:
+            self._running[key] = running - 1
+
+    def __len__(self) -> int:
+        """How many users it remembers now."""
+        return len(self.per_minute) + sum(key not in self.per_minute for key in self._running)

@@ -1,66 +1,30 @@
-"""The platform-agnostic chat core: what to answer, what to store, votes, retries and arena rounds."""
+"""The chat core's front door, one per process and shared by every platform: incoming messages, button presses
+and reactions, each handed to its handler.
+
+Import structure, without circles: chat.py imports commands.py (slash commands) and feedback.py (buttons,
+reactions); all three import core.py (users, chats, personas, limits, generating and storing replies), which
+imports none of them. The handlers receive the ChatCore and never import this module. ChatService is that core
+plus the dispatch below, so a platform adapter needs only this class."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any
 
-from loopbot.bot import buttons
-from loopbot.bot.access import Access, RateLimiter
-from loopbot.bot.admin_actions import TrainingControl
-from loopbot.bot.history import build_prompt, estimate_tokens
+from loopbot.bot.commands import run_command
+from loopbot.bot.core import ChatCore, NewPrompt
+from loopbot.bot.feedback import handle_press, handle_reaction
+from loopbot.bot.history import build_prompt
 from loopbot.bot.messages import Incoming, Press, PressOutcome, Reaction, Reply
-from loopbot.bot.routing import backend_name, resolve
 from loopbot.bot.text import clean_text
-from loopbot.base.settings import Settings
-from loopbot.serving.base import Finished, SamplingParams, TextChunk
-from loopbot.serving.errors import ServingError
 from loopbot.storage import crud
-
-log = logging.getLogger(__name__)
 
 NON_TEXT_ANSWER = ("I can only read text for now, so I can't see that {kind}. "
                    "Send me your message as text and I'll answer.")
-REACTION_VALUES = {"👍": 1, "👎": -1}
-CACHE_TTL_S = 30.0
 
 
-@dataclass(frozen=True)
-class NewPrompt:
-    """A user message to store together with the reply's pending generation."""
-
-    user_id: int
-    text: str
-    platform_message_id: str | None = None
-    reply_to_id: int | None = None
-
-
-class ChatService:
-    """One per process, shared by every platform. `router` answers `route(persona)` and
-    `stream(persona, messages, sampling=, adapter=)` (serving.router.Router, or bot.routing.BackendRouter)."""
-
-    def __init__(self, engine, settings: Settings, router: Any, *, training: TrainingControl | None = None,
-                 rng: random.Random | None = None, clock=time.monotonic):
-        self.engine = engine
-        self.settings = settings
-        self.router = router
-        self.training = training  # /train and /rollback; None = this process cannot train (the commands say so)
-        self.rng = rng or random.Random()
-        self.access = Access(settings.access)
-        self.limiter = RateLimiter(settings.access.messages_per_minute, settings.access.concurrent_generations,
-                                   clock=clock)
-        self._users: dict[tuple[str, str], tuple[float, object]] = {}
-        self._chats: dict[tuple[str, str], tuple[float, object]] = {}
-        counter = getattr(router, "count_tokens", None) or getattr(getattr(router, "backend", None), "count_tokens", None)
-        self.count_tokens = counter if callable(counter) else estimate_tokens  # the tokenizer, where serving has one
-
-    # ---- incoming messages -------------------------------------------------------------------------------------
+class ChatService(ChatCore):
+    """The chat core with its handlers: `handle` a message, `press` a button, count a `reaction`."""
 
     async def handle(self, inc: Incoming) -> AsyncIterator[Reply]:
         """Answer one incoming message: nothing (not addressed to the bot), a refusal, a command's answer,
@@ -76,18 +40,13 @@ class ChatService:
             yield Reply(0, NON_TEXT_ANSWER.format(kind=inc.kind or "message"), final=True, plain=True)
             return
         text = clean_text(inc.text)
-        if text.startswith("/"):
-            from loopbot.bot.commands import run_command
-
-            async with aclosing(run_command(self, inc, text)) as replies:
-                async for reply in replies:
-                    yield reply
-            return
-        async with aclosing(self.chat(inc, text)) as replies:
+        replies = run_command(self, inc, text) if text.startswith("/") else self.chat(inc, text)
+        async with aclosing(replies):
             async for reply in replies:
                 yield reply
 
     async def chat(self, inc: Incoming, text: str) -> AsyncIterator[Reply]:
+        """A streamed answer to an ordinary message, or why there is none (empty, too long, too fast)."""
         user, chat = self.user_and_chat(inc)
         persona = self.persona_of(chat)
         limit = self.settings.access.max_message_chars
@@ -108,7 +67,7 @@ class ChatService:
         try:
             p = self.settings.personas[persona]
             turns = self._history(chat, replied, group=inc.chat_type != "private") + [("user", text)]
-            messages = build_prompt(p.system_prompt, turns, p.context_tokens, self.count_tokens)
+            messages = build_prompt(p.system_prompt, turns, p.context_tokens)
             asked = NewPrompt(user_id=user.id, text=text, platform_message_id=inc.message_id,
                               reply_to_id=replied.id if replied else None)
             async with aclosing(self.generate(chat, persona, messages, new_prompt=asked,
@@ -117,42 +76,6 @@ class ChatService:
                     yield reply
         finally:
             self.limiter.done(key)
-
-    def user_and_chat(self, inc: Incoming | Press):
-        """The stored user and chat (created on first contact); cached briefly, dropped when we change them."""
-        now = time.monotonic()
-        if len(self._users) > 50_000 or len(self._chats) > 50_000:
-            self._users.clear()
-            self._chats.clear()
-        ukey, ckey = (inc.platform, inc.user_id), (inc.platform, inc.chat_id)
-        hit = self._users.get(ukey)
-        name = inc.user_name[:256]
-        if hit is None or now - hit[0] > CACHE_TTL_S or (name and hit[1].display_name != name):
-            user = crud.get_or_create_user(self.engine, platform=inc.platform, platform_user_id=inc.user_id,
-                                           display_name=inc.user_name,
-                                           default_consent=self.settings.feedback.consent_default)
-            self._users[ukey] = hit = (now, user)
-        cached = self._chats.get(ckey)
-        if cached is None or now - cached[0] > CACHE_TTL_S:
-            chat = crud.get_or_create_chat(self.engine, platform=inc.platform, platform_chat_id=inc.chat_id,
-                                           type="private" if inc.chat_type == "private" else "group")
-            self._chats[ckey] = cached = (now, chat)
-        return hit[1], cached[1]
-
-    def changed(self, *, user_id: int | None = None, chat_id: int | None = None) -> None:
-        """Forget cached rows after a change (consent, /forget, persona, /new)."""
-        if user_id is not None:
-            self._users = {k: v for k, v in self._users.items() if v[1].id != user_id}
-        if chat_id is not None:
-            self._chats = {k: v for k, v in self._chats.items() if v[1].id != chat_id}
-
-    def persona_of(self, chat) -> str:
-        platform_default = getattr(getattr(self.settings, chat.platform, None), "default_persona", None)
-        name = chat.persona or platform_default or self.settings.default_persona
-        return name if name in self.settings.personas else self.settings.default_persona
-
-    def is_admin(self, platform: str, platform_user_id: str, user=None) -> bool:
-        return self.access.is_admin(platform, platform_user_id) or bool(user is not None and user.is_admin)
 
     def _replied_message(self, chat_id: int, platform_message_id: str | None):
         if not platform_message_id:
@@ -170,215 +93,11 @@ class ChatService:
                                                                      conversation_id=chat.conversation_id) if text]
         return [(m.role, m.text) for m in rows if m.text]
 
-    # ---- generation --------------------------------------------------------------------------------------------
-
-    def sampling(self, persona: str) -> SamplingParams:
-        s = self.settings.personas[persona].sampling
-        return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                              repetition_penalty=s.repetition_penalty)
-
-    async def generate(self, chat, persona: str, messages: list[dict], *, conversation_id: str,
-                       prompt_message_id: int | None = None, new_prompt: NewPrompt | None = None,
-                       retry_of_id: int | None = None, key: int = 0) -> AsyncIterator[Reply]:
-        """Stream one reply (or, with probability arena_rate, two candidates A/B) and store it. `new_prompt` is a
-        user message not stored yet: it is written with the pending reply, in one transaction, before the model runs."""
-        try:
-            live = await self.live_version(persona)
-        except ServingError as e:
-            if new_prompt is not None:
-                self._record(chat, persona, conversation_id, new_prompt)
-            yield Reply(key, e.user_message, final=True, plain=True)
-            return
-        arena = (retry_of_id is None and live is not None and self.settings.feedback.arena_rate > 0
-                 and self.rng.random() < self.settings.feedback.arena_rate)
-        if arena:
-            if new_prompt is not None:
-                prompt_message_id = self._record(chat, persona, conversation_id, new_prompt).id
-            versions = [live, None]
-            self.rng.shuffle(versions)
-            async with aclosing(self._arena(chat, persona, messages, versions, prompt_message_id, conversation_id,
-                                            key)) as replies:
-                async for reply in replies:
-                    yield reply
-            return
-        if new_prompt is not None:
-            gen = crud.record_prompt_and_start_generation(
-                self.engine, chat_id=chat.id, user_id=new_prompt.user_id, text=new_prompt.text, persona=persona,
-                conversation_id=conversation_id, prompt=messages, adapter_version=live,
-                backend=backend_name(self.router), sampling=self.sampling(persona).as_dict(),
-                platform_message_id=new_prompt.platform_message_id, reply_to_id=new_prompt.reply_to_id)
-        else:
-            gen = self._start(chat, persona, messages, live, prompt_message_id, conversation_id, retry_of_id)
-        runner = self._run(gen, persona, messages, live)
-        try:
-            async for text, outcome in runner:
-                if outcome is None:
-                    yield Reply(key, text, message_ids=[gen.message_id], generation_ids=[gen.id])
-                else:
-                    yield self._final_reply(key, gen, text, outcome)
-        finally:
-            await runner.aclose()
-
-    def _record(self, chat, persona: str, conversation_id: str, new_prompt: NewPrompt):
-        return crud.record_message(self.engine, chat_id=chat.id, user_id=new_prompt.user_id, role="user",
-                                   text=new_prompt.text, persona=persona, conversation_id=conversation_id,
-                                   platform_message_id=new_prompt.platform_message_id,
-                                   reply_to_id=new_prompt.reply_to_id)
-
-    async def live_version(self, persona: str) -> str | None:
-        """The served name answering `persona` now (None = the base model); starts the router on first use."""
-        start = getattr(self.router, "start", None)
-        if callable(start):
-            await resolve(start())
-        return await resolve(self.router.route(persona))
-
-    def _start(self, chat, persona, messages, adapter, prompt_message_id, conversation_id, retry_of_id=None,
-               in_history=True):
-        return crud.start_generation(self.engine, chat_id=chat.id, persona=persona, prompt=messages,
-                                     prompt_message_id=prompt_message_id, conversation_id=conversation_id,
-                                     adapter_version=adapter, backend=backend_name(self.router),
-                                     sampling=self.sampling(persona).as_dict(), retry_of_id=retry_of_id,
-                                     in_history=in_history)
-
-    async def _run(self, gen, persona: str, messages: list[dict], adapter: str | None):
-        """Yield (text so far, None) while streaming, then (text, outcome) once stored: outcome is
-        "ok" | "cut_off" | a ServingError. A cancelled reply is stored as an error."""
-        parts: list[str] = []
-        started = time.perf_counter()
-        finished: Finished | None = None
-        error: ServingError | None = None
-        stream = self.router.stream(persona, messages, sampling=self.sampling(persona), adapter=adapter)
-        try:
-            async with aclosing(stream):  # stopping early stops the model (and its in-flight count) at once
-                async for item in stream:
-                    if isinstance(item, TextChunk):
-                        if item.text:
-                            parts.append(item.text)
-                            yield "".join(parts), None
-                    elif isinstance(item, Finished):
-                        finished = item
-            if finished is None:
-                error = ServingError("stream ended without a Finished item")
-        except ServingError as e:
-            error = e
-        except (asyncio.CancelledError, GeneratorExit) as e:  # cancelled, or the platform stopped listening
-            crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text="".join(parts),
-                              status="error",
-                              error="cancelled" if isinstance(e, asyncio.CancelledError) else "abandoned",
-                              latency_ms=(time.perf_counter() - started) * 1000)
-            raise
-        except Exception as e:
-            log.exception("backend failed for generation %s", gen.id)
-            error = ServingError(f"{type(e).__name__}: {e}")
-        text = "".join(parts)
-        latency = (time.perf_counter() - started) * 1000
-        if error is not None:
-            crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text=text,
-                              status="error", error=f"{type(error).__name__}: {error}"[:2000], latency_ms=latency)
-            yield text, error
-            return
-        status = "cut_off" if finished.finish_reason == "length" else "ok"
-        crud.finish_reply(self.engine, generation_id=gen.id, message_id=gen.message_id, text=text, status=status,
-                          finish_reason=finished.finish_reason, latency_ms=latency,
-                          prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens)
-        yield text, status
-
-    def _final_reply(self, key: int, gen, text: str, outcome) -> Reply:
-        if isinstance(outcome, ServingError):
-            return Reply(key, outcome.user_message, final=True, buttons=buttons.retry_button(gen.id),
-                         message_ids=[gen.message_id], generation_ids=[gen.id], plain=True)
-        shown = text if text.strip() else "(no answer this time: press 🔄 for another try)"
-        if outcome == "cut_off":
-            shown += " …"
-        return Reply(key, shown, final=True, buttons=buttons.vote_buttons(gen.id), message_ids=[gen.message_id],
-                     generation_ids=[gen.id])
-
-    async def _arena(self, chat, persona, messages, versions, prompt_message_id, conversation_id, key):
-        gens = [self._start(chat, persona, messages, v, prompt_message_id, conversation_id, in_history=(i == 0))
-                for i, v in enumerate(versions)]
-        texts, outcomes = ["", ""], [None, None]
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump(i: int) -> None:
-            try:
-                async for text, outcome in self._run(gens[i], persona, messages, versions[i]):
-                    await queue.put((i, text, outcome))
-            finally:
-                await queue.put((i, None, "done"))
-
-        tasks = [asyncio.create_task(pump(i)) for i in range(2)]
-        ids = {"message_ids": [g.message_id for g in gens], "generation_ids": [g.id for g in gens]}
-        try:
-            running = 2
-            while running:
-                i, text, outcome = await queue.get()
-                if outcome == "done":
-                    running -= 1
-                    continue
-                texts[i] = text
-                if outcome is not None:
-                    outcomes[i] = outcome
-                else:
-                    yield Reply(key, _ab_text(texts), **ids)
-        finally:
-            for t in tasks:
-                t.cancel()
-        good = [i for i in range(2) if outcomes[i] in ("ok", "cut_off")]
-        if len(good) < 2:  # a failed candidate: show what there is as an ordinary reply
-            if good:
-                crud.set_in_history(self.engine, generation_id=gens[good[0]].id, in_history=True)
-            for i in range(2):
-                if i not in good:
-                    crud.set_in_history(self.engine, generation_id=gens[i].id, in_history=False)
-            i = good[0] if good else 0
-            yield self._final_reply(key, gens[i], texts[i], outcomes[i])
-            return
-        user_id = self._prompt_author(prompt_message_id)
-        cmp = crud.create_comparison(self.engine, persona=persona, generation_a_id=gens[0].id,
-                                     generation_b_id=gens[1].id, user_id=user_id, source="chat")
-        yield Reply(key, _ab_text(texts, [o == "cut_off" for o in outcomes]), final=True,
-                    buttons=buttons.pick_buttons(cmp.id), comparison_id=cmp.id, **ids)
-
-    def _prompt_author(self, message_id: int | None) -> int | None:
-        msg = crud.get_message(self.engine, message_id=message_id) if message_id else None
-        return msg.user_id if msg else None
-
-    def delivered(self, reply: Reply, platform_message_id: str) -> None:
-        """The platform shows `reply` as `platform_message_id`: remember it (reply chains, reactions)."""
-        for message_id in reply.message_ids:
-            crud.set_platform_message_id(self.engine, message_id=message_id,
-                                         platform_message_id=str(platform_message_id))
-
-    # ---- feedback ----------------------------------------------------------------------------------------------
-
     async def press(self, press: Press) -> PressOutcome:
         """A button press. Accepted only for a row of the chat it was pressed in, by someone in that chat."""
-        from loopbot.bot.feedback import handle_press
-
         return await handle_press(self, press)
 
     def reaction(self, reaction: Reaction) -> int | None:
         """👍/👎 reactions on a reply count as votes (removing the reaction withdraws it).
         Returns the vote now recorded (None = none), or None if the message is not one of our replies."""
-        if not self.settings.feedback.reactions:
-            return None
-        chat = crud.get_or_create_chat(self.engine, platform=reaction.platform, platform_chat_id=reaction.chat_id)
-        msg = crud.find_message_by_platform_id(self.engine, chat_id=chat.id, platform_message_id=reaction.message_id)
-        gen = crud.generation_for_message(self.engine, message_id=msg.id) if msg else None
-        if gen is None:
-            return None
-        user = crud.get_or_create_user(self.engine, platform=reaction.platform, platform_user_id=reaction.user_id,
-                                       display_name=reaction.user_name,
-                                       default_consent=self.settings.feedback.consent_default)
-        values = [REACTION_VALUES[e] for e in reaction.emoji if e in REACTION_VALUES]
-        if not values:
-            crud.withdraw_vote(self.engine, generation_id=gen.id, user_id=user.id)
-            return None
-        crud.upsert_vote(self.engine, generation_id=gen.id, user_id=user.id, value=values[-1], source="reaction")
-        return values[-1]
-
-
-def _ab_text(texts: list[str], cut: list[bool] | None = None) -> str:
-    cut = cut or [False, False]
-    shown = [(t if t.strip() else "…") + (" …" if c else "") for t, c in zip(texts, cut)]
-    return f"🅰️ A\n{shown[0]}\n\n🅱️ B\n{shown[1]}"
+        return handle_reaction(self, reaction)

@@ -1,20 +1,17 @@
 """The chat commands, the same on every platform: /start /help /persona /new /retry /consent /forget /stats,
-and for admins /train /adapters /rollback."""
+and for admins /train /adapters /rollback. Handlers over the ChatCore (bot/core.py); chat.py dispatches to them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
 
-from loopbot.bot import buttons
-from loopbot.bot.messages import Incoming, Reply
 from loopbot.base.errors import LoopbotError
+from loopbot.bot import buttons
+from loopbot.bot.core import ChatCore
+from loopbot.bot.messages import Incoming, Reply
 from loopbot.storage import crud
-
-if TYPE_CHECKING:
-    from loopbot.bot.chat import ChatService
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +42,8 @@ Commands:
 {commands}"""
 
 
-async def run_command(service: ChatService, inc: Incoming, text: str) -> AsyncIterator[Reply]:
+async def run_command(service: ChatCore, inc: Incoming, text: str) -> AsyncIterator[Reply]:
+    """The answer to a slash command (unknown ones and admin-only ones for others get a short refusal)."""
     head, _, rest = text.partition(" ")
     name = head[1:].split("@", 1)[0].lower()
     args = rest.split()
@@ -103,8 +101,6 @@ async def _new(service, inc, user, chat, args):
 
 
 async def _retry(service, inc, user, chat, args):
-    from loopbot.bot.feedback import retry_stream
-
     gen = crud.last_generation(service.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
     if gen is None:
         yield _say("There is nothing to retry yet: send me a message first.")
@@ -114,7 +110,7 @@ async def _retry(service, inc, user, chat, args):
     if refusal:
         yield _say(refusal)
         return
-    async with aclosing(retry_stream(service, chat, gen, key)) as replies:
+    async with aclosing(service.retry(chat, gen, key)) as replies:
         async for reply in replies:
             yield reply
 

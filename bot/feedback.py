@@ -1,44 +1,63 @@
-"""Button presses: 👍/👎 votes (pressing the same again withdraws), 🔄 retries, arena picks, /forget confirmation."""
+"""Button presses: 👍/👎 votes (pressing the same again withdraws), 🔄 retries, arena picks, /forget confirmation;
+and 👍/👎 reactions, which count as votes. Handlers over the ChatCore (bot/core.py); chat.py dispatches to them."""
 
 from __future__ import annotations
 
-from contextlib import aclosing
-from typing import TYPE_CHECKING
-
 from loopbot.bot import buttons
-from loopbot.bot.messages import Press, PressOutcome
+from loopbot.bot.core import ChatCore
+from loopbot.bot.messages import Press, PressOutcome, Reaction
 from loopbot.storage import crud
-
-if TYPE_CHECKING:
-    from loopbot.bot.chat import ChatService
 
 EXPIRED = "This button has expired."
 PICK_THANKS = {"a": "Thanks! A is kept.", "b": "Thanks! B is kept.", "tie": "Thanks! Noted as a tie.",
                "both_bad": "Thanks! Noted: neither was good."}
+REACTION_VALUES = {"👍": 1, "👎": -1}
 
 
-async def handle_press(service: ChatService, press: Press) -> PressOutcome:
+async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
+    """What a press does; only for a row of the chat it was pressed in, by someone in that chat."""
     action = buttons.parse(press.data)
     if action is None:
         return PressOutcome(EXPIRED)
-    engine = service.engine
-    user, chat = service.user_and_chat(press)
+    engine = core.engine
+    user, chat = core.user_and_chat(press)
     if chat.type == "private" and not crud.user_in_chat(engine, user_id=user.id, chat_id=chat.id):
         return PressOutcome(EXPIRED)
     if action.kind == "forget":
-        return _forget(service, user, action)
+        return _forget(core, user, action)
     if action.kind == "pick":
-        return _pick(service, chat, action)
+        return _pick(core, chat, action)
     gen = crud.get_generation(engine, generation_id=action.id)
     if gen is None or gen.chat_id != chat.id:
         return PressOutcome(EXPIRED)
     if action.kind == "vote":
-        return _vote(service, gen, user, int(action.arg))
-    return _retry(service, press, chat, gen)
+        return _vote(core, gen, user, int(action.arg))
+    return _retry(core, press, chat, gen)
 
 
-def _vote(service: ChatService, gen, user, value: int) -> PressOutcome:
-    engine = service.engine
+def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
+    """Record the vote a reaction means: the vote now recorded (None = none), or None if not one of our replies."""
+    if not core.settings.feedback.reactions:
+        return None
+    engine = core.engine
+    chat = crud.get_or_create_chat(engine, platform=reaction.platform, platform_chat_id=reaction.chat_id)
+    msg = crud.find_message_by_platform_id(engine, chat_id=chat.id, platform_message_id=reaction.message_id)
+    gen = crud.generation_for_message(engine, message_id=msg.id) if msg else None
+    if gen is None:
+        return None
+    user = crud.get_or_create_user(engine, platform=reaction.platform, platform_user_id=reaction.user_id,
+                                   display_name=reaction.user_name,
+                                   default_consent=core.settings.feedback.consent_default)
+    values = [REACTION_VALUES[e] for e in reaction.emoji if e in REACTION_VALUES]
+    if not values:
+        crud.withdraw_vote(engine, generation_id=gen.id, user_id=user.id)
+        return None
+    crud.upsert_vote(engine, generation_id=gen.id, user_id=user.id, value=values[-1], source="reaction")
+    return values[-1]
+
+
+def _vote(core: ChatCore, gen, user, value: int) -> PressOutcome:
+    engine = core.engine
     if gen.status not in ("ok", "cut_off"):
         return PressOutcome("There is nothing to rate in this reply.")
     if crud.get_vote(engine, generation_id=gen.id, user_id=user.id) == value:
@@ -51,34 +70,16 @@ def _vote(service: ChatService, gen, user, value: int) -> PressOutcome:
     return PressOutcome(answer, buttons=buttons.vote_buttons(gen.id, up, down))
 
 
-def _retry(service: ChatService, press: Press, chat, gen) -> PressOutcome:
+def _retry(core: ChatCore, press: Press, chat, gen) -> PressOutcome:
     key = f"{press.platform}:{press.user_id}"
-    refusal = service.limiter.refusal(key)
+    refusal = core.limiter.refusal(key)
     if refusal:
         return PressOutcome(refusal)
-    return PressOutcome("Trying again…", replies=retry_stream(service, chat, gen, key))
+    return PressOutcome("Trying again…", replies=core.retry(chat, gen, key))
 
 
-async def retry_stream(service: ChatService, chat, gen, limiter_key: str | None = None):
-    """Another answer to the prompt of `gen`, stored as its retry; the new answer replaces it in the history."""
-    try:
-        conversation_id = (crud.get_message(service.engine, message_id=gen.message_id).conversation_id
-                           if gen.message_id else chat.conversation_id)
-        crud.set_in_history(service.engine, generation_id=gen.id, in_history=False)
-        async with aclosing(service.generate(chat, gen.persona, gen.prompt, prompt_message_id=gen.prompt_message_id,
-                                             conversation_id=conversation_id, retry_of_id=gen.id)) as replies:
-            async for reply in replies:
-                if reply.final and reply.plain:  # the retry failed: the first answer stays in the history
-                    crud.set_in_history(service.engine, generation_id=gen.id,
-                                        in_history=gen.status in ("ok", "cut_off"))
-                yield reply
-    finally:
-        if limiter_key:
-            service.limiter.done(limiter_key)
-
-
-def _pick(service: ChatService, chat, action) -> PressOutcome:
-    engine = service.engine
+def _pick(core: ChatCore, chat, action) -> PressOutcome:
+    engine = core.engine
     cmp = crud.get_comparison(engine, comparison_id=action.id)
     gen_a = crud.get_generation(engine, generation_id=cmp.generation_a_id) if cmp else None
     if cmp is None or gen_a is None or gen_a.chat_id != chat.id:
@@ -88,14 +89,13 @@ def _pick(service: ChatService, chat, action) -> PressOutcome:
     return PressOutcome(PICK_THANKS[action.arg], buttons=buttons.vote_buttons(kept))
 
 
-def _forget(service: ChatService, user, action) -> PressOutcome:
+def _forget(core: ChatCore, user, action) -> PressOutcome:
     if action.id != user.id:
         return PressOutcome("Only the person who asked can confirm this.")
     if action.arg == "n":
         return PressOutcome("Cancelled.", buttons=[], edit_text="Nothing was deleted.")
-    counts = crud.forget_user(service.engine, user_id=user.id)
-    service.changed(user_id=user.id)
+    counts = crud.forget_user(core.engine, user_id=user.id)
+    core.changed(user_id=user.id)
     text = (f"Done: deleted {counts['messages']} messages (yours and my {counts['generations']} replies to them), "
             f"{counts['votes']} votes and {counts['comparisons']} comparisons.")
     return PressOutcome("Deleted.", buttons=[], edit_text=text)
-

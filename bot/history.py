@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-TokenCounter = Callable[[str], int]
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap, deliberately generous estimate (about 3 UTF-8 bytes per token, plus per-message overhead)."""
-    return len(text.encode("utf-8", "surrogatepass")) // 3 + 4
+from loopbot.base.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 
-def build_prompt(system_prompt: str, turns: Sequence[tuple[str, str]], budget_tokens: int,
-                 count: TokenCounter = estimate_tokens) -> list[dict]:
+def message_cost(text: str) -> int:
+    """What one message takes from the context budget: its estimated tokens and the chat template's overhead."""
+    return estimate_tokens(text) + MESSAGE_OVERHEAD_TOKENS
+
+
+def build_prompt(system_prompt: str, turns: Sequence[tuple[str, str]], budget_tokens: int) -> list[dict]:
     """[system, ...turns] keeping the newest turns whose total fits `budget_tokens`; the last turn always stays.
 
     `turns` are (role, text) pairs, oldest first; the result starts with a user turn after the system prompt."""
-    used = count(system_prompt)
+    used = message_cost(system_prompt)
     kept: list[tuple[str, str]] = []
     for i, (role, text) in enumerate(reversed(turns)):
-        cost = count(text)
+        cost = message_cost(text)
         if i > 0 and used + cost > budget_tokens:
             break
         used += cost

@@ -10,6 +10,11 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from loopbot.base.settings import Settings
+from loopbot.bot.chat import ChatService
+from loopbot.serving.factory import build_backend, build_router
+from loopbot.storage import crud
+from loopbot.storage.db import make_engine, upgrade
+from loopbot.training_control import LoopbotTraining
 
 
 class Loopbot:
@@ -20,8 +25,6 @@ class Loopbot:
 
     @cached_property
     def engine(self) -> Engine:
-        from loopbot.storage.db import make_engine, upgrade
-
         engine = make_engine(self.settings.database_url)
         if self.settings.storage.auto_upgrade:
             upgrade(engine)
@@ -30,21 +33,15 @@ class Loopbot:
     @cached_property
     def backend(self):
         """The configured serving backend (serving.backend): local, vllm or mistral."""
-        from loopbot.serving.factory import build_backend
-
         return build_backend(self.settings)
 
     @cached_property
     def router(self):
         """persona -> live adapter, initialised from the database's active adapters (loaded on first use)."""
-        from loopbot.serving.factory import build_router
-
         return build_router(self.settings, self.backend, self.active_routes())
 
     def active_routes(self) -> dict[str, tuple[str, str] | None]:
         """{persona: (served name, adapter path or remote model id) | None = base model} from the database."""
-        from loopbot.storage import crud
-
         routes: dict[str, tuple[str, str] | None] = {}
         for persona in self.settings.personas:
             row = crud.active_adapter(self.engine, persona=persona)
@@ -54,9 +51,6 @@ class Loopbot:
     @cached_property
     def chat_service(self):
         """The platform-agnostic chat core (bot.chat.ChatService) every bot and `loopbot chat` talk through."""
-        from loopbot.bot.chat import ChatService
-        from loopbot.training_control import LoopbotTraining
-
         return ChatService(self.engine, self.settings, self.router, training=LoopbotTraining(self))
 
     def data_path(self, *parts: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import traceback
@@ -18,6 +17,7 @@ except ImportError:  # pragma: no cover
 
 from loopbot.base.errors import LoopbotError
 from loopbot.base.redact import redact
+from loopbot.commands import adapters, bench, core, dataset, demo, evaluate, imports, model, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="loopbot: chat personas that get better from their users' votes every night.")
@@ -30,23 +30,8 @@ def _root(ctx: typer.Context,
     ctx.obj = {"config": config}
 
 
-def _register() -> None:
-    from loopbot.commands import core
-
-    core.register(app)
-    from loopbot.commands import GROUPS
-
-    for module_name, group_name, help_text in GROUPS:
-        try:
-            module = importlib.import_module(f"loopbot.commands.{module_name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"loopbot.commands.{module_name}":
-                raise
-            continue  # a group not built yet
-        module.register(app)
-
-
-_register()
+for group in (core, model, imports, dataset, train, evaluate, adapters, serve, demo, bench):  # the --help order
+    group.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from loopbot.serving.errors import ServingError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -80,7 +82,5 @@ async def complete(backend: Backend, messages: list[dict], *, adapter: str | Non
         else:
             finished = item
     if finished is None:
-        from loopbot.serving.errors import ServingError
-
         raise ServingError("stream ended without a Finished item")
     return "".join(parts), finished

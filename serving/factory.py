@@ -6,7 +6,12 @@ import logging
 import os
 
 from loopbot.serving.base import Backend
+from loopbot.serving.errors import BackendUnavailable
+from loopbot.serving.local import LocalBackend
+from loopbot.serving.mistral import MistralBackend
+from loopbot.serving.offline_model import resolve_model_path
 from loopbot.serving.router import Router
+from loopbot.serving.vllm import VllmBackend
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +31,6 @@ def build_backend(settings, *, kind: str | None = None) -> Backend:
     (and, for `offline:` models, converts) its model in its worker thread on first use."""
     kind = kind or settings.serving.backend
     if kind == "local":
-        from loopbot.serving.local import LocalBackend
-        from loopbot.serving.offline_model import resolve_model_path
-
         model_name = served_base_model(settings)
         model = settings.models[model_name]
         local = settings.serving.local
@@ -37,19 +39,13 @@ def build_backend(settings, *, kind: str | None = None) -> Backend:
                             max_batch_size=local.max_batch_size, batch_wait_ms=local.batch_wait_ms,
                             threads=local.threads, max_context=model.max_context)
     if kind == "vllm":
-        from loopbot.serving.vllm import VllmBackend
-
         v = settings.serving.vllm
         api_key = os.environ.get(v.api_key_env) if v.api_key_env else None
         return VllmBackend(v.urls, api_key=api_key, timeout_s=v.timeout_s, resync_interval_s=v.resync_interval_s)
     if kind == "mistral":
-        from loopbot.serving.mistral import MistralBackend
-
         m = settings.serving.mistral
         key = os.environ.get(m.api_key_env)
         if not key:
-            from loopbot.serving.errors import BackendUnavailable
-
             raise BackendUnavailable(f"serving.backend = 'mistral' needs the API key in ${m.api_key_env}")
         return MistralBackend(api_key=key, server_url=m.server_url, base_model=m.base_model, timeout_s=m.timeout_s)
     raise ValueError(f"unknown serving backend {kind!r}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
+from loopbot.serving.sampling import RowSampling, choose_tokens
 
 log = logging.getLogger(__name__)
 
@@ -472,8 +473,6 @@ class LocalBackend:
                     self._advance(row, token)
 
     def _choose(self, rows: list[_Row], logits) -> list[int]:
-        from loopbot.serving.sampling import RowSampling, choose_tokens
-
         return choose_tokens(logits, [
             RowSampling(r.req.sampling.temperature, r.req.sampling.top_p, r.req.sampling.repetition_penalty,
                         r.prompt + r.ids if r.req.sampling.repetition_penalty != 1.0 else [], r.generator)

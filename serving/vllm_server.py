@@ -15,12 +15,9 @@ from loopbot.serving.errors import BackendUnavailable
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
+    import torch  # heavy: only when a server is started
 
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
+    return torch.cuda.is_available()
 
 
 class VllmServer:

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from loopbot.base.errors import UsageError
 from loopbot.base.settings import Settings
+from loopbot.serving.offline_model import resolve_model_path
 
 
 def base_model_dir(settings: Settings, persona: str) -> Path:
     """The persona's base model directory; an `offline:` model is converted on first use (serving's resolver)."""
-    from loopbot.serving.offline_model import resolve_model_path
-
     key = settings.persona(persona).base_model
     try:
         path = resolve_model_path(settings, key)

@@ -8,10 +8,8 @@ import re
 import struct
 import unicodedata
 import zlib
-from collections.abc import Callable
 
-TokenCounter = Callable[[str], int]
-MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators a chat template adds per message
+from loopbot.base.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 EMAIL_MARK, PHONE_MARK = "[email]", "[phone]"
@@ -56,11 +54,6 @@ def scrub_pii(text: str) -> str:
     for start, end in reversed(_phone_spans(text)):
         text = text[:start] + PHONE_MARK + text[end:]
     return text
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap token estimate (about 4 characters per token), used when no tokenizer is given."""
-    return len(text) // 4 + 1
 
 
 def tokenizer_counter(tokenizer) -> TokenCounter:
@@ -109,12 +102,8 @@ ROWS = BINS // BANDS
 _EMPTY = 0xFFFFFFFF
 
 
-def minhash(text: str) -> tuple[int, ...]:
-    """One-permutation MinHash (16 bins) over word bigrams of the normalized text (stable across processes)."""
-    return minhash_normalized(normalize_text(text))
-
-
 def minhash_normalized(norm: str) -> tuple[int, ...]:
+    """One-permutation MinHash (16 bins) over word bigrams of a normalize_text result (stable across processes)."""
     words = norm.split()
     shingles = [" ".join(words[i:i + 2]) for i in range(max(1, len(words) - 1))] if words else [""]
     mins = [_EMPTY] * BINS

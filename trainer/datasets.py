@@ -23,15 +23,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from loopbot.trainer.cleaning import (
-    Deduper,
-    TokenCounter,
-    estimate_tokens,
-    finished_part,
-    fit_prompt,
-    message_tokens,
-    scrub_pii,
-)
+from loopbot.base.errors import UsageError
+from loopbot.base.tokens import TokenCounter, estimate_tokens
+from loopbot.storage import crud
+from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, message_tokens, scrub_pii
 from loopbot.trainer.feedback_rows import (
     Snapshot,
     arena_picks,
@@ -60,10 +55,6 @@ class DatasetBuild:
     counts: dict[str, int]
     manifest: dict = field(default_factory=dict)
 
-    @property
-    def manifest_path(self) -> Path | None:
-        return self.out_dir / "manifest.json" if self.out_dir else None
-
 
 def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
@@ -80,8 +71,6 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     created = datetime.now(UTC)
     staging = None
     if write and out_dir and Path(out_dir).exists() and any(Path(out_dir).iterdir()):
-        from loopbot.base.errors import UsageError
-
         raise UsageError(f"{out_dir} already exists and is not empty: choose a new directory for the build")
     if write:
         root = Path(out_dir) if out_dir else settings.datasets_dir / persona
@@ -142,8 +131,6 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
 
 
 def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> None:
-    from loopbot.storage import crud
-
     crud.record_event(engine, kind=BUILD_EVENT, persona=persona,
                       data={"build_id": manifest["build_id"], "path": str(path), "counts": manifest["counts"],
                             "feedback_id_max": manifest["feedback_id_max"],
@@ -151,8 +138,6 @@ def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> N
 
 
 def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_only: bool = False) -> None:
-    from loopbot.storage import crud
-
     for ex in crud.list_seed_examples(engine, persona=persona):
         heldout = ex.split != "train"
         if heldout_only and not heldout:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from loopbot.base.settings import Settings
 from loopbot.trainer.degeneracy import degeneracy_figures
-from loopbot.trainer.train import read_jsonl
+from loopbot.trainer.judge import PairwiseJudge
+from loopbot.trainer.train import dataset_rows
 
 log = logging.getLogger(__name__)
 SMOKE_TOKENS = 32
@@ -121,7 +122,7 @@ class _Scorer:
 
 
 def _heldout(dataset_dir: Path) -> dict[str, list[dict]]:
-    return {k: read_jsonl(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
+    return {k: dataset_rows(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
 
 
 def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]:
@@ -256,7 +257,6 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
 def _judge(settings: Settings, persona: str, prompts, replies) -> dict | None:
     if not settings.trainer.judge.url or not prompts:
         return None
-    from loopbot.trainer.judge import PairwiseJudge
 
     judge = PairwiseJudge(settings.trainer.judge, settings.persona(persona).judge_rubric)
     try:

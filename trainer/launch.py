@@ -23,6 +23,7 @@ from pathlib import Path
 
 from loopbot.base.errors import LoopbotError
 from loopbot.base.settings import Settings
+from loopbot.storage import crud
 from loopbot.trainer.train import ADAPTER_FILES, TrainJob
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ class TrainedVersion:
 
 def allocate_version(engine, settings: Settings, persona: str) -> int:
     """The next version number: above every Adapter row and every directory (a version is never reused)."""
-    from loopbot.storage import crud
-
     version = crud.next_adapter_version(engine, persona=persona)
     root = settings.adapters_dir / persona
     if root.is_dir():
@@ -103,8 +102,6 @@ async def train_new_version(engine, settings: Settings, persona: str, *, dataset
                             on_spawn: Callable[[int], None] | None = None,
                             heartbeat: Callable[[], None] | None = None) -> TrainedVersion:
     """Train in a subprocess; on success rename into `vN/` and register a candidate Adapter row."""
-    from loopbot.storage import crud
-
     version = allocate_version(engine, settings, persona)
     root = settings.adapters_dir / persona
     root.mkdir(parents=True, exist_ok=True)

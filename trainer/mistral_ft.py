@@ -14,6 +14,7 @@ import os
 import time
 
 from loopbot.base.errors import UsageError
+from loopbot.storage import crud
 from loopbot.trainer.launch import TrainingFailed, allocate_version
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,6 @@ def run_mistral_job(settings, persona: str, build, *, poll_s: float = 15.0, time
 
 async def train_on_mistral(loopbot, persona: str, build, *, run_id: int | None = None, poll_s: float = 15.0) -> int:
     """Fine-tune on Mistral and register the `ft:` model as a candidate version; returns the version."""
-    from loopbot.storage import crud
-
     settings, engine = loopbot.settings, loopbot.engine
     job = await asyncio.to_thread(run_mistral_job, settings, persona, build, poll_s=poll_s)
     version = allocate_version(engine, settings, persona)

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import logging
 
+from loopbot.base.errors import ConfigError
+from loopbot.trainer.dataset_stats import new_votes_since_last_run
+from loopbot.trainer.pipeline import cycle_requested, cycle_running, request_cycle, run_cycle
+from loopbot.trainer.registry import check_live_watch, reconcile_router
+
 log = logging.getLogger(__name__)
 MISFIRE_GRACE_S = 6 * 3600
 CHECK_JOB_ID = "training-check"
@@ -30,8 +35,6 @@ def _cron(settings):
     try:
         return CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone)
     except ValueError as e:
-        from loopbot.base.errors import ConfigError
-
         raise ConfigError(f"schedule.cron = {settings.schedule.cron!r}: {e}") from None
 
 
@@ -68,8 +71,6 @@ def start_scheduler(loopbot):
 
 async def scheduled_cycle(persona: str):
     """The cron job: one cycle of `persona` (skipped with a reason when there is too little new data)."""
-    from loopbot.trainer.pipeline import run_cycle
-
     if _loopbot is None or persona not in _loopbot.settings.personas:
         log.warning("scheduled cycle of %r ignored: no such persona in this process", persona)
         return None
@@ -84,10 +85,6 @@ async def periodic_check() -> dict:
 
 
 async def check_once(loopbot) -> dict:
-    from loopbot.trainer.dataset_stats import new_votes_since_last_run
-    from loopbot.trainer.pipeline import cycle_requested, cycle_running, request_cycle
-    from loopbot.trainer.registry import check_live_watch, reconcile_router
-
     done: dict = {"watch": {}, "started": []}
     try:
         done["routes"] = await reconcile_router(loopbot)

@@ -14,6 +14,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from loopbot.base.errors import UsageError
+from loopbot.trainer.importers.common import read_jsonl
+
 log = logging.getLogger(__name__)
 
 METHOD_STAGES = {"sft": ["sft"], "sft+dpo": ["sft", "dpo"], "sft+kto": ["sft", "kto"], "dpo": ["dpo"], "kto": ["kto"]}
@@ -54,11 +57,9 @@ class StageResult:
     losses: list[float] = field(default_factory=list)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def dataset_rows(path: Path) -> list[dict]:
+    """The rows of one file of a dataset build; none when the build has no such file."""
+    return [row for _, row in read_jsonl(path)] if path.is_file() else []
 
 
 def sft_as_prompt_completion(rows: list[dict]) -> list[dict]:
@@ -74,8 +75,6 @@ def sft_as_prompt_completion(rows: list[dict]) -> list[dict]:
 
 def stages_for(method: str) -> list[str]:
     if method not in METHOD_STAGES:
-        from loopbot.base.errors import UsageError
-
         raise UsageError(f"trainer.method = {method!r}: expected one of {', '.join(METHOD_STAGES)}")
     return METHOD_STAGES[method]
 
@@ -211,7 +210,7 @@ def train_adapter(job: TrainJob) -> list[StageResult]:
     start = job.start_adapter
     results: list[StageResult] = []
     for stage in stages_for(job.method):
-        rows = read_jsonl(Path(job.dataset_dir) / STAGE_FILES[stage])
+        rows = dataset_rows(Path(job.dataset_dir) / STAGE_FILES[stage])
         minimum = 2 if stage == "kto" else 1
         if len(rows) < minimum:
             results.append(StageResult(stage=stage, rows=len(rows),

@@ -14,6 +14,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from loopbot.trainer.train import TrainJob, train_adapter
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.train_worker", description=__doc__)
@@ -21,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from loopbot.trainer.train import TrainJob, train_adapter
 
     job = TrainJob.load(args.job)
     result_file = Path(job.result_file) if job.result_file else Path(job.out_dir) / "result.json"

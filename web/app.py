@@ -12,7 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loopbot.web.security import RateLimiter, Signer, load_secret
+from loopbot.base.ratelimit import RateLimiter
+from loopbot.web.security import Signer, load_secret
 
 HERE = Path(__file__).parent
 

@@ -1,4 +1,4 @@
-"""Signed values (visitor ids, CSRF tokens, admin sessions), the admin token check, and rate limits."""
+"""Signed values (visitor ids, CSRF tokens, admin sessions) and the admin token check."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
 import time
-from collections import defaultdict, deque
 from pathlib import Path
 
 VISITOR_COOKIE = "loopbot_visitor"
@@ -83,27 +81,3 @@ def _digest(text: str) -> str:
 def admin_token_matches(expected: str | None, given: str | None) -> bool:
     """A constant-time comparison; an unset or empty expected token never matches."""
     return bool(expected) and bool(given) and hmac.compare_digest(expected.encode(), given.encode())
-
-
-class RateLimiter:
-    """At most `limit` events per `window_s` seconds per key (sliding window, in memory, thread-safe)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0, clock=time.monotonic):
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: str) -> float:
-        """0 if the key may act now, else the seconds until it may; records the hit when allowed."""
-        now = self._clock()
-        with self._lock:
-            hits = self._hits[key]
-            while hits and hits[0] <= now - self.window_s:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return hits[0] + self.window_s - now
-            hits.append(now)
-            if len(self._hits) > 100_000:  # forget idle keys so memory stays bounded
-                for k in [k for k, v in self._hits.items() if not v]:
-                    del self._hits[k]
-            return 0.0

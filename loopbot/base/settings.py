@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopbot.base.errors import UsageError
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -278,7 +280,5 @@ class Settings(Section):
 
     def persona(self, name: str) -> PersonaSettings:
         if name not in self.personas:
-            from loopbot.base.errors import UsageError
-
             raise UsageError(f"unknown persona {name!r}; configured: {', '.join(sorted(self.personas))}")
         return self.personas[name]

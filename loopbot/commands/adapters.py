@@ -7,9 +7,13 @@ import json
 
 import typer
 
+from loopbot.base.errors import UsageError
 from loopbot.commands.context import app_from
 from loopbot.commands.evaluate import parse_version
-from loopbot.base.errors import UsageError
+from loopbot.storage import crud
+from loopbot.trainer.registry import adapter_summary
+from loopbot.trainer.registry import promote as do_promote
+from loopbot.trainer.registry import rollback as do_rollback
 
 adapters_app = typer.Typer(no_args_is_help=True, help="list, show, promote and roll back adapter versions")
 PERSONA = typer.Option(..., "--persona", "-p", help="the persona")
@@ -19,9 +23,6 @@ PERSONA = typer.Option(..., "--persona", "-p", help="the persona")
 def list_(ctx: typer.Context, persona: str | None = typer.Option(None, "--persona", "-p", help="one persona"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Every version with its status (candidate, active, retired, failed, rolled_back) and parent."""
-    from loopbot.storage import crud
-    from loopbot.trainer.registry import adapter_summary
-
     loopbot = app_from(ctx)
     if persona:
         loopbot.settings.persona(persona)
@@ -41,8 +42,6 @@ def list_(ctx: typer.Context, persona: str | None = typer.Option(None, "--person
 @adapters_app.command("show")
 def show(ctx: typer.Context, version: str = typer.Argument(..., help="vN"), persona: str = PERSONA) -> None:
     """Everything stored about one version: metrics, gate checks, training stages, dataset lineage."""
-    from loopbot.storage import crud
-
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
     row = crud.get_adapter(loopbot.engine, persona=persona, version=parse_version(version, persona))
@@ -56,8 +55,6 @@ def promote(ctx: typer.Context, version: str = typer.Argument(..., help="vN"), p
             force: bool = typer.Option(False, "--force", help="promote a failed or rolled-back version too"),
             reason: str = typer.Option("manual promotion", "--reason")) -> None:
     """Make VERSION the live one (a running `loopbot run` picks it up at its next check)."""
-    from loopbot.trainer.registry import promote as do_promote
-
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
     row = asyncio.run(do_promote(loopbot, persona, parse_version(version, persona), reason=reason, force=force))
@@ -69,8 +66,6 @@ def rollback(ctx: typer.Context, persona: str = PERSONA,
              to: str | None = typer.Option(None, "--to", help="vN or 'base' (default: the version active before)"),
              reason: str = typer.Option("manual rollback", "--reason")) -> None:
     """Put the previous version (or --to vN, or --to base) back live; the current one becomes rolled_back."""
-    from loopbot.trainer.registry import rollback as do_rollback
-
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
     to_base = to == "base"
@@ -83,8 +78,6 @@ def rollback(ctx: typer.Context, persona: str = PERSONA,
 def runs(ctx: typer.Context, persona: str | None = typer.Option(None, "--persona", "-p"),
          limit: int = typer.Option(10, "--limit")) -> None:
     """Recent training runs with each step's outcome."""
-    from loopbot.storage import crud
-
     loopbot = app_from(ctx)
     for run in crud.list_training_runs(loopbot.engine, persona=persona, limit=limit):
         version = f" v{run.candidate_version}" if run.candidate_version else ""

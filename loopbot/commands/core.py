@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
-from loopbot.commands.context import app_from, settings_from
 from loopbot.base.config import DEFAULT_CONFIG
 from loopbot.base.errors import UsageError
+from loopbot.commands.context import app_from, settings_from
+from loopbot.storage.db import current_revision, make_engine, upgrade
+from loopbot.terminal_chat import run_terminal_chat
 
 db_app = typer.Typer(no_args_is_help=True, help="the database: migrations and status")
 
@@ -29,8 +31,6 @@ def init(path: Path = typer.Argument(Path("."), help="directory to write config.
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> None:
     """Apply the database migrations up to REVISION (default: the newest)."""
-    from loopbot.storage.db import current_revision, make_engine, upgrade
-
     settings = settings_from(ctx)
     engine = make_engine(settings.database_url)
     upgrade(engine, revision)
@@ -40,14 +40,14 @@ def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> No
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the database's migration revision."""
-    from loopbot.storage.db import current_revision, make_engine
-
     engine = make_engine(settings_from(ctx).database_url)
     typer.echo(current_revision(engine) or "empty (run `loopbot db upgrade`)")
 
 
 def run(ctx: typer.Context) -> None:
     """Start the enabled bots, the training scheduler and the web pages, in one process."""
+    # imported here, not at the top: the runtime brings the Telegram and Discord SDKs, FastAPI and uvicorn, which
+    # would triple the time of every other command (`loopbot --help`: ~1 s instead of ~3 s)
     from loopbot.runtime import run_forever
 
     run_forever(app_from(ctx, check_secrets=True))
@@ -56,8 +56,6 @@ def run(ctx: typer.Context) -> None:
 def chat(ctx: typer.Context, persona: str = typer.Option(None, "--persona", "-p", help="persona to talk to"),
          user: str = typer.Option("local", help="user id to store the conversation under")) -> None:
     """Chat with a persona in the terminal (reads lines from standard input when it is not a terminal)."""
-    from loopbot.terminal_chat import run_terminal_chat
-
     loopbot = app_from(ctx)
     run_terminal_chat(loopbot, persona=persona or loopbot.settings.default_persona, user=user)
 

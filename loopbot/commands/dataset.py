@@ -8,6 +8,10 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import app_from
+from loopbot.trainer.base_model import base_model_dir
+from loopbot.trainer.cleaning import tokenizer_counter
+from loopbot.trainer.dataset_stats import dataset_stats
+from loopbot.trainer.datasets import build_datasets
 
 dataset_app = typer.Typer(no_args_is_help=True, help="build SFT / DPO / KTO datasets from feedback")
 
@@ -20,8 +24,6 @@ def build(ctx: typer.Context, persona: str = typer.Option(..., "--persona", "-p"
                                                                     "tokenizer (default: a fast estimate)"),
           as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON")) -> None:
     """Build the persona's datasets and print where they are and what they hold."""
-    from loopbot.trainer.datasets import build_datasets
-
     loopbot = app_from(ctx)
     settings = loopbot.settings
     settings.persona(persona)
@@ -42,9 +44,6 @@ def build(ctx: typer.Context, persona: str = typer.Option(..., "--persona", "-p"
 
 def _persona_tokenizer(settings, persona: str):
     """(token counter, name) from the persona's base model tokenizer (converted on first use if offline:)."""
-    from loopbot.trainer.base_model import base_model_dir
-    from loopbot.trainer.cleaning import tokenizer_counter
-
     model = settings.models[settings.persona(persona).base_model]
     path = model.tokenizer or str(base_model_dir(settings, persona))
     from transformers import AutoTokenizer
@@ -57,8 +56,6 @@ def stats(ctx: typer.Context, persona: str | None = typer.Option(None, "--person
                                                                     help="one persona (default: every persona)"),
           as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON")) -> None:
     """Counts per persona and source, 👍 rate over time, and what the next training run would get."""
-    from loopbot.trainer.dataset_stats import dataset_stats
-
     loopbot = app_from(ctx)
     names = [persona] if persona else sorted(loopbot.settings.personas)
     for name in names:

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import typer
 
-from loopbot.commands.context import settings_from
 from loopbot.base.errors import UsageError
+from loopbot.commands.context import settings_from
+from loopbot.demo.population import load_preference
+from loopbot.demo.progress import DemoProgress
+from loopbot.demo.runner import DemoOptions, run_demo
 
 
 def demo(ctx: typer.Context,
@@ -27,10 +30,6 @@ def demo(ctx: typer.Context,
          seed: int = typer.Option(0, "--seed", help="seed for the questions, users and sampling"),
          verbose: bool = typer.Option(False, "--verbose", "-v", help="also show the parts' log lines")) -> None:
     """Show the loop improving a bot, offline: SQLite, the local backend, SmolLM2 from its PyPI wheel."""
-    from loopbot.demo.population import load_preference
-    from loopbot.demo.progress import DemoProgress
-    from loopbot.demo.runner import DemoOptions, run_demo
-
     if cycles < 1:
         raise UsageError(f"--cycles {cycles}: run at least one cycle")
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):

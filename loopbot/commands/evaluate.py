@@ -7,8 +7,11 @@ from pathlib import Path
 
 import typer
 
-from loopbot.commands.context import app_from
 from loopbot.base.errors import UsageError
+from loopbot.commands.context import app_from
+from loopbot.storage import crud
+from loopbot.trainer.dataset_stats import last_build
+from loopbot.trainer.pipeline import evaluate_and_gate
 
 
 def parse_version(text: str, persona: str) -> int:
@@ -25,8 +28,6 @@ def parse_version(text: str, persona: str) -> int:
 
 def dataset_for(loopbot, persona: str, manifest: dict) -> Path:
     """The build the candidate was trained on, else the persona's newest build."""
-    from loopbot.trainer.dataset_stats import last_build
-
     build_id = (manifest or {}).get("build_id")
     if build_id and (loopbot.settings.datasets_dir / persona / build_id).is_dir():
         return loopbot.settings.datasets_dir / persona / build_id
@@ -43,9 +44,6 @@ def evaluate(ctx: typer.Context,
              dataset: Path | None = typer.Option(None, "--dataset", help="a dataset build directory (default: the "
                                                                          "one the candidate was trained on)")) -> None:
     """Perplexity, preference accuracy, judge win rate and degeneracy vs the live version; the gate's verdict."""
-    from loopbot.storage import crud
-    from loopbot.trainer.pipeline import evaluate_and_gate
-
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
     version = parse_version(candidate, persona)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import app_from
+from loopbot.trainer.importers import import_sources, run_import
 
 import_app = typer.Typer(no_args_is_help=True, help="seed a persona from WhatsApp exports, jokes, Q&A or "
                                                      "preference files (each file is imported all or nothing)")
@@ -21,8 +22,6 @@ VALIDATION = typer.Option(None, "--validation-fraction", min=0.0, max=0.99,
 
 def _run(ctx: typer.Context, kind: str, path: Path, persona: str, dry_run: bool, as_json: bool,
          validation: float | None, **options) -> None:
-    from loopbot.trainer.importers import run_import
-
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)
     if validation is not None:
@@ -88,8 +87,6 @@ def preferences(ctx: typer.Context, path: Path = typer.Argument(..., help="JSONL
 @import_app.command("sources")
 def sources(ctx: typer.Context, persona: str = PERSONA, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
     """Import every corpus listed in the persona's `sources` in config.toml."""
-    from loopbot.trainer.importers import import_sources
-
     loopbot = app_from(ctx)
     engine = None if dry_run else loopbot.engine
     for report in import_sources(engine, loopbot.settings, persona, dry_run=dry_run):

@@ -6,15 +6,20 @@ from pathlib import Path
 
 import typer
 
-from loopbot.commands.context import settings_from
 from loopbot.base.errors import UsageError
+from loopbot.commands.context import settings_from
+from loopbot.serving.offline_model import (
+    OFFLINE_MODELS,
+    OFFLINE_PREFIX,
+    is_converted,
+    offline_model_dir,
+    resolve_model_path,
+)
 
 model_app = typer.Typer(no_args_is_help=True, help="base models: fetch the offline SmolLM2 copy")
 
 
 def _status(settings, name: str) -> str:
-    from loopbot.serving.offline_model import OFFLINE_MODELS, OFFLINE_PREFIX, is_converted, offline_model_dir
-
     path = settings.models[name].path
     if path.startswith(OFFLINE_PREFIX):
         key = path[len(OFFLINE_PREFIX):]
@@ -41,8 +46,6 @@ def list_models(ctx: typer.Context) -> None:
 def fetch(ctx: typer.Context, name: str = typer.Argument(None, help="a [models.NAME] table (default: every model "
                                                                      "the personas use)")) -> None:
     """Prepare a base model: converts `offline:` models once to safetensors under data_dir/models, with progress."""
-    from loopbot.serving.offline_model import resolve_model_path
-
     settings = settings_from(ctx)
     if name is not None and name not in settings.models:
         raise UsageError(f"no [models.{name}] table (configured: {', '.join(sorted(settings.models))})")

@@ -11,6 +11,11 @@ from pathlib import Path
 import typer
 
 from loopbot.commands.context import app_from
+from loopbot.serving.factory import served_base_model
+from loopbot.serving.offline_model import resolve_model_path
+from loopbot.serving.router import Router
+from loopbot.serving.vllm import VllmBackend
+from loopbot.serving.vllm_server import VllmServer
 
 
 def _adapter_rank(path: str) -> int:
@@ -21,9 +26,6 @@ def _adapter_rank(path: str) -> int:
 
 
 async def _load_active(url: str, served_name: str, routes: dict, api_key: str | None = None) -> tuple[dict, dict]:
-    from loopbot.serving.router import Router
-    from loopbot.serving.vllm import VllmBackend
-
     backend = VllmBackend([url], model=served_name, api_key=api_key)
     router = Router(backend)
     try:
@@ -42,10 +44,6 @@ def serve(ctx: typer.Context,
     """Start vLLM's OpenAI-compatible server with runtime LoRA loading, load the active adapters, and run until
     Ctrl-C or SIGTERM (then stop the server and its workers)."""
     import os
-
-    from loopbot.serving.factory import served_base_model
-    from loopbot.serving.offline_model import resolve_model_path
-    from loopbot.serving.vllm_server import VllmServer
 
     loopbot = app_from(ctx)
     settings = loopbot.settings

@@ -7,8 +7,10 @@ import sys
 
 import typer
 
+from loopbot.base.errors import LoopbotError, UsageError
 from loopbot.commands.context import app_from
-from loopbot.base.errors import LoopbotError
+from loopbot.trainer.pipeline import run_cycle
+from loopbot.trainer.train import METHOD_STAGES
 
 
 def train(ctx: typer.Context,
@@ -21,12 +23,7 @@ def train(ctx: typer.Context,
                                                                             "the gate"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="do not show the trainer's output")) -> None:
     """Run one training cycle; the trainer runs in its own process and logs under <data_dir>/logs/train/."""
-    from loopbot.trainer.pipeline import run_cycle
-    from loopbot.trainer.train import METHOD_STAGES
-
     if method is not None and method not in METHOD_STAGES:
-        from loopbot.base.errors import UsageError
-
         raise UsageError(f"--method {method!r}: expected one of {', '.join(METHOD_STAGES)}")
     loopbot = app_from(ctx)
     loopbot.settings.persona(persona)

@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopbot.app import Loopbot
+from loopbot.base.settings import Settings
+from loopbot.bot.chat import ChatService
 from loopbot.demo import questions as Q
 from loopbot.demo.measure import Band, Measurement, measure
 from loopbot.demo.population import BUILTIN, load_preference
@@ -19,8 +22,10 @@ from loopbot.demo.progress import DemoProgress
 from loopbot.demo.report import CycleSummary, Verdict, markdown, plot, verdict
 from loopbot.demo.setup import FULL, PERSONA, QUICK, Plan, demo_settings, prepare_model
 from loopbot.demo.traffic import Traffic, Turn
+from loopbot.storage import crud
+from loopbot.trainer.importers import import_sources
+from loopbot.trainer.pipeline import run_cycle
 from loopbot.training_control import LoopbotTraining
-from loopbot.base.settings import Settings
 
 BASE_RATE_BAND = (0.15, 0.50)
 
@@ -54,14 +59,10 @@ def _first_answers(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
 
 def _seed_coach(loopbot) -> str:
     """Import the coach's configured corpus (examples/coach_qa.jsonl), as `loopbot import` does."""
-    from loopbot.trainer.importers import import_sources
-
     return "; ".join(r.summary() for r in import_sources(loopbot.engine, loopbot.settings, PERSONA))
 
 
 def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | None) -> CycleSummary:
-    from loopbot.storage import crud
-
     if result is None:
         return CycleSummary(n, "skipped", gate=["another cycle held the lock"], seconds=seconds)
     run = crud.get_training_run(engine, run_id=result.run_id)
@@ -111,9 +112,6 @@ class DemoRun:
 
     def _setup(self) -> None:
         """Model, settings, database, seed corpus, and two chat services over the app's router."""
-        from loopbot.bot.chat import ChatService
-        from loopbot.app import Loopbot
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.ui.phase("model", "preparing the base model"):
             self.model_name, self.model_dir = prepare_model(self.options.quick, self.data_dir, self.base,
@@ -184,8 +182,6 @@ class DemoRun:
 
     async def cycle(self, n: int) -> CycleSummary:
         """The scheduler's job, once: dataset build -> train -> evaluate -> gate -> hot swap."""
-        from loopbot.trainer.pipeline import run_cycle
-
         t0 = time.monotonic()
         with self.ui.phase("cycle", f"cycle {n}: dataset build -> train -> evaluate -> gate -> hot swap"):
             result = await run_cycle(self.loopbot, PERSONA, trigger="demo")

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopbot.base.settings import ModelSettings, Settings, SourceSettings
+from loopbot.demo.tiny import build_tiny_model, teach_tiny_model
+from loopbot.serving.offline_model import convert_offline_model
+from loopbot.trainer.importers import resolve_source_path
 
 PERSONA = "coach"
 CORPUS = "examples/coach_qa.jsonl"
@@ -100,8 +103,6 @@ def quick_conversations(base: Settings) -> list[list[dict]]:
     import json
     import re
 
-    from loopbot.trainer.importers import resolve_source_path
-
     out = []
     with open(resolve_source_path(base, CORPUS), encoding="utf-8") as f:
         for line in f:
@@ -115,10 +116,7 @@ def prepare_model(quick: bool, data_dir: Path, base: Settings, *, progress=None)
     """(model name, directory): a tiny model built and taught the coach corpus on the spot, or the offline
     SmolLM2 copy (converted once, then cached)."""
     if quick:
-        from loopbot.demo.tiny import build_tiny_model, teach_tiny_model
-
         model_dir = build_tiny_model(data_dir / "models" / "tiny")
         return "tiny", teach_tiny_model(model_dir, quick_conversations(base), steps=80)
-    from loopbot.serving.offline_model import convert_offline_model
 
     return "smollm2", convert_offline_model("smollm2", cache_dir(), progress=progress)

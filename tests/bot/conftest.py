@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -12,13 +13,13 @@ from loopbot.bot.routing import BackendRouter
 from loopbot.serving.instant import InstantBackend
 
 
-def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, **access):
+def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, clock=time.monotonic, **access):
     settings = settings.model_copy(deep=True)
     settings.feedback.arena_rate = arena_rate
     for key, value in access.items():
         setattr(settings.access, key, value)
     backend = backend or InstantBackend()
-    return ChatService(engine, settings, BackendRouter(backend, engine), rng=random.Random(seed))
+    return ChatService(engine, settings, BackendRouter(backend, engine), rng=random.Random(seed), clock=clock)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from loopbot.bot.history import estimate_tokens
+from loopbot.bot.history import message_cost
 from loopbot.bot.messages import Reaction
 from loopbot.serving.errors import Overloaded
 from loopbot.serving.instant import InstantBackend
@@ -53,7 +53,7 @@ async def test_history_follows_the_conversation_within_the_budget(engine, settin
     assert [m["content"] for m in backend.requests[-1]["messages"][1:]] == ["fresh start"]
 
     settings = settings.model_copy(deep=True)
-    budget = estimate_tokens(settings.personas["coach"].system_prompt) + estimate_tokens("x" * 30)
+    budget = message_cost(settings.personas["coach"].system_prompt) + message_cost("x" * 30)
     settings.personas["coach"].context_tokens = budget + 5  # the system prompt + the newest message only
     small = make_service(engine, settings, backend)
     await final(small, dm("x" * 30))

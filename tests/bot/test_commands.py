@@ -75,8 +75,7 @@ async def test_allow_lists_refuse_strangers_politely(engine, settings):
 
 async def test_rate_limit_per_minute_and_concurrency(engine, settings):
     now = [0.0]
-    service = make_service(engine, settings, messages_per_minute=2)
-    service.limiter.clock = lambda: now[0]
+    service = make_service(engine, settings, messages_per_minute=2, clock=lambda: now[0])
     for _ in range(2):
         await final(service, dm("q"))
     assert "(2 a minute). Please wait about 60 s." in text_of(await final(service, dm("q")))

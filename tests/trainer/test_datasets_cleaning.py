@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loopbot.trainer.cleaning import Deduper, estimate_tokens, finished_part, fit_prompt, scrub_pii
+from loopbot.base.tokens import estimate_tokens
+from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, scrub_pii
 from loopbot.trainer.splits import is_heldout
 
 

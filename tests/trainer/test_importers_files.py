@@ -102,6 +102,17 @@ def test_the_configured_sources_of_every_persona_import(engine, settings):
         assert report.added > 25, report.summary()
 
 
+def test_a_line_separator_inside_a_text_does_not_split_its_record(engine, settings, tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"question": "Two lines?", "answer": "First line\u2028second line, still one answer."},
+            {"question": "And a paragraph break?", "answer": "One\u2029two\x85three."}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report = run_import(engine, settings, "coach", "qa", path, validation_fraction=0.0)
+    assert (report.read, report.kept) == (2, 2)
+    answers = sorted(s.data["messages"][-1]["content"] for s in _seeds(engine, "coach"))
+    assert answers == ["First line\u2028second line, still one answer.", "One\u2029two\x85three."]
+
+
 def test_missing_file_is_a_one_line_error(engine, settings):
     with pytest.raises(ImportFileError, match=r"nope\.jsonl: no such file"):
         run_import(engine, settings, "coach", "qa", "nope.jsonl")

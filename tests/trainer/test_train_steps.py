@@ -1,4 +1,4 @@
-"""A preference stage's max_epochs bounds its steps: a small dataset is not trained for many epochs."""
+"""The trainer's stages: the dataset rows they read, and max_epochs bounding the steps on a small dataset."""
 
 from __future__ import annotations
 
@@ -6,11 +6,26 @@ import json
 
 import pytest
 
-from loopbot.trainer.train import TrainJob, capped_steps, dpo_losses, stage_learning_rate, train_adapter
+from loopbot.trainer.train import (
+    TrainJob,
+    capped_steps,
+    dataset_rows,
+    dpo_losses,
+    stage_learning_rate,
+    train_adapter,
+)
 
 
 def _stage(**kw):
     return {"max_steps": 30, "max_epochs": None, "gradient_accumulation_steps": 1, **kw}
+
+
+def test_the_trainer_reads_the_rows_a_build_wrote_and_none_for_a_missing_file(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "one\u2028two"}, {"role": "assistant", "content": "ok"}]},
+            {"messages": [{"role": "user", "content": "again"}, {"role": "assistant", "content": "sure"}]}]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    assert dataset_rows(tmp_path / "sft.jsonl") == rows
+    assert dataset_rows(tmp_path / "kto.jsonl") == []
 
 
 def test_max_epochs_bounds_max_steps_and_none_leaves_it_alone():

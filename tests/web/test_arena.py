@@ -9,7 +9,7 @@ from loopbot.storage.db import session_scope
 from loopbot.storage.models import Comparison, Generation
 from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world, reply
-from loopbot.web.security import RateLimiter
+from loopbot.base.ratelimit import RateLimiter
 
 
 def _vote(client, persona="coach", pick="a", **override):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.resources
-
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from loopbot.trainer.importers.common import ImportFileError, ImportReport, store_examples
+from loopbot.trainer.importers.jokes import import_jokes
+from loopbot.trainer.importers.preferences import import_preferences
+from loopbot.trainer.importers.qa import import_qa
+from loopbot.trainer.importers.whatsapp import import_whatsapp
 
-__all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path", "run_import"]
+__all__ = ["KINDS", "ImportFileError", "ImportReport", "import_sources", "read_import", "resolve_source_path",
+           "run_import"]
 
 KINDS = ("whatsapp", "jokes", "qa", "preferences")
 
@@ -27,23 +31,15 @@ def read_import(settings, persona: str, kind: str, path: str | Path, **options):
     persona_cfg = settings.persona(persona)
     options.setdefault("validation_fraction", settings.trainer.dataset.heldout_fraction)
     if kind == "whatsapp":
-        from loopbot.trainer.importers.whatsapp import import_whatsapp
-
         if not options.get("author"):
             raise ImportFileError("a WhatsApp import needs the author to clone (--author NAME)")
         report, examples = import_whatsapp(path, persona=persona, **options)
     elif kind == "jokes":
-        from loopbot.trainer.importers.jokes import import_jokes
-
         options.setdefault("language", persona_cfg.language)
         report, examples = import_jokes(path, persona=persona, **options)
     elif kind == "qa":
-        from loopbot.trainer.importers.qa import import_qa
-
         report, examples = import_qa(path, persona=persona, **options)
     elif kind == "preferences":
-        from loopbot.trainer.importers.preferences import import_preferences
-
         report, examples = import_preferences(path, persona=persona, **options)
     else:
         raise ImportFileError(f"unknown importer {kind!r}; expected one of: {', '.join(KINDS)}")

@@ -1,4 +1,5 @@
-"""What every importer shares: the report, file errors that name file and line, JSONL reading, one-transaction store."""
+"""What every importer shares: the report, file errors that name file and line, JSONL reading (also of the dataset
+files the trainer reads), one-transaction store."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from loopbot.base.errors import UsageError
+from loopbot.storage.crud import content_hash
+from loopbot.storage.db import session_scope
+from loopbot.storage.models import SeedExample
 from loopbot.trainer.splits import is_heldout
 
 MAX_ERRORS_SHOWN = 10
@@ -90,9 +94,10 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a line that is not a JSON object is an error naming it."""
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error naming it.
+    Lines end at "\n" only: JSON text may hold U+2028 and other line separators that str.splitlines would cut at."""
     p = Path(path)
-    for number, line in enumerate(open_text(p).splitlines(), start=1):
+    for number, line in enumerate(open_text(p).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -125,10 +130,6 @@ def validation_split(key: str, fraction: float) -> str:
 
 def store_examples(engine: Engine, report: ImportReport, examples: list[tuple[str, str, dict]]) -> ImportReport:
     """Store (kind, split, data) examples in ONE transaction: all or nothing. Known examples are skipped."""
-    from loopbot.storage.crud import content_hash
-    from loopbot.storage.db import session_scope
-    from loopbot.storage.models import SeedExample
-
     with session_scope(engine) as s:
         existing = set(s.execute(select(SeedExample.kind, SeedExample.content_hash)
                                  .where(SeedExample.persona == report.persona)).tuples())
