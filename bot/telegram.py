@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -24,6 +24,7 @@ from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
 from loopbot.bot.render import RateLimited, Renderer, markdown_to_html
+from loopbot.base.errors import TokenRejected
 from loopbot.base.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,12 @@ class TelegramBot:
         return app
 
     async def start(self) -> None:
+        """Connect and start polling (or the webhook); a token Telegram refuses raises TokenRejected."""
         app = self.app or self.build()
-        await app.initialize()
+        try:
+            await app.initialize()
+        except InvalidToken:
+            raise TokenRejected("telegram") from None
         await app.start()
         try:
             await app.bot.set_my_commands([BotCommand(n, d) for n, (d, admin) in COMMANDS.items() if not admin])

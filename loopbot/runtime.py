@@ -10,11 +10,10 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 
-from telegram.error import InvalidToken
 
 from loopbot.base import redact
 from loopbot.base.config import platform_token
-from loopbot.base.errors import ConfigError
+from loopbot.base.errors import ConfigError, TokenRejected
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.telegram import TelegramBot
 from loopbot.trainer.schedule import start_scheduler
@@ -78,7 +77,7 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret)
         try:
             await bot.start()
-        except InvalidToken:
+        except TokenRejected:
             raise ConfigError(f"InvalidToken: Telegram rejected the bot token {redact.mask_token(token)} in "
                               f"{settings.telegram.token_env} (telegram.token_env): copy it again from @BotFather "
                               "(/token)") from None

@@ -15,3 +15,7 @@ class UsageError(LoopbotError):
 
 class ConfigError(UsageError):
     """config.toml or an override is wrong; the message names the key, the value and what was expected."""
+
+
+class TokenRejected(ConfigError):
+    """A chat platform refused the bot token at start; the message names the variable, never the token."""
