@@ -30,7 +30,7 @@ def start_training_run(db: DB, *, persona: str, trigger: str = "manual", method:
 def add_run_step(db: DB, *, run_id: int, step: str, outcome: str, **details) -> None:
     """Append one step's outcome (build, train, eval, gate, promote) to the run's log."""
     with transaction(db) as s:
-        run = s.get(TrainingRun, run_id)
+        run = _run(s, run_id)
         run.steps = [*run.steps, {"step": step, "outcome": outcome, "at": utcnow().isoformat(), **details}]
         run.heartbeat_at = utcnow()
 
@@ -45,7 +45,7 @@ def finish_training_run(db: DB, *, run_id: int, status: str, error: str | None =
                         metrics: dict | None = None, dataset_sizes: dict | None = None,
                         candidate_version: int | None = None) -> TrainingRun:
     with transaction(db) as s:
-        run = s.get(TrainingRun, run_id)
+        run = _run(s, run_id)
         run.status, run.error, run.finished_at = status, error, utcnow()
         if metrics is not None:
             run.metrics = metrics
@@ -56,6 +56,13 @@ def finish_training_run(db: DB, *, run_id: int, status: str, error: str | None =
         s.flush()
         s.refresh(run)
         return run
+
+
+def _run(s, run_id: int) -> TrainingRun:
+    run = s.get(TrainingRun, run_id)
+    if run is None:
+        raise LookupError(f"training run {run_id} does not exist")
+    return run
 
 
 def get_training_run(db: DB, *, run_id: int) -> TrainingRun | None:
