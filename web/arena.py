@@ -7,10 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from loopbot.storage import crud
-from loopbot.storage.db import transaction
 from loopbot.web.versions import version_label
 
 ARENA_PLATFORM = "web"  # the user and chat that fresh arena pairs are stored under
@@ -94,15 +92,12 @@ def record_vote(engine: Engine, *, persona: str, a_id: int, b_id: int, pick: str
     if _key(a_id, b_id) in crud.voted_pairs(engine, visitor_id=visitor_id):
         raise VoteRefused(409, "you already voted on this pair")
     # stored in the order shown (position bias stays measurable); the check above covers the other order,
-    # the database's unique key a concurrent replay of this one; the comparison and its pick in one transaction
-    try:
-        with transaction(engine) as session:
-            row = crud.create_comparison(session, persona=persona, generation_a_id=a_id, generation_b_id=b_id,
-                                         visitor_id=visitor_id, source="web")
-            crud.record_pick(session, comparison_id=row.id, pick=pick)
-    except IntegrityError:
-        raise VoteRefused(409, "you already voted on this pair") from None
-    return row.id
+    # the database's unique key a concurrent replay of this one
+    comparison_id = crud.record_web_pick(engine, persona=persona, generation_a_id=a_id, generation_b_id=b_id,
+                                         visitor_id=visitor_id, pick=pick)
+    if comparison_id is None:
+        raise VoteRefused(409, "you already voted on this pair")
+    return comparison_id
 
 
 def reveal(engine: Engine, *, comparison_id: int, visitor_id: str) -> dict | None:

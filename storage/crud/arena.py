@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from loopbot.storage.db import DB, transaction
+from loopbot.storage.crud.feedback import create_comparison, record_pick
+from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Comparison, Generation, Message, User
 
-__all__ = ["arena_replies", "pick_versions", "picks_stamp", "voted_pairs"]
+__all__ = ["arena_replies", "pick_versions", "picks_stamp", "record_web_pick", "voted_pairs"]
 
 
 def arena_replies(db: DB, *, persona: str, limit: int = 2000,
@@ -34,6 +37,20 @@ def voted_pairs(db: DB, *, visitor_id: str) -> set[tuple[int, int]]:
         rows = s.execute(select(Comparison.generation_a_id, Comparison.generation_b_id)
                          .where(Comparison.visitor_id == visitor_id)).all()
     return {(min(a, b), max(a, b)) for a, b in rows}
+
+
+def record_web_pick(engine: Engine, *, persona: str, generation_a_id: int, generation_b_id: int, visitor_id: str,
+                    pick: str) -> int | None:
+    """A web visitor's pick on a pair, stored in the order shown: the comparison and its pick in one transaction.
+    Returns its id, or None when the visitor has a pick on this pair already (the database's unique key)."""
+    try:
+        with session_scope(engine) as s:
+            row = create_comparison(s, persona=persona, generation_a_id=generation_a_id,
+                                    generation_b_id=generation_b_id, visitor_id=visitor_id, source="web")
+            record_pick(s, comparison_id=row.id, pick=pick)
+            return row.id
+    except IntegrityError:
+        return None
 
 
 def pick_versions(db: DB, *, persona: str) -> list[tuple[str | None, str | None, str]]:

@@ -40,15 +40,19 @@ def test_an_activation_whose_audit_event_fails_is_undone(engine):
     assert _count(engine, Event, Event.kind == "activate") == 1  # only the first activation's
 
 
-def test_a_comparison_whose_pick_is_refused_is_not_stored(engine):
+def test_a_web_pick_is_stored_with_its_comparison_or_not_at_all(engine):
     a, b = _two_replies(engine)
     with pytest.raises(ValueError, match="a pick is one of"):
-        with transaction(engine) as session:
-            row = crud.create_comparison(session, persona="coach", generation_a_id=a, generation_b_id=b,
-                                         visitor_id="visitor", source="web")
-            crud.record_pick(session, comparison_id=row.id, pick="both")
+        crud.record_web_pick(engine, persona="coach", generation_a_id=a, generation_b_id=b, visitor_id="visitor",
+                             pick="both")
     assert _count(engine, Comparison) == 0
     assert crud.voted_pairs(engine, visitor_id="visitor") == set()  # the visitor may vote on the pair again
+    first = crud.record_web_pick(engine, persona="coach", generation_a_id=a, generation_b_id=b,
+                                 visitor_id="visitor", pick="b")
+    assert crud.get_comparison(engine, comparison_id=first).pick == "b"
+    assert crud.record_web_pick(engine, persona="coach", generation_a_id=a, generation_b_id=b,
+                                visitor_id="visitor", pick="a") is None  # a replay of the same vote
+    assert crud.get_comparison(engine, comparison_id=first).pick == "b"
 
 
 def test_a_finished_run_step_and_outcome_commit_together(engine):
