@@ -84,6 +84,7 @@ def _touch(engine, run_id: int, persona: str, holder: str) -> None:
 
 
 def _fail(session: Session, run_id: int, why: str) -> None:
+    """The run failed, and why (its last step and its outcome)."""
     crud.add_run_step(session, run_id=run_id, step="cycle", outcome="failed", error=why)
     crud.finish_training_run(session, run_id=run_id, status="failed", error=why)
 
@@ -166,7 +167,7 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     report, report_path, gate = await _evaluate(loopbot, persona, trained.version, build.out_dir)
     summary = metrics_summary(report)
     outcome = {"metrics": summary, "dataset_sizes": sizes, "candidate_version": trained.version}
-    with transaction(engine) as session:  # the evaluation, the gate's verdict and a rejection: together
+    with transaction(engine) as session:  # the evaluation, the gate's verdict and the run's end (if it ends here)
         _record_evaluation(session, persona, trained.version, report, report_path, gate)
         crud.add_run_step(session, run_id=run_id, step="evaluate", outcome="ok", report=str(report_path),
                           seconds=report["seconds"])
@@ -176,10 +177,11 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
             crud.set_adapter_status(session, persona=persona, version=trained.version, status="failed",
                                     reason=f"rejected by the gate: {gate.summary()}")
             crud.finish_training_run(session, run_id=run_id, status="rejected", error=gate.summary(), **outcome)
+        elif not promote:
+            crud.finish_training_run(session, run_id=run_id, status="succeeded", **outcome)
     if not gate.passed:
         return CycleResult(run_id, "rejected", gate.summary(), trained.version, report_path)
     if not promote:
-        crud.finish_training_run(engine, run_id=run_id, status="succeeded", **outcome)
         return CycleResult(run_id, "succeeded", gate.summary(), trained.version, report_path)
 
     def record_promotion(session: Session) -> None:
