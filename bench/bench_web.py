@@ -81,7 +81,7 @@ def run() -> list[dict]:
                                ("/metrics", f"/metrics scrape ({REPLIES} replies, counted in SQL)")):
                 rows.append({"name": f"web: {what} vs /healthz", "figure": _per_request_ms(c, path, 10),
                              "baseline": floor, "unit": "ms/request"})
-        from loopbot.web.queries import picks
+        from loopbot.web.versions import picks
 
         matches = matches_from_picks(picks(bot.engine, persona="coach"))
         bot.engine.dispose()

@@ -33,6 +33,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
+DB = Engine | Session  # what a crud function writes with: a new transaction of its own, or the caller's
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any error."""
@@ -43,6 +46,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def transaction(db: DB) -> Iterator[Session]:
+    """The session to work in: the caller's own (its transaction, which the caller commits or rolls back), or on an
+    engine a new one, committed on success and rolled back on any error. Writes that belong together share one."""
+    if isinstance(db, Session):
+        yield db
+        return
+    with session_scope(db) as session:
+        yield session
 
 
 def _alembic_config(engine: Engine):

@@ -27,7 +27,7 @@ from loopbot.base.errors import UsageError
 from loopbot.base.tokens import TokenCounter, estimate_tokens
 from loopbot.storage import crud
 from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, message_tokens, scrub_pii
-from loopbot.trainer.feedback_rows import (
+from loopbot.storage.crud.dataset_rows import (
     Snapshot,
     arena_picks,
     generations_by_id,
@@ -67,7 +67,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     training examples are left out then (the live version learnt them); its held-out ones stay for evaluation."""
     persona_cfg = settings.persona(persona)
     cfg = settings.trainer.dataset
-    snap = take_snapshot(engine, since)
+    snap = take_snapshot(engine, since=since)
     created = datetime.now(UTC)
     staging = None
     if write and out_dir and Path(out_dir).exists() and any(Path(out_dir).iterdir()):
@@ -183,7 +183,7 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
     fids: list[int] = []
     fmin = fmax = None
     for gid, prompt, status, finish, pmid, chat_id, text, conv, ups, downs, lo, hi in \
-            voted_generations(engine, persona, snap):
+            voted_generations(engine, persona=persona, snap=snap):
         if (chat_id, conv) in excluded:
             sink.drop("conversation_not_consented")
             continue
@@ -233,9 +233,9 @@ def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[i
 def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
                      by_prompt: dict[int, list[int]]) -> dict[tuple[int, int], str]:
     pairs: dict[tuple[int, int], str] = {}
-    for _cid, winner, loser in arena_picks(engine, persona, snap):
+    for _cid, winner, loser in arena_picks(engine, persona=persona, snap=snap):
         pairs.setdefault((winner, loser), "arena")
-    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona, snap):
+    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona=persona, snap=snap):
         n_new, n_old = nets.get(retry, 0), nets.get(original, 0)
         if n_new > 0 and n_old <= 0:
             pairs.setdefault((retry, original), "retry_vote")
@@ -256,7 +256,7 @@ def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[in
 def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: float, sink: _Sink,
                excluded: set[tuple[int, str]], trimmed: dict[int, str] | None = None) -> None:
     ids = sorted({g for pair in pairs for g in pair})
-    gens = {row[0]: row[1:] for row in generations_by_id(engine, ids)}
+    gens = {row[0]: row[1:] for row in generations_by_id(engine, ids=ids)}
     for (chosen, rejected), source in sorted(pairs.items()):
         if chosen not in gens or rejected not in gens:
             sink.drop("pair_not_consented")

@@ -14,11 +14,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import update
-
+from loopbot.base.errors import UsageError
 from loopbot.storage import crud
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import TrainingRun, utcnow
+from loopbot.storage.db import Session, transaction
+from loopbot.storage.models import utcnow
+from loopbot.trainer.base_model import base_model_dir
+from loopbot.trainer.dataset_stats import new_votes_since_last_run
+from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.evaluate import evaluate_candidate, write_report
+from loopbot.trainer.gate import GateResult, apply_gate
+from loopbot.trainer.launch import train_new_version
+from loopbot.trainer.mistral_ft import train_on_mistral
+from loopbot.trainer.registry import promote as promote_version
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 2 * 3600
@@ -70,9 +77,16 @@ def continue_from(start_from: str, live) -> tuple[str | None, dict | None]:
 
 
 def _touch(engine, run_id: int, persona: str, holder: str) -> None:
-    crud.renew_run_lock(engine, persona=persona, holder=holder, ttl_s=LOCK_TTL_S)
-    with session_scope(engine) as s:
-        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(heartbeat_at=utcnow()))
+    """The cycle is alive: its lock and its run's heartbeat, renewed together."""
+    with transaction(engine) as session:
+        crud.renew_run_lock(session, persona=persona, holder=holder, ttl_s=LOCK_TTL_S)
+        crud.touch_training_run(session, run_id=run_id)
+
+
+def _fail(session: Session, run_id: int, why: str) -> None:
+    """The run failed, and why (its last step and its outcome)."""
+    crud.add_run_step(session, run_id=run_id, step="cycle", outcome="failed", error=why)
+    crud.finish_training_run(session, run_id=run_id, status="failed", error=why)
 
 
 async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = False, promote: bool = True,
@@ -85,16 +99,17 @@ async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bo
         log.info("a training cycle of %s is already running elsewhere; not starting another", persona)
         return None
     try:
-        crud.fail_stale_runs(engine, persona=persona, older_than_s=0)  # we hold the lock: any "running" one died
-        run = crud.start_training_run(engine, persona=persona, trigger=trigger,
-                                      method=method or settings.trainer.method)
+        with transaction(engine) as session:
+            crud.fail_stale_runs(session, persona=persona, older_than_s=0)  # we hold the lock: a "running" one died
+            run = crud.start_training_run(session, persona=persona, trigger=trigger,
+                                          method=method or settings.trainer.method)
         try:
             return await _cycle(loopbot, persona, run.id, holder, trigger=trigger, force=force, promote=promote,
                                 method=method, echo=echo, on_spawn=on_spawn)
         except BaseException as e:
             why = f"{type(e).__name__}: {e}" if not isinstance(e, asyncio.CancelledError) else "cancelled"
-            crud.add_run_step(engine, run_id=run.id, step="cycle", outcome="failed", error=why)
-            crud.finish_training_run(engine, run_id=run.id, status="failed", error=why)
+            with transaction(engine) as session:
+                _fail(session, run.id, why)
             if isinstance(e, Exception):
                 log.error("training cycle %d of %s failed: %s", run.id, persona, why)
                 return CycleResult(run.id, "failed", why)
@@ -105,15 +120,13 @@ async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bo
 
 async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: str, force: bool, promote: bool,
                  method: str | None, echo: bool, on_spawn) -> CycleResult:
-    from loopbot.trainer.base_model import base_model_dir
-    from loopbot.trainer.dataset_stats import new_votes_since_last_run
-    from loopbot.trainer.datasets import build_datasets
-
     settings, engine, cfg = loopbot.settings, loopbot.engine, loopbot.settings.trainer
 
     def skip(reason: str, **sizes) -> CycleResult:
-        crud.add_run_step(engine, run_id=run_id, step="check", outcome="skipped", reason=reason)
-        crud.finish_training_run(engine, run_id=run_id, status="skipped", error=reason, dataset_sizes=sizes or None)
+        with transaction(engine) as session:
+            crud.add_run_step(session, run_id=run_id, step="check", outcome="skipped", reason=reason)
+            crud.finish_training_run(session, run_id=run_id, status="skipped", error=reason,
+                                     dataset_sizes=sizes or None)
         log.info("training cycle of %s skipped: %s", persona, reason)
         return CycleResult(run_id, "skipped", reason)
 
@@ -131,16 +144,13 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     if chosen is None:
         return skip(why, **sizes)
     if cfg.backend == "mistral":
-        from loopbot.trainer.mistral_ft import train_on_mistral
-
         version = await train_on_mistral(loopbot, persona, build, run_id=run_id)
-        crud.add_run_step(engine, run_id=run_id, step="train", outcome="ok", backend="mistral", version=version)
-        crud.finish_training_run(engine, run_id=run_id, status="succeeded", dataset_sizes=sizes,
-                                 candidate_version=version)
+        with transaction(engine) as session:
+            crud.add_run_step(session, run_id=run_id, step="train", outcome="ok", backend="mistral", version=version)
+            crud.finish_training_run(session, run_id=run_id, status="succeeded", dataset_sizes=sizes,
+                                     candidate_version=version)
         return CycleResult(run_id, "succeeded", "trained on Mistral; no local evaluation of a hosted model: "
                                                 "check it and promote it with `loopbot adapters promote`", version)
-
-    from loopbot.trainer.launch import train_new_version
 
     base = base_model_dir(settings, persona)
     crud.add_run_step(engine, run_id=run_id, step="train", outcome="started", method=chosen, why=why,
@@ -154,33 +164,42 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
                                                      "learning_rate")} for s in trained.stages],
                       log=str(trained.log_path))
     _touch(engine, run_id, persona, holder)
-    report, report_path, gate = await evaluate_and_gate(loopbot, persona, trained.version, build.out_dir)
-    crud.add_run_step(engine, run_id=run_id, step="evaluate", outcome="ok", report=str(report_path),
-                      seconds=report["seconds"])
-    crud.add_run_step(engine, run_id=run_id, step="gate", outcome="passed" if gate.passed else "rejected",
-                      checks=gate.as_dict()["checks"])
+    report, report_path, gate = await _evaluate(loopbot, persona, trained.version, build.out_dir)
     summary = metrics_summary(report)
+    outcome = {"metrics": summary, "dataset_sizes": sizes, "candidate_version": trained.version}
+    with transaction(engine) as session:  # the evaluation, the gate's verdict and the run's end (if it ends here)
+        _record_evaluation(session, persona, trained.version, report, report_path, gate)
+        crud.add_run_step(session, run_id=run_id, step="evaluate", outcome="ok", report=str(report_path),
+                          seconds=report["seconds"])
+        crud.add_run_step(session, run_id=run_id, step="gate", outcome="passed" if gate.passed else "rejected",
+                          checks=gate.as_dict()["checks"])
+        if not gate.passed:
+            crud.set_adapter_status(session, persona=persona, version=trained.version, status="failed",
+                                    reason=f"rejected by the gate: {gate.summary()}")
+            crud.finish_training_run(session, run_id=run_id, status="rejected", error=gate.summary(), **outcome)
+        elif not promote:
+            crud.finish_training_run(session, run_id=run_id, status="succeeded", **outcome)
     if not gate.passed:
-        crud.set_adapter_status(engine, persona=persona, version=trained.version, status="failed",
-                                reason=f"rejected by the gate: {gate.summary()}")
-        crud.finish_training_run(engine, run_id=run_id, status="rejected", error=gate.summary(), metrics=summary,
-                                 dataset_sizes=sizes, candidate_version=trained.version)
         return CycleResult(run_id, "rejected", gate.summary(), trained.version, report_path)
-    status = "succeeded"
-    if promote:
-        from loopbot.trainer.registry import promote as promote_version
+    if not promote:
+        return CycleResult(run_id, "succeeded", gate.summary(), trained.version, report_path)
 
-        try:
-            await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})")
-        except Exception as e:
-            crud.set_adapter_status(engine, persona=persona, version=trained.version, status="failed",
+    def record_promotion(session: Session) -> None:
+        crud.add_run_step(session, run_id=run_id, step="promote", outcome="ok", version=trained.version)
+        crud.finish_training_run(session, run_id=run_id, status="promoted", **outcome)
+
+    try:
+        await promote_version(loopbot, persona, trained.version, reason=f"gate passed (training run {run_id})",
+                              also=record_promotion)
+    except Exception as e:
+        why = f"{type(e).__name__}: {e}"
+        with transaction(engine) as session:
+            crud.set_adapter_status(session, persona=persona, version=trained.version, status="failed",
                                     reason=f"passed the gate, but promotion failed: {e}")
-            raise
-        crud.add_run_step(engine, run_id=run_id, step="promote", outcome="ok", version=trained.version)
-        status = "promoted"
-    crud.finish_training_run(engine, run_id=run_id, status=status, metrics=summary, dataset_sizes=sizes,
-                             candidate_version=trained.version)
-    return CycleResult(run_id, status, gate.summary(), trained.version, report_path)
+            _fail(session, run_id, why)
+        log.error("training cycle %d of %s failed: %s", run_id, persona, why)
+        return CycleResult(run_id, "failed", why)
+    return CycleResult(run_id, "promoted", gate.summary(), trained.version, report_path)
 
 
 def metrics_summary(report: dict) -> dict:
@@ -197,16 +216,19 @@ def metrics_summary(report: dict) -> dict:
 
 
 async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Path):
-    """Evaluate `version` against the live version on `dataset_dir`'s held-out split; write the report; gate it."""
-    from loopbot.trainer.base_model import base_model_dir
-    from loopbot.trainer.evaluate import evaluate_candidate, write_report
-    from loopbot.trainer.gate import apply_gate
+    """Evaluate `version` against the live version on `dataset_dir`'s held-out split; write the report; gate it;
+    keep the figures and the verdict on the adapter."""
+    report, report_path, gate = await _evaluate(loopbot, persona, version, dataset_dir)
+    with transaction(loopbot.engine) as session:
+        _record_evaluation(session, persona, version, report, report_path, gate)
+    return report, report_path, gate
 
+
+async def _evaluate(loopbot, persona: str, version: int, dataset_dir: Path) -> tuple[dict, Path, GateResult]:
+    """(report, report path, gate verdict) of `version` against the live version; writes the report file."""
     settings, engine = loopbot.settings, loopbot.engine
     candidate = crud.get_adapter(engine, persona=persona, version=version)
     if candidate is None:
-        from loopbot.base.errors import UsageError
-
         raise UsageError(f"{persona} has no version {version}")
     live = crud.active_adapter(engine, persona=persona)
     if live is not None and live.version == version:
@@ -222,15 +244,13 @@ async def evaluate_and_gate(loopbot, persona: str, version: int, dataset_dir: Pa
     report["gate"] = gate.as_dict()
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     report_path, _ = write_report(report, settings, persona, f"v{version}-{stamp}")
-    with session_scope(engine) as s:
-        from sqlalchemy import select
-
-        from loopbot.storage.models import Adapter
-
-        row = s.execute(select(Adapter).where(Adapter.persona == persona, Adapter.version == version)).scalar_one()
-        row.metrics = {**row.metrics, "evaluation": metrics_summary(report), "gate": gate.as_dict(),
-                       "report": str(report_path)}
     return report, report_path, gate
+
+
+def _record_evaluation(session: Session, persona: str, version: int, report: dict, report_path: Path,
+                       gate: GateResult) -> None:
+    crud.update_adapter_metrics(session, persona=persona, version=version, evaluation=metrics_summary(report),
+                                gate=gate.as_dict(), report=str(report_path))
 
 
 def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> str:
@@ -258,11 +278,4 @@ def cycle_requested(persona: str) -> bool:
 
 def cycle_running(engine, persona: str) -> bool:
     """Whether a live process holds the persona's training lock."""
-    from loopbot.storage.models import RunLock
-
-    with session_scope(engine) as s:
-        lock = s.get(RunLock, persona)
-        if lock is None:
-            return False
-        expires = lock.expires_at if lock.expires_at.tzinfo else lock.expires_at.replace(tzinfo=utcnow().tzinfo)
-        return expires > utcnow()
+    return crud.run_lock_held(engine, persona=persona)

@@ -1,35 +1,41 @@
 """Adapter registry operations: promote, roll back, and the live watch that rolls back a worse version by itself.
 
-Promotion = the running router's hot swap (when this process serves chats), then `crud.activate_adapter`, which
-makes the version the only active one in one transaction. In a process without a router (a CLI command) only the
-database changes; the running `loopbot run` converges to it (trainer.schedule calls `reconcile_router`).
+Promotion = the running router's hot swap (when this process serves chats), then one transaction that makes the
+version the only active one and records why (`crud.activate_adapter` and the audit events). In a process without
+a router (a CLI command) only the database changes; the running `loopbot run` converges to it (trainer.schedule
+calls `reconcile_router`).
+
+Rollback returns to `rollback_target`: the newest version served before the live one that may serve again, or the
+base model (`crud.rollback_target`). The CLI, the bots' /rollback, the dashboard and the live watch all use it.
 
 Live watch (a documented test): after a promotion, the new version's 👍 share over its first `watch_votes` votes is
-compared with the previous version's 👍 share (all its votes before the promotion) by a one-sided two-proportion
-z-test with pooled variance, H1: p_new < p_old. If the p-value is below 1 - `watch_confidence`, the new version is
-rolled back and the reason (rates, counts, p-value) is recorded on the adapter and in the event log.
+compared with the 👍 share of the version a rollback would return to (all its votes before the promotion) by a
+one-sided two-proportion z-test with pooled variance, H1: p_new < p_old. If the p-value is below
+1 - `watch_confidence`, the new version is rolled back and the reason (rates, counts, p-value) is recorded on the
+adapter and in the event log.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import and_, func, select
-
 from loopbot.base.errors import LoopbotError, UsageError
 from loopbot.storage import crud
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import Adapter, Event, Feedback, Generation
+from loopbot.storage.db import Session, transaction
+from loopbot.storage.models import Adapter
 
 log = logging.getLogger(__name__)
+
+Write = Callable[[Session], None]  # more writes that belong with an activation, done in its transaction
 
 
 def running_router(loopbot):
     """The router this process serves chats with, if it has been built (never builds one)."""
-    return loopbot.__dict__.get("router")
+    return vars(loopbot).get("router")
 
 
 def _servable(row: Adapter) -> str:
@@ -41,19 +47,30 @@ def _servable(row: Adapter) -> str:
     return row.path
 
 
-def previous_version(engine, persona: str, version: int) -> int | None:
-    """The version that was active when `version` was promoted (None = the base model)."""
-    with session_scope(engine) as s:
-        events = s.execute(select(Event).where(Event.kind == "promote", Event.persona == persona)
-                           .order_by(Event.id.desc())).scalars()
-        for e in events:
-            if e.data.get("version") == version:
-                return e.data.get("previous_version")
-    return None
+def _route(row: Adapter | None) -> tuple[str | None, str | None]:
+    """(served name, path) to route to `row`; (None, None) for the base model."""
+    return (row.name, _servable(row)) if row is not None else (None, None)
 
 
-async def promote(loopbot, persona: str, version: int, *, reason: str = "manual", force: bool = False) -> Adapter:
-    """Serve `version` of `persona` from now on: hot swap in this process's router, then the database."""
+async def _switch(loopbot, persona: str, target: Adapter | None, current: Adapter | None, write: Write) -> None:
+    """Serve `target` instead of `current`: this process's router swaps first, then `write` records it in one
+    transaction; if that fails, the router goes back to `current` (it serves what the database says is active)."""
+    router = running_router(loopbot)
+    if router is not None:
+        await router.swap(persona, *_route(target))
+    try:
+        with transaction(loopbot.engine) as session:
+            write(session)
+    except Exception:
+        if router is not None:
+            await router.swap(persona, *_route(current))
+        raise
+
+
+async def promote(loopbot, persona: str, version: int, *, reason: str = "manual", force: bool = False,
+                  also: Write | None = None) -> Adapter:
+    """Serve `version` of `persona` from now on: hot swap in this process's router, then the database; `also`
+    writes what belongs with the promotion (a training run's outcome) in the same transaction."""
     engine = loopbot.engine
     loopbot.settings.persona(persona)
     row = crud.get_adapter(engine, persona=persona, version=version)
@@ -64,49 +81,55 @@ async def promote(loopbot, persona: str, version: int, *, reason: str = "manual"
     if row.status in ("failed", "rolled_back") and not force:
         raise UsageError(f"{row.name} is {row.status} ({row.status_reason or 'no reason recorded'}); "
                          f"use --force to promote it anyway")
-    source = _servable(row)
+    _servable(row)
     current = crud.active_adapter(engine, persona=persona)
-    router = running_router(loopbot)
-    if router is not None:
-        await router.swap(persona, row.name, source)
-    try:
-        crud.activate_adapter(engine, persona=persona, version=version, reason=reason)
-    except Exception:
-        if router is not None:  # keep serving what the database says is active
-            await router.swap(persona, current.name if current else None, current and _servable(current))
-        raise
-    with session_scope(engine) as s:
-        s.add(Event(kind="promote", persona=persona, data={
-            "version": version, "previous_version": current.version if current else None, "reason": reason}))
+
+    def write(session: Session) -> None:
+        crud.activate_adapter(session, persona=persona, version=version, reason=reason)
+        crud.record_event(session, kind="promote", persona=persona, data={
+            "version": version, "previous_version": current.version if current else None, "reason": reason})
+        if also is not None:
+            also(session)
+
+    await _switch(loopbot, persona, row, current, write)
     log.info("promoted %s (was %s): %s", row.name, current.name if current else "the base model", reason)
     return crud.get_adapter(engine, persona=persona, version=version)
 
 
-async def rollback(loopbot, persona: str, *, reason: str = "manual rollback", to_version: int | None = None,
-                   to_base: bool = False) -> Adapter | None:
-    """Put the version active before the current one back (or `to_version`, or the base model); returns it."""
-    engine = loopbot.engine
-    loopbot.settings.persona(persona)
+def rollback_target(engine, persona: str) -> tuple[Adapter, Adapter | None]:
+    """(the live version, the version a rollback returns to: None = the base model); the one rollback policy."""
     current = crud.active_adapter(engine, persona=persona)
     if current is None:
         raise UsageError(f"{persona} serves the base model: nothing to roll back")
-    target_version = None if to_base else (to_version if to_version is not None
-                                           else previous_version(engine, persona, current.version))
-    target = None
-    if target_version is not None:
-        target = crud.get_adapter(engine, persona=persona, version=target_version)
+    version = crud.rollback_target(engine, persona=persona, version=current.version)
+    return current, (crud.get_adapter(engine, persona=persona, version=version) if version is not None else None)
+
+
+async def rollback(loopbot, persona: str, *, reason: str = "manual rollback", to_version: int | None = None,
+                   to_base: bool = False, also: Write | None = None) -> Adapter | None:
+    """Put `rollback_target` back (or `to_version`, or the base model); returns it. `also` writes what belongs
+    with the rollback (the live watch's verdict) in the same transaction."""
+    engine = loopbot.engine
+    loopbot.settings.persona(persona)
+    current, target = rollback_target(engine, persona)
+    if to_base:
+        target = None
+    elif to_version is not None:
+        target = crud.get_adapter(engine, persona=persona, version=to_version)
         if target is None:
-            raise UsageError(f"{persona} has no version {target_version}")
+            raise UsageError(f"{persona} has no version {to_version}")
         if target.version == current.version:
             raise UsageError(f"{target.name} is the active version")
-    router = running_router(loopbot)
-    if router is not None:
-        await router.swap(persona, target.name if target else None, _servable(target) if target else None)
-    crud.activate_adapter(engine, persona=persona, version=target.version if target else None,
-                          previous_status="rolled_back", reason=reason)
-    with session_scope(engine) as s:
-        s.add(Event(kind="rollback", persona=persona, data={
-            "from_version": current.version, "to_version": target.version if target else None, "reason": reason}))
+
+    def write(session: Session) -> None:
+        crud.activate_adapter(session, persona=persona, version=target.version if target else None,
+                              previous_status="rolled_back", reason=reason)
+        crud.record_event(session, kind="rollback", persona=persona, data={
+            "from_version": current.version, "to_version": target.version if target else None, "reason": reason})
+        if also is not None:
+            also(session)
+
+    await _switch(loopbot, persona, target, current, write)
     log.warning("rolled back %s to %s: %s", current.name, target.name if target else "the base model", reason)
     return target
 
@@ -168,34 +191,18 @@ class WatchVerdict:
                f"{rate(self.likes_old, self.votes_old)}{p}: {self.decision}"
 
 
-def _vote_counts(s, persona: str, served_name: str | None, *, after=None, before=None,
-                 limit: int | None = None) -> tuple[int, int]:
-    name_match = Generation.adapter_version.is_(None) if served_name is None \
-        else Generation.adapter_version == served_name
-    q = (select(Feedback.value).join(Generation, Feedback.generation_id == Generation.id)
-         .where(and_(Generation.persona == persona, name_match)))
-    if after is not None:
-        q = q.where(Feedback.created_at >= after)
-    if before is not None:
-        q = q.where(Feedback.created_at < before)
-    q = q.order_by(Feedback.created_at, Feedback.id)
-    if limit is not None:
-        q = q.limit(limit)
-    values = list(s.execute(q).scalars())
-    return sum(1 for v in values if v > 0), len(values)
-
-
 def watch_verdict(engine, settings, persona: str) -> WatchVerdict | None:
     """Where the live watch of the persona's active version stands (None: nothing to watch)."""
     gate = settings.trainer.gate
     current = crud.active_adapter(engine, persona=persona)
     if current is None or gate.watch_votes == 0 or (current.metrics.get("watch") or {}).get("decided"):
         return None
-    prev = previous_version(engine, persona, current.version)
-    prev_name = f"{persona}-v{prev}" if prev is not None else None
-    with session_scope(engine) as s:
-        likes_new, n_new = _vote_counts(s, persona, current.name, after=current.promoted_at, limit=gate.watch_votes)
-        likes_old, n_old = _vote_counts(s, persona, prev_name, before=current.promoted_at)
+    prev = crud.rollback_target(engine, persona=persona, version=current.version)
+    likes_new, n_new = crud.version_votes(engine, persona=persona, adapter_version=current.name,
+                                          after=current.promoted_at, limit=gate.watch_votes)
+    likes_old, n_old = crud.version_votes(engine, persona=persona,
+                                          adapter_version=f"{persona}-v{prev}" if prev is not None else None,
+                                          before=current.promoted_at)
     verdict = WatchVerdict(persona, current.version, prev, likes_new, n_new, likes_old, n_old, None, "waiting")
     if n_new < gate.watch_votes:
         return verdict
@@ -207,21 +214,29 @@ def watch_verdict(engine, settings, persona: str) -> WatchVerdict | None:
     return verdict
 
 
-def _record_watch(engine, persona: str, version: int, verdict: WatchVerdict) -> None:
-    with session_scope(engine) as s:
-        row = s.execute(select(Adapter).where(Adapter.persona == persona, Adapter.version == version)).scalar_one()
-        row.metrics = {**row.metrics, "watch": {**asdict(verdict), "decided": True, "summary": verdict.describe()}}
-        s.add(Event(kind="watch", persona=persona, data={**asdict(verdict), "summary": verdict.describe()}))
+def _record_watch(verdict: WatchVerdict) -> Write:
+    """The verdict on the adapter (the watch is decided) and in the event log."""
+    def write(session: Session) -> None:
+        summary = {**asdict(verdict), "summary": verdict.describe()}
+        crud.update_adapter_metrics(session, persona=verdict.persona, version=verdict.version,
+                                    watch={**summary, "decided": True})
+        crud.record_event(session, kind="watch", persona=verdict.persona, data=summary)
+
+    return write
 
 
 async def check_live_watch(loopbot, persona: str) -> WatchVerdict | None:
-    """Decide the live watch once enough votes came in; roll back automatically when the new version is worse."""
+    """Decide the live watch once enough votes came in; roll back automatically when the new version is worse
+    (the verdict and the rollback in one transaction)."""
     verdict = watch_verdict(loopbot.engine, loopbot.settings, persona)
     if verdict is None or verdict.decision == "waiting":
         return verdict
-    _record_watch(loopbot.engine, persona, verdict.version, verdict)
     if verdict.decision == "rollback":
-        await rollback(loopbot, persona, reason=f"automatic rollback: {verdict.describe()}")
+        await rollback(loopbot, persona, reason=f"automatic rollback: {verdict.describe()}",
+                       also=_record_watch(verdict))
+    else:
+        with transaction(loopbot.engine) as session:
+            _record_watch(verdict)(session)
     return verdict
 
 
@@ -233,8 +248,3 @@ def adapter_summary(row: Adapter) -> dict:
             "promoted": row.promoted_at.isoformat(timespec="seconds") if row.promoted_at else None,
             "reason": row.status_reason, "path": row.path, "remote_model_id": row.remote_model_id,
             "gate": "passed" if gate.get("passed") else (", ".join(gate.get("failed", [])) or None)}
-
-
-def count_versions(engine, persona: str) -> int:
-    with session_scope(engine) as s:
-        return s.execute(select(func.count()).select_from(Adapter).where(Adapter.persona == persona)).scalar()

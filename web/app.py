@@ -7,13 +7,14 @@ import random
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopbot.base.ratelimit import RateLimiter
+from loopbot.web.routes import admin, arena, health, home, leaderboard
 from loopbot.web.security import Signer, load_secret
+from loopbot.web.templating import make_templates, render
 
 HERE = Path(__file__).parent
 
@@ -27,9 +28,8 @@ SECURITY_HEADERS = {
 
 
 def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
-    """One app per Loopbot; nothing touches the database until the first request. `rng` orders the arena."""
-    from loopbot.web.routes import admin, arena, health, home, leaderboard
-
+    """One app per Loopbot; nothing touches the database until the first request. `rng` orders the arena.
+    The app's state holds what the routes share; they get it through `web.deps`."""
     settings = loopbot.settings.web
     app = FastAPI(title="loopbot", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.loopbot = loopbot
@@ -41,8 +41,7 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}
     app.state.rng = rng or random.Random()
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals["personas"] = loopbot.settings.personas
+    templates = make_templates(loopbot.settings.personas)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (home, arena, leaderboard, admin, health):
@@ -58,15 +57,8 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _error_page(request: Request, exc: StarletteHTTPException):
         if "text/html" not in request.headers.get("accept", "") or request.url.path in ("/healthz", "/readyz"):
-            from fastapi.responses import JSONResponse
-
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-                                          status_code=exc.status_code, headers=exc.headers)
+        return render(templates, request, "error.html", exc.status_code, exc.headers, status=exc.status_code,
+                      detail=exc.detail)
 
     return app
-
-
-def page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
-    """Render a template with the request's app state."""
-    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)

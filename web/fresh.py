@@ -7,13 +7,11 @@ import asyncio
 import random
 import time
 
+from loopbot.serving.base import SamplingParams
 from loopbot.storage import crud
-from loopbot.web.queries import ARENA_PLATFORM
-
-
-def running_router(loopbot):
-    """The router `loopbot run` serves chats with, if this process built one (never builds one)."""
-    return vars(loopbot).get("router")
+from loopbot.storage.db import transaction
+from loopbot.trainer.registry import running_router
+from loopbot.web.arena import ARENA_PLATFORM
 
 
 def arena_prompts(loopbot, persona: str) -> list[str]:
@@ -24,8 +22,6 @@ def arena_prompts(loopbot, persona: str) -> list[str]:
 async def generate_pair(loopbot, persona: str, *, rng: random.Random | None = None) -> bool:
     """Answer one curated prompt with the live version and the base model; False when there is nothing to do
     (no router in this process, the persona serves the base model, no prompts, or a reply failed)."""
-    from loopbot.serving.base import SamplingParams
-
     router = running_router(loopbot)
     prompts = arena_prompts(loopbot, persona)
     if router is None or not prompts:
@@ -55,19 +51,20 @@ async def generate_pair(loopbot, persona: str, *, rng: random.Random | None = No
 
 
 def _store(loopbot, persona, prompt, messages, sampling, answers, backend) -> None:
-    engine = loopbot.engine
-    user = crud.get_or_create_user(engine, platform=ARENA_PLATFORM, platform_user_id="arena",
-                                   display_name="web arena")
-    chat = crud.get_or_create_chat(engine, platform=ARENA_PLATFORM, platform_chat_id=f"arena-{persona}",
-                                   persona=persona)
-    asked = crud.record_message(engine, chat_id=chat.id, user_id=user.id, role="user", text=prompt, persona=persona,
-                                conversation_id=chat.conversation_id)
-    for name, text, finished, latency_ms in answers:
-        gen = crud.start_generation(engine, chat_id=chat.id, persona=persona, prompt=messages,
-                                    prompt_message_id=asked.id, conversation_id=chat.conversation_id,
-                                    adapter_version=name, backend=backend, sampling=sampling, in_history=False)
-        crud.finish_generation(engine, generation_id=gen.id, text=text,
-                               status="cut_off" if finished and finished.finish_reason == "length" else "ok",
-                               finish_reason=finished.finish_reason if finished else None, latency_ms=latency_ms,
-                               prompt_tokens=finished.prompt_tokens if finished else None,
-                               completion_tokens=finished.completion_tokens if finished else None)
+    """The prompt and both replies in one transaction: a pair is stored whole or not at all."""
+    with transaction(loopbot.engine) as session:
+        user = crud.get_or_create_user(session, platform=ARENA_PLATFORM, platform_user_id="arena",
+                                       display_name="web arena")
+        chat = crud.get_or_create_chat(session, platform=ARENA_PLATFORM, platform_chat_id=f"arena-{persona}",
+                                       persona=persona)
+        asked = crud.record_message(session, chat_id=chat.id, user_id=user.id, role="user", text=prompt,
+                                    persona=persona, conversation_id=chat.conversation_id)
+        for name, text, finished, latency_ms in answers:
+            gen = crud.start_generation(session, chat_id=chat.id, persona=persona, prompt=messages,
+                                        prompt_message_id=asked.id, conversation_id=chat.conversation_id,
+                                        adapter_version=name, backend=backend, sampling=sampling, in_history=False)
+            crud.finish_generation(session, generation_id=gen.id, text=text,
+                                   status="cut_off" if finished and finished.finish_reason == "length" else "ok",
+                                   finish_reason=finished.finish_reason if finished else None,
+                                   latency_ms=latency_ms, prompt_tokens=finished.prompt_tokens if finished else None,
+                                   completion_tokens=finished.completion_tokens if finished else None)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
-from loopbot.web.queries import picks, picks_stamp, thumbs_by_version
 from loopbot.web.ratings import Rating, matches_from_picks, rate
+from loopbot.web.versions import BASE, picks, thumbs_by_version
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Board:
 
 def build_board(engine: Engine, *, persona: str, rounds: int = 200, cache: dict | None = None) -> Board:
     """Every version's standing; the bootstrap is redone only when new picks arrived (cached per persona)."""
-    key = (picks_stamp(engine, persona=persona), rounds)
+    key = (crud.picks_stamp(engine, persona=persona), rounds)
     if cache is not None and cache.get(persona, (None,))[0] == key:
         ratings, comparisons = cache[persona][1]
     else:
@@ -44,7 +44,7 @@ def build_board(engine: Engine, *, persona: str, rounds: int = 200, cache: dict 
             cache[persona] = (key, (ratings, comparisons))
     thumbs = thumbs_by_version(engine, persona=persona)
     active = crud.active_adapter(engine, persona=persona)
-    live = active.name if active else "base"
+    live = active.name if active else BASE
     by_name = {r.player: r for r in ratings}
     names = [r.player for r in ratings] + sorted(set(thumbs) - set(by_name))
     board_rows = [Row(n, by_name.get(n), *thumbs.get(n, (0, 0)), live=(n == live)) for n in names]

@@ -8,6 +8,7 @@ import logging
 
 import uvicorn
 
+from loopbot.base.errors import LoopbotError
 from loopbot.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,5 @@ async def serve(loopbot) -> None:
     except SystemExit:  # uvicorn exits when it cannot bind
         server.started = False
     if not server.started:
-        from loopbot.base.errors import LoopbotError
-
         raise LoopbotError(f"the web pages could not listen on {loopbot.settings.web.host}:"
                            f"{loopbot.settings.web.port} (is the port in use? set [web] port)")

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
 
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import Generation, Message
+from loopbot.storage.db import DB, transaction
+from loopbot.storage.models import Feedback, Generation, Message
 
 __all__ = ["count_replies", "generation_for_message", "last_generation", "reply_chain", "user_in_chat", "vote_tally"]
 
 
-def generation_for_message(engine: Engine, *, message_id: int) -> Generation | None:
-    with session_scope(engine) as s:
+def generation_for_message(db: DB, *, message_id: int) -> Generation | None:
+    with transaction(db) as s:
         return s.execute(select(Generation).where(Generation.message_id == message_id)).scalar_one_or_none()
 
 
-def last_generation(engine: Engine, *, chat_id: int, conversation_id: str) -> Generation | None:
+def last_generation(db: DB, *, chat_id: int, conversation_id: str) -> Generation | None:
     """The newest finished reply of this conversation that is part of its history (what /retry retries)."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         return s.execute(select(Generation).join(Message, Message.id == Generation.message_id)
                          .where(Generation.chat_id == chat_id, Message.conversation_id == conversation_id,
                                 Generation.in_history.is_(True), Generation.prompt_message_id.is_not(None),
@@ -26,10 +25,10 @@ def last_generation(engine: Engine, *, chat_id: int, conversation_id: str) -> Ge
                          .order_by(Generation.id.desc())).scalars().first()
 
 
-def reply_chain(engine: Engine, *, message_id: int, limit: int = 50) -> list[Message]:
+def reply_chain(db: DB, *, message_id: int, limit: int = 50) -> list[Message]:
     """The message and the ones it replies to, oldest first; failed replies and unpicked candidates left out."""
     chain: list[Message] = []
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         current: int | None = message_id
         while current is not None and len(chain) < limit:
             msg = s.get(Message, current)
@@ -43,8 +42,8 @@ def reply_chain(engine: Engine, *, message_id: int, limit: int = 50) -> list[Mes
     return chain
 
 
-def count_replies(engine: Engine, *, persona: str, chat_id: int | None = None) -> int:
-    with session_scope(engine) as s:
+def count_replies(db: DB, *, persona: str, chat_id: int | None = None) -> int:
+    with transaction(db) as s:
         q = select(func.count()).select_from(Generation).where(Generation.persona == persona,
                                                                Generation.status.in_(["ok", "cut_off"]))
         if chat_id is not None:
@@ -52,18 +51,16 @@ def count_replies(engine: Engine, *, persona: str, chat_id: int | None = None) -
         return s.execute(q).scalar() or 0
 
 
-def user_in_chat(engine: Engine, *, user_id: int, chat_id: int) -> bool:
+def user_in_chat(db: DB, *, user_id: int, chat_id: int) -> bool:
     """Has this user written in this chat (so a button press from them there is genuine)."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         return s.execute(select(Message.id).where(Message.user_id == user_id, Message.chat_id == chat_id)
                          .limit(1)).first() is not None
 
 
-def vote_tally(engine: Engine, *, generation_id: int) -> tuple[int, int]:
+def vote_tally(db: DB, *, generation_id: int) -> tuple[int, int]:
     """(👍, 👎) on one reply."""
-    from loopbot.storage.models import Feedback
-
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         counts = dict(s.execute(select(Feedback.value, func.count()).where(Feedback.generation_id == generation_id)
                                 .group_by(Feedback.value)).all())
         return counts.get(1, 0), counts.get(-1, 0)

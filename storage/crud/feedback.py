@@ -6,7 +6,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from loopbot.storage.db import session_scope
+from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Comparison, Feedback, Generation, User, utcnow
 
 __all__ = [
@@ -39,21 +39,21 @@ def upsert_vote(engine: Engine, *, generation_id: int, user_id: int, value: int,
     raise RuntimeError("could not record the vote after 3 attempts")
 
 
-def withdraw_vote(engine: Engine, *, generation_id: int, user_id: int) -> bool:
-    with session_scope(engine) as s:
+def withdraw_vote(db: DB, *, generation_id: int, user_id: int) -> bool:
+    with transaction(db) as s:
         return s.execute(delete(Feedback).where(Feedback.generation_id == generation_id,
                                                 Feedback.user_id == user_id)).rowcount > 0
 
 
-def get_vote(engine: Engine, *, generation_id: int, user_id: int) -> int | None:
-    with session_scope(engine) as s:
+def get_vote(db: DB, *, generation_id: int, user_id: int) -> int | None:
+    with transaction(db) as s:
         return s.execute(select(Feedback.value).where(Feedback.generation_id == generation_id,
                                                       Feedback.user_id == user_id)).scalar_one_or_none()
 
 
-def create_comparison(engine: Engine, *, persona: str, generation_a_id: int, generation_b_id: int,
+def create_comparison(db: DB, *, persona: str, generation_a_id: int, generation_b_id: int,
                       user_id: int | None = None, visitor_id: str | None = None, source: str = "chat") -> Comparison:
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         row = Comparison(persona=persona, generation_a_id=generation_a_id, generation_b_id=generation_b_id,
                          user_id=user_id, visitor_id=visitor_id, source=source)
         s.add(row)
@@ -62,11 +62,11 @@ def create_comparison(engine: Engine, *, persona: str, generation_a_id: int, gen
         return row
 
 
-def record_pick(engine: Engine, *, comparison_id: int, pick: str) -> Comparison:
+def record_pick(db: DB, *, comparison_id: int, pick: str) -> Comparison:
     """Store the pick; the unpicked candidate leaves the conversation history (a tie keeps A)."""
     if pick not in PICKS:
         raise ValueError(f"a pick is one of {', '.join(PICKS)}, got {pick!r}")
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         row = s.get(Comparison, comparison_id)
         if row is None:
             raise LookupError(f"comparison {comparison_id} does not exist")
@@ -81,15 +81,15 @@ def record_pick(engine: Engine, *, comparison_id: int, pick: str) -> Comparison:
         return row
 
 
-def get_comparison(engine: Engine, *, comparison_id: int) -> Comparison | None:
-    with session_scope(engine) as s:
+def get_comparison(db: DB, *, comparison_id: int) -> Comparison | None:
+    with transaction(db) as s:
         return s.get(Comparison, comparison_id)
 
 
-def export_feedback_since(engine: Engine, *, persona: str, after_id: int = 0, consented_only: bool = True,
+def export_feedback_since(db: DB, *, persona: str, after_id: int = 0, consented_only: bool = True,
                           limit: int | None = None) -> list[Feedback]:
     """Votes on this persona's replies with id > after_id, oldest first (only from consenting users by default)."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         q = (select(Feedback).join(Generation, Generation.id == Feedback.generation_id)
              .where(Generation.persona == persona, Feedback.id > after_id).order_by(Feedback.id))
         if consented_only:
@@ -99,10 +99,10 @@ def export_feedback_since(engine: Engine, *, persona: str, after_id: int = 0, co
         return list(s.execute(q).scalars())
 
 
-def vote_counts(engine: Engine, *, persona: str, adapter_version: str | None = None,
+def vote_counts(db: DB, *, persona: str, adapter_version: str | None = None,
                 since_feedback_id: int = 0) -> tuple[int, int]:
     """(👍, 👎) counts for a persona, optionally for one served version."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         q = (select(Feedback.value, func.count()).join(Generation, Generation.id == Feedback.generation_id)
              .where(Generation.persona == persona, Feedback.id > since_feedback_id).group_by(Feedback.value))
         if adapter_version is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 
-from loopbot.storage.db import session_scope
+from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Generation, Message, utcnow
 
 __all__ = [
@@ -14,10 +14,10 @@ __all__ = [
 ]
 
 
-def record_message(engine: Engine, *, chat_id: int, role: str, text: str, user_id: int | None = None,
+def record_message(db: DB, *, chat_id: int, role: str, text: str, user_id: int | None = None,
                    persona: str | None = None, conversation_id: str = "", platform_message_id: str | None = None,
                    reply_to_id: int | None = None) -> Message:
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         msg = Message(chat_id=chat_id, user_id=user_id, role=role, text=text, persona=persona,
                       conversation_id=conversation_id, platform_message_id=platform_message_id,
                       reply_to_id=reply_to_id)
@@ -27,12 +27,12 @@ def record_message(engine: Engine, *, chat_id: int, role: str, text: str, user_i
         return msg
 
 
-def start_generation(engine: Engine, *, chat_id: int, persona: str, prompt: list[dict], prompt_message_id: int | None,
+def start_generation(db: DB, *, chat_id: int, persona: str, prompt: list[dict], prompt_message_id: int | None,
                      conversation_id: str, adapter_version: str | None, backend: str, sampling: dict,
                      retry_of_id: int | None = None, reply_to_id: int | None = None,
                      in_history: bool = True) -> Generation:
     """Create the (empty) assistant message and its pending generation row, in one transaction."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         msg = Message(chat_id=chat_id, role="assistant", text="", persona=persona, conversation_id=conversation_id,
                       reply_to_id=reply_to_id if reply_to_id is not None else prompt_message_id)
         s.add(msg)
@@ -46,10 +46,10 @@ def start_generation(engine: Engine, *, chat_id: int, persona: str, prompt: list
         return gen
 
 
-def finish_generation(engine: Engine, *, generation_id: int, text: str, status: str, finish_reason: str | None = None,
+def finish_generation(db: DB, *, generation_id: int, text: str, status: str, finish_reason: str | None = None,
                       error: str | None = None, latency_ms: float | None = None, prompt_tokens: int | None = None,
                       completion_tokens: int | None = None) -> Generation:
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         gen = s.get(Generation, generation_id)
         if gen is None:
             raise LookupError(f"generation {generation_id} does not exist")
@@ -62,13 +62,13 @@ def finish_generation(engine: Engine, *, generation_id: int, text: str, status: 
         return gen
 
 
-def get_generation(engine: Engine, *, generation_id: int) -> Generation | None:
-    with session_scope(engine) as s:
+def get_generation(db: DB, *, generation_id: int) -> Generation | None:
+    with transaction(db) as s:
         return s.get(Generation, generation_id)
 
 
-def get_message(engine: Engine, *, message_id: int) -> Message | None:
-    with session_scope(engine) as s:
+def get_message(db: DB, *, message_id: int) -> Message | None:
+    with transaction(db) as s:
         return s.get(Message, message_id)
 
 
@@ -82,21 +82,21 @@ def set_platform_message_id(engine: Engine, *, message_id: int, platform_message
         conn.execute(_SET_PLATFORM_ID, {"message_id": message_id, "new_platform_id": str(platform_message_id)})
 
 
-def find_message_by_platform_id(engine: Engine, *, chat_id: int, platform_message_id: str) -> Message | None:
-    with session_scope(engine) as s:
+def find_message_by_platform_id(db: DB, *, chat_id: int, platform_message_id: str) -> Message | None:
+    with transaction(db) as s:
         return s.execute(select(Message).where(Message.chat_id == chat_id,
                                                Message.platform_message_id == str(platform_message_id))
                          .order_by(Message.id.desc())).scalars().first()
 
 
-def set_in_history(engine: Engine, *, generation_id: int, in_history: bool) -> None:
-    with session_scope(engine) as s:
+def set_in_history(db: DB, *, generation_id: int, in_history: bool) -> None:
+    with transaction(db) as s:
         s.execute(update(Generation).where(Generation.id == generation_id).values(in_history=in_history))
 
 
-def recent_messages(engine: Engine, *, chat_id: int, conversation_id: str, limit: int = 50) -> list[Message]:
+def recent_messages(db: DB, *, chat_id: int, conversation_id: str, limit: int = 50) -> list[Message]:
     """This conversation's latest messages, oldest first, without failed replies or unpicked arena candidates."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         hidden = select(Generation.message_id).where(
             (Generation.in_history.is_(False)) | (Generation.status.in_(["error", "pending"])))
         rows = s.execute(select(Message).where(Message.chat_id == chat_id, Message.conversation_id == conversation_id,

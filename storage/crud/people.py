@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.engine import Engine
 
-from loopbot.storage.db import session_scope
+from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
 
 __all__ = [
@@ -16,9 +15,9 @@ __all__ = [
 ]
 
 
-def get_or_create_user(engine: Engine, *, platform: str, platform_user_id: str, display_name: str = "",
+def get_or_create_user(db: DB, *, platform: str, platform_user_id: str, display_name: str = "",
                        default_consent: bool = True) -> User:
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         user = s.execute(select(User).where(User.platform == platform,
                                          User.platform_user_id == str(platform_user_id))).scalar_one_or_none()
         if user is None:
@@ -33,14 +32,14 @@ def get_or_create_user(engine: Engine, *, platform: str, platform_user_id: str, 
         return user
 
 
-def get_user(engine: Engine, *, user_id: int) -> User | None:
-    with session_scope(engine) as s:
+def get_user(db: DB, *, user_id: int) -> User | None:
+    with transaction(db) as s:
         return s.get(User, user_id)
 
 
-def get_or_create_chat(engine: Engine, *, platform: str, platform_chat_id: str, type: str = "private",
+def get_or_create_chat(db: DB, *, platform: str, platform_chat_id: str, type: str = "private",
                        persona: str | None = None) -> Chat:
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         chat = s.execute(select(Chat).where(Chat.platform == platform,
                                          Chat.platform_chat_id == str(platform_chat_id))).scalar_one_or_none()
         if chat is None:
@@ -52,38 +51,38 @@ def get_or_create_chat(engine: Engine, *, platform: str, platform_chat_id: str, 
         return chat
 
 
-def get_chat(engine: Engine, *, chat_id: int) -> Chat | None:
-    with session_scope(engine) as s:
+def get_chat(db: DB, *, chat_id: int) -> Chat | None:
+    with transaction(db) as s:
         return s.get(Chat, chat_id)
 
 
-def set_chat_persona(engine: Engine, *, chat_id: int, persona: str) -> None:
+def set_chat_persona(db: DB, *, chat_id: int, persona: str) -> None:
     """Switch persona; a new persona starts a new conversation."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         s.execute(update(Chat).where(Chat.id == chat_id).values(persona=persona, conversation_id=uuid.uuid4().hex))
 
 
-def new_conversation(engine: Engine, *, chat_id: int) -> str:
+def new_conversation(db: DB, *, chat_id: int) -> str:
     conversation_id = uuid.uuid4().hex
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         s.execute(update(Chat).where(Chat.id == chat_id).values(conversation_id=conversation_id))
     return conversation_id
 
 
-def set_consent(engine: Engine, *, user_id: int, consent: bool) -> None:
-    with session_scope(engine) as s:
+def set_consent(db: DB, *, user_id: int, consent: bool) -> None:
+    with transaction(db) as s:
         s.execute(update(User).where(User.id == user_id).values(consent=consent))
         s.add(Event(kind="consent", data={"user_id": user_id, "consent": consent}))
 
 
-def set_admin(engine: Engine, *, user_id: int, is_admin: bool) -> None:
-    with session_scope(engine) as s:
+def set_admin(db: DB, *, user_id: int, is_admin: bool) -> None:
+    with transaction(db) as s:
         s.execute(update(User).where(User.id == user_id).values(is_admin=is_admin))
 
 
-def forget_user(engine: Engine, *, user_id: int) -> dict[str, int]:
+def forget_user(db: DB, *, user_id: int) -> dict[str, int]:
     """Delete a user's messages, the generations that answered them, and every vote and pick on or by them."""
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         msg_ids = select(Message.id).where(Message.user_id == user_id)
         gen_ids = list(s.execute(select(Generation.id).where(Generation.prompt_message_id.in_(msg_ids))).scalars())
         reply_msg_ids = list(s.execute(select(Generation.message_id).where(Generation.id.in_(gen_ids))).scalars())
@@ -103,6 +102,6 @@ def forget_user(engine: Engine, *, user_id: int) -> dict[str, int]:
         return counts
 
 
-def record_event(engine: Engine, *, kind: str, persona: str | None = None, data: dict | None = None) -> None:
-    with session_scope(engine) as s:
+def record_event(db: DB, *, kind: str, persona: str | None = None, data: dict | None = None) -> None:
+    with transaction(db) as s:
         s.add(Event(kind=kind, persona=persona, data=data or {}))

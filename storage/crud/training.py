@@ -8,17 +8,18 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import RunLock, TrainingRun, utcnow
+from loopbot.storage.db import DB, session_scope, transaction
+from loopbot.storage.models import Adapter, RunLock, TrainingRun, utcnow
 
 __all__ = [
-    "start_training_run", "add_run_step", "finish_training_run", "get_training_run", "list_training_runs",
-    "acquire_run_lock", "release_run_lock", "renew_run_lock", "fail_stale_runs",
+    "start_training_run", "add_run_step", "touch_training_run", "finish_training_run", "get_training_run",
+    "list_training_runs", "highest_trained_feedback_id", "acquire_run_lock", "release_run_lock", "renew_run_lock",
+    "run_lock_held", "fail_stale_runs",
 ]
 
 
-def start_training_run(engine: Engine, *, persona: str, trigger: str = "manual", method: str = "") -> TrainingRun:
-    with session_scope(engine) as s:
+def start_training_run(db: DB, *, persona: str, trigger: str = "manual", method: str = "") -> TrainingRun:
+    with transaction(db) as s:
         run = TrainingRun(persona=persona, trigger=trigger, method=method, heartbeat_at=utcnow())
         s.add(run)
         s.flush()
@@ -26,19 +27,25 @@ def start_training_run(engine: Engine, *, persona: str, trigger: str = "manual",
         return run
 
 
-def add_run_step(engine: Engine, *, run_id: int, step: str, outcome: str, **details) -> None:
+def add_run_step(db: DB, *, run_id: int, step: str, outcome: str, **details) -> None:
     """Append one step's outcome (build, train, eval, gate, promote) to the run's log."""
-    with session_scope(engine) as s:
-        run = s.get(TrainingRun, run_id)
+    with transaction(db) as s:
+        run = _run(s, run_id)
         run.steps = [*run.steps, {"step": step, "outcome": outcome, "at": utcnow().isoformat(), **details}]
         run.heartbeat_at = utcnow()
 
 
-def finish_training_run(engine: Engine, *, run_id: int, status: str, error: str | None = None,
+def touch_training_run(db: DB, *, run_id: int) -> None:
+    """The run's heartbeat: it is still alive."""
+    with transaction(db) as s:
+        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(heartbeat_at=utcnow()))
+
+
+def finish_training_run(db: DB, *, run_id: int, status: str, error: str | None = None,
                         metrics: dict | None = None, dataset_sizes: dict | None = None,
                         candidate_version: int | None = None) -> TrainingRun:
-    with session_scope(engine) as s:
-        run = s.get(TrainingRun, run_id)
+    with transaction(db) as s:
+        run = _run(s, run_id)
         run.status, run.error, run.finished_at = status, error, utcnow()
         if metrics is not None:
             run.metrics = metrics
@@ -51,17 +58,37 @@ def finish_training_run(engine: Engine, *, run_id: int, status: str, error: str 
         return run
 
 
-def get_training_run(engine: Engine, *, run_id: int) -> TrainingRun | None:
-    with session_scope(engine) as s:
+def _run(s, run_id: int) -> TrainingRun:
+    run = s.get(TrainingRun, run_id)
+    if run is None:
+        raise LookupError(f"training run {run_id} does not exist")
+    return run
+
+
+def get_training_run(db: DB, *, run_id: int) -> TrainingRun | None:
+    with transaction(db) as s:
         return s.get(TrainingRun, run_id)
 
 
-def list_training_runs(engine: Engine, *, persona: str | None = None, limit: int = 20) -> list[TrainingRun]:
-    with session_scope(engine) as s:
+def list_training_runs(db: DB, *, persona: str | None = None, limit: int = 20) -> list[TrainingRun]:
+    with transaction(db) as s:
         q = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
         if persona:
             q = q.where(TrainingRun.persona == persona)
         return list(s.execute(q).scalars())
+
+
+def highest_trained_feedback_id(db: DB, *, persona: str, run_statuses: tuple[str, ...]) -> int:
+    """The highest `feedback_id_max` in the persona's adapters' dataset manifests and in the dataset sizes of its
+    runs with one of `run_statuses` (0 if none)."""
+    best = 0
+    with transaction(db) as s:
+        for (manifest,) in s.execute(select(Adapter.dataset_manifest).where(Adapter.persona == persona)):
+            best = max(best, int((manifest or {}).get("feedback_id_max") or 0))
+        for (sizes,) in s.execute(select(TrainingRun.dataset_sizes).where(
+                TrainingRun.persona == persona, TrainingRun.status.in_(run_statuses))):
+            best = max(best, int((sizes or {}).get("feedback_id_max") or 0))
+    return best
 
 
 def acquire_run_lock(engine: Engine, *, persona: str, holder: str, ttl_s: float = 3600) -> bool:
@@ -77,21 +104,31 @@ def acquire_run_lock(engine: Engine, *, persona: str, holder: str, ttl_s: float 
         return False
 
 
-def renew_run_lock(engine: Engine, *, persona: str, holder: str, ttl_s: float = 3600) -> bool:
-    with session_scope(engine) as s:
+def renew_run_lock(db: DB, *, persona: str, holder: str, ttl_s: float = 3600) -> bool:
+    with transaction(db) as s:
         return s.execute(update(RunLock).where(RunLock.persona == persona, RunLock.holder == holder)
                          .values(expires_at=utcnow() + timedelta(seconds=ttl_s))).rowcount > 0
 
 
-def release_run_lock(engine: Engine, *, persona: str, holder: str) -> None:
-    with session_scope(engine) as s:
+def release_run_lock(db: DB, *, persona: str, holder: str) -> None:
+    with transaction(db) as s:
         s.execute(delete(RunLock).where(RunLock.persona == persona, RunLock.holder == holder))
 
 
-def fail_stale_runs(engine: Engine, *, persona: str | None = None, older_than_s: float = 3600) -> int:
+def run_lock_held(db: DB, *, persona: str) -> bool:
+    """Whether a holder has the persona's lock and it has not expired."""
+    with transaction(db) as s:
+        lock = s.get(RunLock, persona)
+        if lock is None:
+            return False
+        expires = lock.expires_at if lock.expires_at.tzinfo else lock.expires_at.replace(tzinfo=utcnow().tzinfo)
+        return expires > utcnow()
+
+
+def fail_stale_runs(db: DB, *, persona: str | None = None, older_than_s: float = 3600) -> int:
     """Mark `running` runs whose heartbeat stopped (a killed trainer) as failed."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)
-    with session_scope(engine) as s:
+    with transaction(db) as s:
         q = update(TrainingRun).where(TrainingRun.status == "running", TrainingRun.heartbeat_at < cutoff)
         if persona:
             q = q.where(TrainingRun.persona == persona)

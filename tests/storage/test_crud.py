@@ -120,7 +120,7 @@ def test_seed_import_is_all_or_nothing(engine):
     good = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
     assert crud.add_seed_examples(engine, persona="coach", source="qa:x.jsonl", kind="sft", examples=good) == (1, 0)
     assert crud.add_seed_examples(engine, persona="coach", source="qa:x.jsonl", kind="sft", examples=good) == (0, 1)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match="not JSON serializable"):
         crud.add_seed_examples(engine, persona="coach", source="qa:y.jsonl", kind="sft",
                                examples=[{"messages": [{"role": "user", "content": "q2"}]}, {"bad": object()}])
     assert len(crud.list_seed_examples(engine, persona="coach")) == 1

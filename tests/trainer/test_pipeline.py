@@ -163,3 +163,72 @@ async def test_an_admin_request_answers_at_once_and_runs_in_the_background(loopb
     assert request_cycle(loopbot, "coach") == "a training cycle of coach is already running"
     result = await asyncio.wait_for(pending_cycle("coach"), 60)
     assert result.status == "skipped" and result.reason.startswith("nothing to train on")
+
+
+@pytest.fixture
+def stubbed(engine, train_settings, monkeypatch):
+    """A Loopbot on the engine fixture's database whose training writes an adapter row (and files) at once and
+    whose evaluation returns a verdict set by the test: what is left is the cycle's bookkeeping."""
+    from loopbot.trainer import pipeline
+    from loopbot.trainer.gate import Check, GateResult
+    from loopbot.trainer.launch import TrainedVersion
+
+    bot = loopbot_on(engine.url.render_as_string(hide_password=False), train_settings)
+    bot.__dict__["engine"] = engine
+    verdict = {"passed": True, "files": True}
+
+    async def train(engine, settings, persona, *, run_id, dataset_manifest, heartbeat, **_):
+        version = crud.next_adapter_version(engine, persona=persona)
+        path = settings.adapters_dir / persona / f"v{version}"
+        if verdict["files"]:
+            path.mkdir(parents=True)
+            (path / "adapter_config.json").write_text("{}")
+        crud.create_adapter(engine, persona=persona, version=version, base_model="tiny", path=str(path),
+                            training_run_id=run_id, dataset_manifest=dataset_manifest)
+        heartbeat()
+        return TrainedVersion(version, path, [{"stage": "sft", "rows": 1}], path / "train.log")
+
+    async def evaluate(loopbot, persona, version, dataset_dir):
+        gate = GateResult(verdict["passed"], [Check("perplexity", verdict["passed"], "held-out perplexity")])
+        report = {"variants": {"candidate": {"perplexity": 9.0}}, "seconds": 1.0, "gate": gate.as_dict()}
+        return report, Path(dataset_dir) / "report.json", gate
+
+    monkeypatch.setattr(pipeline, "train_new_version", train)
+    monkeypatch.setattr(pipeline, "_evaluate", evaluate)
+    seed_feedback(engine, conversations=8)
+    return bot, verdict
+
+
+async def test_a_cycle_that_passes_the_gate_records_its_promotion_with_the_activation(stubbed):
+    bot, _ = stubbed
+    result = await run_cycle(bot, "coach", force=True, method="sft")
+    assert result.status == "promoted", result.reason
+    run = crud.get_training_run(bot.engine, run_id=result.run_id)
+    assert run.status == "promoted" and [s["step"] for s in run.steps][-3:] == ["evaluate", "gate", "promote"]
+    live = crud.active_adapter(bot.engine, persona="coach")
+    assert live.version == result.version == run.candidate_version and live.metrics["gate"]["passed"]
+
+
+async def test_a_rejected_version_and_its_run_end_together(stubbed):
+    bot, verdict = stubbed
+    verdict["passed"] = False
+    result = await run_cycle(bot, "coach", force=True, method="sft")
+    assert result.status == "rejected" and "perplexity" in result.reason
+    run = crud.get_training_run(bot.engine, run_id=result.run_id)
+    assert run.status == "rejected" and [s["step"] for s in run.steps][-2:] == ["evaluate", "gate"]
+    rejected = crud.get_adapter(bot.engine, persona="coach", version=result.version)
+    assert rejected.status == "failed" and rejected.status_reason.startswith("rejected by the gate: perplexity")
+    assert crud.active_adapter(bot.engine, persona="coach") is None
+
+
+async def test_a_promotion_that_fails_fails_the_version_and_the_run(stubbed):
+    bot, verdict = stubbed
+    verdict["files"] = False  # the trainer wrote no adapter files: nothing to serve
+    result = await run_cycle(bot, "coach", force=True, method="sft")
+    assert result.status == "failed" and "no adapter files" in result.reason
+    run = crud.get_training_run(bot.engine, run_id=result.run_id)
+    assert run.status == "failed" and run.steps[-1]["step"] == "cycle" and "no adapter files" in run.error
+    [version] = crud.list_adapters(bot.engine, persona="coach")
+    assert version.status == "failed" and version.status_reason.startswith("passed the gate, but promotion failed")
+    assert crud.active_adapter(bot.engine, persona="coach") is None
+    assert not cycle_running(bot.engine, "coach")

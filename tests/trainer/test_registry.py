@@ -77,6 +77,25 @@ async def test_with_a_running_router_promotion_swaps_what_chats_are_served_from(
     await router.aclose()
 
 
+async def test_a_promotion_that_cannot_be_recorded_changes_nothing(bot, monkeypatch):
+    router = Router(InstantBackend(), unload_grace_s=0)
+    bot.__dict__["router"] = router
+    await promote(bot, "coach", 1)
+
+    def audit_log_down(db, **_):
+        raise RuntimeError("the audit log is unavailable")
+
+    monkeypatch.setattr(crud, "record_event", audit_log_down)  # the write after the activation, same transaction
+    with pytest.raises(RuntimeError, match="audit log is unavailable"):
+        await promote(bot, "coach", 2)
+    monkeypatch.undo()
+    assert crud.active_adapter(bot.engine, persona="coach").version == 1
+    assert crud.get_adapter(bot.engine, persona="coach", version=2).status == "candidate"
+    assert [e["version"] for e in _events(bot.engine, "activate")] == [1]
+    assert router.route("coach") == "coach-v1"  # swapped back: it serves what the database says
+    await router.aclose()
+
+
 def _votes(engine, name: str | None, likes: int, total: int, tag: str) -> None:
     user = crud.get_or_create_user(engine, platform="telegram", platform_user_id=f"voter-{tag}")
     chat = crud.get_or_create_chat(engine, platform="telegram", platform_chat_id=f"chat-{tag}", persona="coach")

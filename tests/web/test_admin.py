@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
+import pytest
 from fastapi.testclient import TestClient
 
 from loopbot.storage import crud
+from loopbot.trainer import registry
 from tests.web.conftest import ADMIN_TOKEN
 from tests.web.forms import hidden_fields
-from tests.web.seed import arena_world
+from tests.web.seed import adapter_dir, arena_world
 from loopbot.web.app import create_app
 
 
@@ -94,6 +97,29 @@ def test_rollback_asks_for_confirmation_then_restores_the_previous_version(clien
     assert done.status_code == 200 and "rolled back coach to v1" in done.text
     assert crud.active_adapter(loopbot.engine, persona="coach").version == 1
     assert crud.get_adapter(loopbot.engine, persona="coach", version=2).status == "rolled_back"
+
+
+@pytest.mark.parametrize(("later", "parent", "expected"), [
+    ([3], 1, "coach-v2"),  # v3 was trained from v1, but v2 was live when v3 came
+    ([None, 3], 2, None),  # v2 was rolled back to the base model, and v3 (trained from v2) came after that
+], ids=["lineage-is-not-history", "base-served-before"])
+def test_the_dashboard_and_the_cli_roll_back_to_the_same_version(client, loopbot, later, parent, expected):
+    arena_world(loopbot)  # v1, then v2 (from v1), activated in turn
+    crud.create_adapter(loopbot.engine, persona="coach", version=3, base_model="tiny",
+                        path=adapter_dir(loopbot, "coach", 3), parent_version=parent)
+    for version in later:
+        crud.activate_adapter(loopbot.engine, persona="coach", version=version,
+                              previous_status="retired" if version else "rolled_back")
+    _login(client)
+    label = expected.removeprefix("coach-") if expected else "base model"
+    assert f"Roll back to {label}" in client.get("/admin").text
+    ask = client.post("/admin/coach/rollback", data=hidden_fields(client.get("/admin").text, "/admin/coach/rollback"))
+    assert f"Roll coach back to {expected or 'the base model'}?" in ask.text
+    loopbot.settings.trainer.gate.watch_votes = 10
+    assert registry.watch_verdict(loopbot.engine, loopbot.settings, "coach").previous_version == \
+        (int(expected[-1]) if expected else None)  # the live watch compares with the same version
+    target = asyncio.run(registry.rollback(loopbot, "coach", reason="from the command line"))  # CLI and bots
+    assert (target.name if target else None) == expected
 
 
 def test_promote_needs_the_form_token_and_confirmation(client, loopbot):

@@ -10,13 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from loopbot.base.errors import UsageError
-from loopbot.storage.crud import content_hash
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import SeedExample
+from loopbot.storage import crud
 from loopbot.trainer.splits import is_heldout
 
 MAX_ERRORS_SHOWN = 10
@@ -130,16 +127,7 @@ def validation_split(key: str, fraction: float) -> str:
 
 def store_examples(engine: Engine, report: ImportReport, examples: list[tuple[str, str, dict]]) -> ImportReport:
     """Store (kind, split, data) examples in ONE transaction: all or nothing. Known examples are skipped."""
-    with session_scope(engine) as s:
-        existing = set(s.execute(select(SeedExample.kind, SeedExample.content_hash)
-                                 .where(SeedExample.persona == report.persona)).tuples())
-        for kind, split, data in examples:
-            h = content_hash(data)
-            if (kind, h) in existing:
-                report.already_present += 1
-                continue
-            existing.add((kind, h))
-            s.add(SeedExample(persona=report.persona, kind=kind, split=split, source=report.source,
-                              data=data, content_hash=h))
-            report.added += 1
+    added, present = crud.store_seed_examples(engine, persona=report.persona, source=report.source, examples=examples)
+    report.added += added
+    report.already_present += present
     return report

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import select, text
 
-from loopbot.storage.db import session_scope
-from loopbot.storage.models import Adapter
+from loopbot.storage import crud
+from loopbot.trainer.registry import running_router
+from loopbot.web.deps import EngineDep, LoopbotDep
 from loopbot.web.metrics import render
 
 router = APIRouter()
@@ -24,22 +24,19 @@ async def healthz():
 
 def _database(loopbot) -> list[str]:
     """The served names the database says are live (raises if the database is unreachable)."""
-    with session_scope(loopbot.engine) as s:
-        s.execute(text("SELECT 1"))
-        return list(s.execute(select(Adapter.name).where(Adapter.status == "active")).scalars())
+    return crud.active_adapter_names(loopbot.engine)
 
 
 def _built_backend(loopbot):
     """The serving backend if this process has built one (readiness never starts a model)."""
-    built = vars(loopbot)
-    if "router" in built and getattr(built["router"], "backend", None) is not None:
-        return built["router"].backend
-    return built.get("backend")
+    router = running_router(loopbot)
+    if router is not None and getattr(router, "backend", None) is not None:
+        return router.backend
+    return vars(loopbot).get("backend")
 
 
 @router.get("/readyz")
-async def readyz(request: Request):
-    loopbot = request.app.state.loopbot
+async def readyz(loopbot: LoopbotDep):
     checks: dict[str, dict] = {}
     try:
         live = await asyncio.wait_for(run_in_threadpool(_database, loopbot), timeout=5)
@@ -57,7 +54,7 @@ async def readyz(request: Request):
             if healthy:
                 loaded = {a.name for a in await asyncio.wait_for(backend.list_adapters(), timeout=5)}
                 missing = sorted(set(live) - loaded)
-                problems = dict(getattr(vars(loopbot).get("router"), "problems", {}) or {})
+                problems = dict(getattr(running_router(loopbot), "problems", {}) or {})
                 checks["adapters"] = {"ok": not missing and not problems, "live": sorted(live), "missing": missing,
                                       **({"problems": problems} if problems else {})}
         except Exception as e:  # noqa: BLE001
@@ -67,6 +64,6 @@ async def readyz(request: Request):
 
 
 @router.get("/metrics")
-async def metrics(request: Request):
-    body = await run_in_threadpool(render, request.app.state.loopbot.engine)
+async def metrics(eng: EngineDep):
+    body = await run_in_threadpool(render, eng)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from loopbot.web.app import page
+from loopbot.web.deps import PageDep
 
 router = APIRouter()
 
@@ -15,8 +15,8 @@ FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><cir
 
 
 @router.get("/")
-def index(request: Request):
-    return page(request, "index.html")
+def index(page: PageDep):
+    return page("index.html")
 
 
 @router.get("/favicon.svg")

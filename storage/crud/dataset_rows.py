@@ -1,8 +1,9 @@
-"""The SQL side of the dataset builder: streamed, aggregated reads of votes, retries and arena picks.
+"""What the dataset builder reads: streamed, aggregated reads of votes, retries and arena picks.
 
 Only consenting people count: a vote counts if its voter consented, and a reply is usable only if the
 person whose message it answered consented (their words are in the prompt). Rows come back in chunks,
-never as ORM objects, so a million votes stream in bounded memory."""
+never as ORM objects, so a million votes stream in bounded memory (on a connection of their own: they take an
+Engine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
+from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Comparison, Feedback, Generation, Message, User
+
+__all__ = [
+    "Snapshot", "arena_picks", "consented_vote_count", "generations_by_id", "retry_links", "take_snapshot",
+    "unconsented_conversations", "voted_generations",
+]
 
 CHUNK = 5000
 
@@ -31,12 +38,12 @@ class Snapshot:
     generation_id_min: int = 0
 
 
-def take_snapshot(engine: Engine, since: dict | None = None) -> Snapshot:
+def take_snapshot(db: DB, *, since: dict | None = None) -> Snapshot:
     """The current id ranges; `since` (an earlier build's manifest) limits them to what came after that build."""
-    with engine.connect() as c:
-        f = c.execute(select(func.max(Feedback.id))).scalar() or 0
-        k = c.execute(select(func.max(Comparison.id))).scalar() or 0
-        g = c.execute(select(func.max(Generation.id))).scalar() or 0
+    with transaction(db) as s:
+        f = s.execute(select(func.max(Feedback.id))).scalar() or 0
+        k = s.execute(select(func.max(Comparison.id))).scalar() or 0
+        g = s.execute(select(func.max(Generation.id))).scalar() or 0
     since = since or {}
     return Snapshot(int(f), int(k), int(g), int(since.get("feedback_id_max") or 0),
                     int(since.get("comparison_id_max") or 0), int(since.get("generation_id_max") or 0))
@@ -62,7 +69,7 @@ def _vote_totals(persona: str, snap: Snapshot):
             .group_by(Feedback.generation_id)).subquery("votes")
 
 
-def voted_generations(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]:
+def voted_generations(engine: Engine, *, persona: str, snap: Snapshot) -> Iterator[tuple]:
     """(id, prompt, status, finish_reason, prompt_message_id, chat_id, text, conversation_id, ups, downs, fmin,
     fmax) for every reply of the persona with at least one consented vote, oldest first."""
     votes = _vote_totals(persona, snap)
@@ -80,7 +87,7 @@ def voted_generations(engine: Engine, persona: str, snap: Snapshot) -> Iterator[
     yield from _stream(engine, q)
 
 
-def retry_links(engine: Engine, persona: str, snap: Snapshot | None = None) -> Iterator[tuple]:
+def retry_links(engine: Engine, *, persona: str, snap: Snapshot | None = None) -> Iterator[tuple]:
     """(retry id, original id, retry status, retry finish_reason, retried again?, conversation went on after it?)
     for every retry of the persona whose prompt author consented (made after `snap.generation_id_min`)."""
     reply = aliased(Message, name="reply")
@@ -102,7 +109,7 @@ def retry_links(engine: Engine, persona: str, snap: Snapshot | None = None) -> I
     yield from _stream(engine, q)
 
 
-def arena_picks(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]:
+def arena_picks(engine: Engine, *, persona: str, snap: Snapshot) -> Iterator[tuple]:
     """(comparison id, winner id, loser id) for decided picks (a or b) by consenting users or anonymous visitors."""
     picker = aliased(User, name="picker")
     winner = case((Comparison.pick == "b", Comparison.generation_b_id), else_=Comparison.generation_a_id)
@@ -116,7 +123,7 @@ def arena_picks(engine: Engine, persona: str, snap: Snapshot) -> Iterator[tuple]
     yield from _stream(engine, q)
 
 
-def generations_by_id(engine: Engine, ids: list[int]) -> Iterator[tuple]:
+def generations_by_id(engine: Engine, *, ids: list[int]) -> Iterator[tuple]:
     """(id, prompt, status, finish_reason, chat_id, text, conversation_id) for the given usable generations
     (prompt author consented), in chunks."""
     reply = aliased(Message, name="reply")
@@ -133,23 +140,23 @@ def generations_by_id(engine: Engine, ids: list[int]) -> Iterator[tuple]:
             yield from c.execute(q)
 
 
-def unconsented_conversations(engine: Engine) -> set[tuple[int, str]]:
+def unconsented_conversations(db: DB) -> set[tuple[int, str]]:
     """(chat id, conversation id) of every conversation where someone without consent wrote: in a group chat their
     words are in everyone's prompts, so the whole conversation stays out of training."""
     q = (select(Message.chat_id, Message.conversation_id).join(User, User.id == Message.user_id)
          .where(User.consent.is_(False)).distinct())
-    with engine.connect() as c:
-        return {(chat_id, conv) for chat_id, conv in c.execute(q)}
+    with transaction(db) as s:
+        return {(chat_id, conv) for chat_id, conv in s.execute(q)}
 
 
-def consented_vote_count(engine: Engine, persona: str, *, after_feedback_id: int = 0) -> int:
+def consented_vote_count(db: DB, *, persona: str, after_feedback_id: int = 0) -> int:
     """Votes by consenting users on the persona's replies with an id above `after_feedback_id`."""
     q = (select(func.count()).select_from(Feedback)
          .join(User, User.id == Feedback.user_id)
          .join(Generation, Generation.id == Feedback.generation_id)
          .where(and_(Generation.persona == persona, User.consent.is_(True), Feedback.id > after_feedback_id)))
-    with engine.connect() as c:
-        return int(c.execute(q).scalar() or 0)
+    with transaction(db) as s:
+        return int(s.execute(q).scalar() or 0)
 
 
 def _stream(engine: Engine, query) -> Iterator[tuple]:
