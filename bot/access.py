@@ -28,6 +28,9 @@ class Access:
         return f"{platform}:{user_id}" in self.settings.admins
 
 
+BUSY = "I'm still answering your previous message. Please wait for it to finish."
+
+
 class RateLimiter:
     """A sliding one-minute window of accepted messages and a count of replies in progress, per user key."""
 
@@ -37,6 +40,7 @@ class RateLimiter:
         self.clock = clock
         self._times: dict[str, deque[float]] = defaultdict(deque)
         self._running: dict[str, int] = defaultdict(int)
+        self._told_busy: set[str] = set()  # keys told "still answering" since their reply started
 
     def refusal(self, key: str) -> str | None:
         """None if `key` may start a reply now (and counts it), else a polite message saying why not."""
@@ -45,7 +49,7 @@ class RateLimiter:
         while times and now - times[0] >= 60:
             times.popleft()
         if self._running[key] >= self.concurrent:
-            return "I'm still answering your previous message. Please wait for it to finish."
+            return BUSY
         if len(times) >= self.messages_per_minute:
             wait = max(1, math.ceil(60 - (now - times[0])))
             return (f"You're sending messages faster than I can answer ({self.messages_per_minute} a minute). "
@@ -54,6 +58,17 @@ class RateLimiter:
         self._running[key] += 1
         return None
 
+    def should_tell(self, key: str, refusal: str) -> bool:
+        """Whether to show `refusal` to `key`: "still answering" once per reply in progress, not once per message
+        of a flood (each message is still kept; only the notice is not repeated)."""
+        if refusal != BUSY:
+            return True
+        if key in self._told_busy:
+            return False
+        self._told_busy.add(key)
+        return True
+
     def done(self, key: str) -> None:
         if self._running[key] > 0:
             self._running[key] -= 1
+        self._told_busy.discard(key)

@@ -265,3 +265,18 @@ async def test_text_held_back_by_the_interval_is_shown_while_the_model_stalls(fa
     assert time.monotonic() - started < 1.2 and first[0].text == "Warm up" and not first[0].reply_markup
     final = await fake.final_reply(22)
     assert final.text == "Warm up first, then run."
+
+
+async def test_a_flood_while_a_reply_is_written_gets_one_busy_notice(fake, start_bot, sqlite_engine):
+    await start_bot(InstantBackend(lambda m, a: "a slow and careful answer", chunk_chars=6, pauses={1: 2.0}))
+    fake.send("first question", user_id=32)
+    await fake.wait_for(lambda: fake.bot_messages(32))  # the reply is being written
+    for i in range(29):
+        fake.send(f"are you there? {i}", user_id=32)
+    await fake.wait_for(lambda: len([m for m in rows(sqlite_engine, Message) if m.role == "user"]) == 30)
+    await fake.final_reply(32, timeout=15)
+    notices = [m for m in fake.bot_messages(32) if "still answering" in m.text]
+    assert len(notices) == 1, [m.text for m in fake.bot_messages(32)]
+    fake.send("and now?", user_id=32)  # once the reply is done, the next message is answered
+    answer = await fake.final_reply(32, after=fake.bot_messages(32)[-1].message_id)
+    assert answer.text == "a slow and careful answer"
