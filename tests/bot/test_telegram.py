@@ -280,3 +280,20 @@ async def test_a_flood_while_a_reply_is_written_gets_one_busy_notice(fake, start
     fake.send("and now?", user_id=32)  # once the reply is done, the next message is answered
     answer = await fake.final_reply(32, after=fake.bot_messages(32)[-1].message_id)
     assert answer.text == "a slow and careful answer"
+
+
+async def test_a_reply_to_an_answer_replaced_by_a_retry_keeps_that_answer_in_the_prompt(fake, start_bot,
+                                                                                           sqlite_engine):
+    answers = iter(["the first answer", "the second answer", "the third answer"])
+    await start_bot(InstantBackend(lambda m, a: next(answers)))
+    fake.send("question", user_id=34)
+    first = await fake.final_reply(34)
+    fake.press(first, first.data("🔄"))
+    second = await fake.final_reply(34, after=first.message_id)
+    assert second.text == "the second answer"
+    await fake.wait_for(lambda: any(m.platform_message_id == str(first.message_id)
+                                    for m in rows(sqlite_engine, Message)))
+    fake.send("why that?", user_id=34, reply_to=first.message_id)  # answers the ORIGINAL reply
+    await fake.final_reply(34, after=second.message_id)
+    prompt = rows(sqlite_engine, Generation)[-1].prompt
+    assert [m["content"] for m in prompt[1:]] == ["question", "the first answer", "why that?"]
