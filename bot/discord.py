@@ -309,9 +309,12 @@ class DiscordBot:
         kind = "text"
         if not text:
             kind = _non_text_kind(message)
-            if not kind:
+            if kind:
+                text = None
+            elif message.content:
+                kind = "text"  # only a mention of the bot: the core answers that the message is empty
+            else:
                 return None
-            text = None
         ref = message.reference
         return Incoming(platform=PLATFORM, chat_id=str(message.channel.id), user_id=str(message.author.id),
                         text=text, chat_type="private" if private else "group",

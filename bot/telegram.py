@@ -165,7 +165,8 @@ class TelegramBot:
                 return None  # a service message (someone joined, a title changed ...)
         addressed = private or self._addressed(msg, bot)
         if text and not private and bot.username and not text.startswith("/"):
-            text = re.sub(rf"@{re.escape(bot.username)}\b", "", text, flags=re.IGNORECASE).strip() or text
+            # a bare "@bot" leaves "": the core answers that the message is empty, as for any empty message
+            text = re.sub(rf"@{re.escape(bot.username)}\b", "", text, flags=re.IGNORECASE).strip()
         return Incoming(platform="telegram", chat_id=str(msg.chat.id), user_id=str(msg.from_user.id), text=text,
                         chat_type="private" if private else "group", user_name=msg.from_user.full_name or "",
                         message_id=str(msg.message_id),

@@ -352,3 +352,12 @@ async def test_a_reply_to_an_answer_replaced_by_a_retry_keeps_that_answer_in_the
     await fake.wait_for_message(lambda m: final(m) and m["content"] == "the third answer")
     prompt = rows(sqlite_engine, Generation)[-1].prompt
     assert [m["content"] for m in prompt[1:]] == ["question", "the first answer", "why that?"]
+
+
+async def test_a_bare_mention_gets_the_empty_message_answer(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "", mention_bot=True)  # "<@bot> ": a mention and nothing else
+    reply = await fake.wait_for_message(lambda m: bool(m["content"]), timeout=5)
+    assert reply["content"] == "That message is empty. Send me some text and I'll answer."
+    assert rows(sqlite_engine, Generation) == []

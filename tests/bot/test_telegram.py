@@ -297,3 +297,11 @@ async def test_a_reply_to_an_answer_replaced_by_a_retry_keeps_that_answer_in_the
     await fake.final_reply(34, after=second.message_id)
     prompt = rows(sqlite_engine, Generation)[-1].prompt
     assert [m["content"] for m in prompt[1:]] == ["question", "the first answer", "why that?"]
+
+
+async def test_a_bare_mention_in_a_group_gets_the_empty_message_answer(fake, start_bot, sqlite_engine):
+    await start_bot()
+    fake.send("@loopbot_test_bot", user_id=33, chat_id=-330, chat_type="group")
+    answer = await fake.wait_for(lambda: fake.bot_messages(-330))
+    assert answer[0].text == "That message is empty. Send me some text and I'll answer."
+    assert rows(sqlite_engine, Generation) == []
