@@ -9,7 +9,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,8 +26,14 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class TooLong(Exception):
+    """The platform refused a message as too long even as plain text: it counts differently from `Sink.measure`."""
+
+
 class Sink(Protocol):
-    """One chat on one platform. `send` returns the new message's id; both raise RateLimited when told to wait."""
+    """One chat on one platform. `send` returns the new message's id; both raise RateLimited when told to wait
+    and TooLong when the text is over the platform's limit. A sink may define `measure(text, plain) -> int`: the
+    length of `text` as it will be sent (e.g. after formatting); without it, parts are sized by len(text)."""
 
     limit: int
 
@@ -38,20 +44,40 @@ class Sink(Protocol):
     async def typing(self) -> None: ...
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at a paragraph, line, sentence or word boundary when possible."""
+def split_text(text: str, limit: int, measure: Callable[[str], int] = len) -> list[str]:
+    """Pieces whose `measure` (the length as sent) is at most `limit`, cut at a paragraph, line, sentence or word
+    boundary when possible."""
     text = text or "…"
     parts: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
+    while measure(text) > limit:
+        n = _fitting(text, limit, measure)
+        window = text[:n]
         cut = max(window.rfind("\n\n"), window.rfind("\n"))
-        if cut < limit // 2:
+        if cut < n // 2:
             cut = max(window.rfind(". "), window.rfind(" "))
-        cut = cut + 1 if cut >= limit // 2 else limit
-        parts.append(text[:cut].rstrip() or text[:cut])
+        cut = cut + 1 if cut >= n // 2 else n
+        part = text[:cut].rstrip() or text[:cut]
+        while cut > 1 and measure(part) > limit:  # formatting need not grow evenly: shrink until it fits
+            cut = max(1, cut - max(1, measure(part) - limit))
+            part = text[:cut].rstrip() or text[:cut]
+        parts.append(part)
         text = text[cut:].lstrip() or "…"
     parts.append(text)
     return parts
+
+
+def _fitting(text: str, limit: int, measure: Callable[[str], int]) -> int:
+    """The longest prefix length of `text` whose measure is at most `limit` (at least 1); len needs no search."""
+    if measure is len:
+        return min(limit, len(text))
+    lo, hi = 1, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if measure(text[:mid]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 _CODE_BLOCK = re.compile(r"```(?:[\w+-]*\n)?(.+?)```", re.DOTALL)
@@ -65,6 +91,9 @@ def markdown_to_html(text: str) -> str:
     out = _CODE_BLOCK.sub(lambda m: f"<pre>{m.group(1)}</pre>", out)
     out = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", out)
     return _BOLD.sub(lambda m: f"<b>{m.group(1)}</b>", out)
+
+
+MIN_LIMIT = 256  # re-splitting after "too long" goes no lower than this
 
 
 @dataclass
@@ -88,6 +117,7 @@ class Renderer:
         self.final_attempts = final_attempts
         self.clock = clock
         self.edits = 0
+        self.limit = sink.limit  # lowered when the platform says "too long" to what we sized as fitting
 
     async def run(self, replies: AsyncIterator[Reply]) -> None:
         start = self.clock()
@@ -159,10 +189,29 @@ class Renderer:
             log.debug("typing indicator failed", exc_info=True)
 
     async def _show(self, st: _Shown, reply: Reply) -> None:
-        parts = split_text(reply.text, self.sink.limit)
+        while True:
+            try:
+                parts = await self._show_parts(st, reply)
+                break
+            except TooLong:
+                if self.limit <= MIN_LIMIT:
+                    raise
+                self.limit = max(MIN_LIMIT, self.limit * 3 // 4)
+                log.info("the platform said a part was too long; splitting at %d characters", self.limit)
+        if parts is None:
+            return
+        st.last_change = self.clock()
+        if reply.final and self.on_final and st.ids:
+            self.on_final(reply, st.ids[len(parts) - 1])
+
+    async def _show_parts(self, st: _Shown, reply: Reply) -> list[str] | None:
+        """Show `reply` split into parts that fit; None when an intermediate state was skipped (rate limited)."""
+        plain = reply.plain or not reply.final
+        measure = getattr(self.sink, "measure", None)
+        parts = split_text(reply.text, self.limit, (lambda t: measure(t, plain)) if measure else len)
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            state = (part, reply.buttons if (reply.final and last) else [], reply.plain or not reply.final)
+            state = (part, reply.buttons if (reply.final and last) else [], plain)
             if i < len(st.ids) and st.states[i] == state:
                 continue
             try:
@@ -170,11 +219,9 @@ class Renderer:
             except RateLimited as e:
                 st.blocked_until = self.clock() + e.retry_after
                 if not reply.final:
-                    return  # an intermediate state can be skipped; the next one will catch up
+                    return None  # an intermediate state can be skipped; the next one will catch up
                 raise
-        st.last_change = self.clock()
-        if reply.final and self.on_final and st.ids:
-            self.on_final(reply, st.ids[len(parts) - 1])
+        return parts
 
     async def _deliver(self, st: _Shown, i: int, state: tuple, *, final: bool) -> None:
         attempts = self.final_attempts if final else 1

@@ -23,7 +23,7 @@ from telegram.ext import (
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
-from loopbot.bot.render import RateLimited, Renderer, markdown_to_html
+from loopbot.bot.render import RateLimited, Renderer, TooLong, markdown_to_html
 from loopbot.base.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -77,19 +77,30 @@ class TelegramSink:
     async def typing(self) -> None:
         await self.bot.send_chat_action(chat_id=self.chat_id, action="typing")
 
+    @staticmethod
+    def measure(text: str, plain: bool) -> int:
+        """The length as sent: HTML tags and entities (`&amp;` for `&`) count, as a strict server counts them."""
+        return len(text) if plain else len(markdown_to_html(text))
+
     async def _formatted(self, method, text: str, plain: bool, **kw):
+        """Send as HTML; plain text if Telegram refuses the entities or the length; TooLong if plain is too long."""
         formatted = None if plain else markdown_to_html(text)
         try:
             if formatted is not None and formatted != text:
                 try:
                     return await method(text=formatted, parse_mode=ParseMode.HTML, **kw)
                 except BadRequest as e:
-                    if "parse entities" not in str(e).lower():
+                    reason = str(e).lower()
+                    if "parse entities" not in reason and "too long" not in reason:
                         raise
-                    log.info("Telegram refused the formatting (%s); sending plain text", e)
+                    log.info("Telegram refused the formatted text (%s); sending plain text", e)
             return await method(text=text, **kw)
         except RetryAfter as e:
             raise RateLimited(_seconds(e)) from None
+        except BadRequest as e:
+            if "too long" in str(e).lower():
+                raise TooLong(str(e)) from None
+            raise
 
 
 class TelegramBot:

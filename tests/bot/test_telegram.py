@@ -305,3 +305,35 @@ async def test_a_bare_mention_in_a_group_gets_the_empty_message_answer(fake, sta
     answer = await fake.wait_for(lambda: fake.bot_messages(-330))
     assert answer[0].text == "That message is empty. Send me some text and I'll answer."
     assert rows(sqlite_engine, Generation) == []
+
+
+def sent_texts(fake, chat_id: int) -> list[str]:
+    """Every text the bot sent to or set in `chat_id`, as it went over the wire (before entity parsing)."""
+    return [p["text"] for name, p in fake.calls
+            if name in ("sendMessage", "editMessageText") and int(p.get("chat_id", 0)) == chat_id]
+
+
+async def test_a_reply_full_of_html_entities_near_the_limit_arrives_whole_with_its_buttons(fake, start_bot):
+    word = "a<b&&b>c;" * 11  # 99 characters, 231 once escaped for HTML
+    text = " ".join([word] * 40) + " " + "x" * 89  # 4,089 characters in 41 words (the instant backend's tokens)
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=1000))
+    fake.send("compare them", user_id=30)
+    reply = await fake.final_reply(30)
+    assert [label for row in reply.buttons for label, _ in row] == ["👍", "👎", "🔄"]
+    parts = fake.bot_messages(30)
+    assert all(len(t) <= 4096 for t in sent_texts(fake, 30))
+    assert not [name for name, _ in fake.calls if name.endswith("!400")]  # sized right the first time
+    assert " ".join(p.text for p in parts).split() == text.split()  # nothing lost, nothing escaped twice
+    assert all(p.parse_mode == "HTML" for p in parts) and len(parts) == 3
+
+
+async def test_message_is_too_long_from_the_server_re_splits_the_reply(fake, start_bot):
+    fake.max_text = 3000  # a proxy that counts stricter than Telegram's 4096
+    text = " ".join(f"w{i:03d}" + "-" * 15 for i in range(175))  # 3,674 characters in 175 words, nothing to escape
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=4000))
+    fake.send("a long one", user_id=31)
+    reply = await fake.final_reply(31)
+    parts = fake.bot_messages(31)
+    assert len(parts) >= 2 and reply is parts[-1] and reply.buttons
+    assert " ".join(p.text for p in parts).split() == text.split()
+    assert "sendMessage!400" in [name for name, _ in fake.calls]  # it was refused, then re-split
