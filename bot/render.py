@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from loopbot.bot import buttons as core_buttons
 from loopbot.bot.messages import Button, Reply
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def markdown_to_html(text: str) -> str:
     return _BOLD.sub(lambda m: f"<b>{m.group(1)}</b>", out)
 
 
+STOPPED_NOTE = "(stopped)"
 MIN_LIMIT = 256  # re-splitting after "too long" goes no lower than this
 
 
@@ -102,6 +104,7 @@ class _Shown:
     states: list[tuple] = field(default_factory=list)  # what each message shows now: (text, buttons, plain)
     last_change: float = 0.0
     blocked_until: float = 0.0
+    reply: Reply | None = None  # the last state shown
 
 
 class Renderer:
@@ -118,6 +121,15 @@ class Renderer:
         self.clock = clock
         self.edits = 0
         self.limit = sink.limit  # lowered when the platform says "too long" to what we sized as fitting
+        self._queue: asyncio.Queue | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop early (the process is shutting down): the model stream is closed and every message already on
+        screen gets a final state, the text so far with a "(stopped)" note; `run` then returns."""
+        self._stopping = True
+        if self._queue is not None:
+            self._queue.put_nowait(_STOP)
 
     async def run(self, replies: AsyncIterator[Reply]) -> None:
         start = self.clock()
@@ -127,6 +139,9 @@ class Renderer:
         # one task reads the stream into a queue: states that arrive together are taken together (only the newest
         # is shown), and a state held back by the interval is shown when due even if the model stalls
         queue: asyncio.Queue = asyncio.Queue()
+        self._queue = queue
+        if self._stopping:
+            queue.put_nowait(_STOP)
         reader = asyncio.create_task(_read_into(replies, queue))
         try:
             while True:
@@ -139,6 +154,12 @@ class Renderer:
                         continue
                 else:
                     item = await queue.get()
+                if item is _STOP:
+                    if typing:
+                        typing.cancel()
+                    await self._stop_reader(reader)
+                    await self._show_stopped(shown, pending)
+                    return
                 if item is _END:
                     break
                 if isinstance(item, BaseException):
@@ -158,13 +179,32 @@ class Renderer:
         finally:
             if typing:
                 typing.cancel()
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            await self._stop_reader(reader)
             close = getattr(replies, "aclose", None)
             if close is not None:  # a stream abandoned half-way still stores its reply and frees the user's slot
                 await close()
+
+    @staticmethod
+    async def _stop_reader(reader: asyncio.Task) -> None:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _show_stopped(self, shown: dict[int, _Shown], pending: dict[int, Reply]) -> None:
+        """The final state of each message on screen when stopped early: its text so far and a note, with a
+        🔄 button (a stopped reply is stored as failed, so it can be tried again after the restart)."""
+        for key, st in shown.items():
+            last = pending.get(key) or st.reply
+            if last is None or last.final:
+                continue
+            retry = core_buttons.retry_button(last.generation_ids[0]) if len(last.generation_ids) == 1 else []
+            stopped = Reply(key, f"{last.text.rstrip()}\n\n{STOPPED_NOTE}", final=True, buttons=retry,
+                            message_ids=last.message_ids, generation_ids=last.generation_ids, plain=True)
+            try:
+                await self._show(st, stopped)
+            except Exception:  # best effort while shutting down: the reply is stored
+                log.warning("could not mark a reply as stopped", exc_info=True)
 
     def _next_due(self, shown: dict[int, _Shown], pending: dict[int, Reply]) -> float | None:
         """Seconds until the earliest held-back state may be shown (None: nothing is held back)."""
@@ -201,6 +241,7 @@ class Renderer:
         if parts is None:
             return
         st.last_change = self.clock()
+        st.reply = reply
         if reply.final and self.on_final and st.ids:
             self.on_final(reply, st.ids[len(parts) - 1])
 
@@ -247,6 +288,44 @@ class Renderer:
 
 
 _END = object()
+_STOP = object()
+
+
+class InProgress:
+    """The replies a platform adapter is showing now, so that stopping can finish them before the client closes:
+    each renderer is told to stop (its message gets a final state), then late handlers are cancelled."""
+
+    def __init__(self):
+        self.stopping = False
+        self._running: dict[Renderer, asyncio.Task | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def add(self, renderer: Renderer) -> None:
+        self._running[renderer] = asyncio.current_task()
+        if self.stopping:
+            renderer.stop()
+
+    def discard(self, renderer: Renderer) -> None:
+        self._running.pop(renderer, None)
+
+    async def finish(self, grace_s: float) -> None:
+        """Stop every renderer and wait up to `grace_s` for their handlers; cancel the ones still running."""
+        self.stopping = True
+        running = dict(self._running)
+        for renderer in running:
+            renderer.stop()
+        tasks = {t for t in running.values() if t is not None and t is not asyncio.current_task() and not t.done()}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.info("cancelled %d repl%s that did not stop within %.0f s", len(late),
+                     "y" if len(late) == 1 else "ies", grace_s)
+            await asyncio.wait(late, timeout=1.0)
 
 
 async def _read_into(replies: AsyncIterator[Reply], queue: asyncio.Queue) -> None:

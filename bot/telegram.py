@@ -23,7 +23,7 @@ from telegram.ext import (
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
-from loopbot.bot.render import RateLimited, Renderer, TooLong, markdown_to_html
+from loopbot.bot.render import InProgress, RateLimited, Renderer, TooLong, markdown_to_html
 from loopbot.base.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 NON_TEXT_KINDS = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
                   "location", "contact", "poll", "dice", "venue")
 EXPIRED = "This button has expired."
+STOP_GRACE_S = 5.0  # how long stopping waits for the replies in progress to show their final state
 CONNECTIONS = 8  # concurrent_updates needs more than one connection; httpcore gets slow with many (O(n) scans)
 POOL_TIMEOUT_S = 30.0
 
@@ -114,6 +115,7 @@ class TelegramBot:
         self.webhook_secret = webhook_secret
         self.poll_timeout_s = poll_timeout_s
         self.app: Application | None = None
+        self._in_progress = InProgress()  # the replies being shown now (finished before the application stops)
 
     def build(self) -> Application:
         app = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
@@ -128,6 +130,7 @@ class TelegramBot:
 
     async def start(self) -> None:
         app = self.app or self.build()
+        self._in_progress = InProgress()
         await app.initialize()
         await app.start()
         try:
@@ -144,12 +147,18 @@ class TelegramBot:
                                             allowed_updates=ALLOWED_UPDATES)
         log.info("Telegram bot @%s running (%s)", app.bot.username, self.settings.mode)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop fetching updates, give each reply on screen a final state, then stop the application (which
+        would otherwise wait for every handler, a model stream included, to end on its own)."""
         app = self.app
         if app is None:
             return
         if app.updater and app.updater.running:
             await app.updater.stop()
+        if self._in_progress:
+            log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
+                     "y" if len(self._in_progress) == 1 else "ies")
+        await self._in_progress.finish(grace_s)
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -239,6 +248,7 @@ class TelegramBot:
 
     async def _render(self, sink: TelegramSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
+        self._in_progress.add(renderer)
         try:
             await renderer.run(replies)
         except RateLimited as e:
@@ -251,6 +261,8 @@ class TelegramBot:
                 await sink.send("Sorry, something went wrong on my side. Please try again.", [], True)
             except TelegramError:
                 pass
+        finally:
+            self._in_progress.discard(renderer)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error while handling a Telegram update", exc_info=context.error)

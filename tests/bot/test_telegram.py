@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -337,3 +338,16 @@ async def test_message_is_too_long_from_the_server_re_splits_the_reply(fake, sta
     assert len(parts) >= 2 and reply is parts[-1] and reply.buttons
     assert " ".join(p.text for p in parts).split() == text.split()
     assert "sendMessage!400" in [name for name, _ in fake.calls]  # it was refused, then re-split
+
+
+async def test_stopping_while_a_reply_streams_gives_it_a_final_state(fake, start_bot, sqlite_engine):
+    bot = await start_bot(InstantBackend(lambda m, a: "Start slowly and then keep going", chunk_chars=12,
+                                         pauses={2: 60.0}))  # two pieces, then a model that stalls for a minute
+    fake.send("tell me", user_id=35)
+    await fake.wait_for(lambda: fake.bot_messages(35))
+    started = time.monotonic()
+    await asyncio.wait_for(bot.stop(), 15)
+    assert time.monotonic() - started < 5
+    [message] = fake.bot_messages(35)
+    assert message.text == "Start slowly and then ke\n\n(stopped)" and message.buttons[0][0][0] == "🔄 Try again"
+    assert [(g.status, g.error) for g in rows(sqlite_engine, Generation)] == [("error", "cancelled")]
