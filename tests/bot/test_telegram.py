@@ -351,3 +351,19 @@ async def test_stopping_while_a_reply_streams_gives_it_a_final_state(fake, start
     [message] = fake.bot_messages(35)
     assert message.text == "Start slowly and then ke\n\n(stopped)" and message.buttons[0][0][0] == "🔄 Try again"
     assert [(g.status, g.error) for g in rows(sqlite_engine, Generation)] == [("error", "cancelled")]
+
+
+async def test_a_429_in_one_chat_does_not_hold_up_another(fake, start_bot):
+    """Why the renderer handles 429 itself rather than python-telegram-bot's AIORateLimiter: that one pauses every
+    request of the bot while one chat waits out its retry_after (see docs/platforms-notes.md)."""
+    text = "Run easy most days and keep the long run conversational."
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=6, delay_s=0.05), edit_interval_s=0.1)
+    fake.send("A", user_id=36)
+    await fake.wait_for(lambda: fake.bot_messages(36))
+    fake.fail_next("editMessageText", retry_after=4, chat_id=36)
+    await fake.wait_for(lambda: ("editMessageText!429", "36") in [(n, str(p.get("chat_id"))) for n, p in fake.calls])
+    started = time.monotonic()
+    fake.send("B", user_id=37)  # while chat 36 waits out its 4 s
+    await fake.final_reply(37, timeout=15)
+    assert time.monotonic() - started < 3
+    assert (await fake.final_reply(36, timeout=15)).text == text
