@@ -28,6 +28,9 @@ class Access:
         return f"{platform}:{user_id}" in self.settings.admins
 
 
+BUSY = "I'm still answering your previous message. Please wait for it to finish."
+
+
 class ReplyLimits:
     """Per user key: at most `messages_per_minute` accepted messages in any minute and `concurrent` replies in
     progress. Users with nothing recent and nothing running are forgotten."""
@@ -36,11 +39,12 @@ class ReplyLimits:
         self.per_minute = RateLimiter(messages_per_minute, 60.0, clock=clock)
         self.concurrent = concurrent
         self._running: dict[str, int] = {}
+        self._told_busy: set[str] = set()  # keys told "still answering" since their reply started
 
     def refusal(self, key: str) -> str | None:
         """None if `key` may start a reply now (and counts it until `done`), else a polite message saying why not."""
         if self._running.get(key, 0) >= self.concurrent:
-            return "I'm still answering your previous message. Please wait for it to finish."
+            return BUSY
         wait = self.per_minute.retry_after(key)
         if wait:
             return (f"You're sending messages faster than I can answer ({self.per_minute.limit} a minute). "
@@ -48,8 +52,19 @@ class ReplyLimits:
         self._running[key] = self._running.get(key, 0) + 1
         return None
 
+    def should_tell(self, key: str, refusal: str) -> bool:
+        """Whether to show `refusal` to `key`: "still answering" once per reply in progress, not once per message
+        of a flood (each message is still kept; only the notice is not repeated)."""
+        if refusal != BUSY:
+            return True
+        if key in self._told_busy:
+            return False
+        self._told_busy.add(key)
+        return True
+
     def done(self, key: str) -> None:
         """The reply `refusal` let start has ended."""
+        self._told_busy.discard(key)
         running = self._running.pop(key, 0)
         if running > 1:
             self._running[key] = running - 1

@@ -62,7 +62,8 @@ class ChatService(ChatCore):
             crud.record_message(self.engine, chat_id=chat.id, user_id=user.id, role="user", text=text,
                                 persona=persona, conversation_id=f"refused:{chat.conversation_id}"[:64],
                                 platform_message_id=inc.message_id)
-            yield Reply(0, refusal, final=True, plain=True)
+            if self.limiter.should_tell(key, refusal):
+                yield Reply(0, refusal, final=True, plain=True)
             return
         try:
             p = self.settings.personas[persona]

@@ -16,7 +16,7 @@ from discord import app_commands
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
-from loopbot.bot.render import RateLimited, Renderer
+from loopbot.bot.render import InProgress, RateLimited, Renderer
 from loopbot.base.errors import ConfigError, LoopbotError
 from loopbot.base.settings import DiscordSettings, Settings
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 MESSAGE_LIMIT = 2000
+STOP_GRACE_S = 5.0  # how long stopping waits for the replies in progress to show their final state
 CUSTOM_ID_PREFIX = "lb:"
 EXPIRED = "This button has expired."
 FAILED = "Sorry, something went wrong. Please try again."
@@ -210,6 +211,7 @@ class DiscordBot:
         self._task: asyncio.Task | None = None
         self._reactions: dict[tuple[int, int], list[str]] = {}  # (user, message) -> unicode reactions, in order
         self._saved_endpoints: tuple[str, Any] | None = None
+        self._in_progress = InProgress()  # the replies being shown now (finished before the client closes)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class DiscordBot:
     async def start(self, timeout_s: float = 60.0) -> None:
         """Log in, connect the gateway, register the slash commands and wait until the bot is ready."""
         self._use_endpoints()
+        self._in_progress = InProgress()
         self.client = self.build()
         try:
             await self.client.login(self.token)
@@ -241,7 +244,12 @@ class DiscordBot:
             raise LoopbotError(f"the Discord gateway was not ready after {timeout_s:.0f} s")
         log.info("Discord bot %s running in %d guild(s)", self.client.user, len(self.client.guilds))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Finish the replies on screen (each gets a final state), then close the client."""
+        if self._in_progress:
+            log.info("stopping %d Discord repl%s in progress", len(self._in_progress),
+                     "y" if len(self._in_progress) == 1 else "ies")
+        await self._in_progress.finish(grace_s)
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -296,6 +304,8 @@ class DiscordBot:
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
+        if self._in_progress.stopping:
+            return  # shutting down: a reply started now could not be finished
         inc = self.incoming(message)
         if inc is None or not inc.addressed:
             return
@@ -309,9 +319,12 @@ class DiscordBot:
         kind = "text"
         if not text:
             kind = _non_text_kind(message)
-            if not kind:
+            if kind:
+                text = None
+            elif message.content:
+                kind = "text"  # only a mention of the bot: the core answers that the message is empty
+            else:
                 return None
-            text = None
         ref = message.reference
         return Incoming(platform=PLATFORM, chat_id=str(message.channel.id), user_id=str(message.author.id),
                         text=text, chat_type="private" if private else "group",
@@ -330,6 +343,7 @@ class DiscordBot:
 
     async def _render(self, sink: ChannelSink | InteractionSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
+        self._in_progress.add(renderer)
         try:
             await renderer.run(replies)
         except RateLimited as e:
@@ -337,6 +351,7 @@ class DiscordBot:
         except discord.Forbidden as e:
             log.warning("no permission to post in Discord channel %s (%s); the message is stored", _where(sink), e)
         finally:
+            self._in_progress.discard(renderer)
             aclose = getattr(replies, "aclose", None)
             if aclose is not None:  # an abandoned stream must still run its cleanup (the user's rate-limit slot)
                 await aclose()

@@ -23,7 +23,7 @@ from telegram.ext import (
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
-from loopbot.bot.render import RateLimited, Renderer, markdown_to_html
+from loopbot.bot.render import InProgress, RateLimited, Renderer, TooLong, markdown_to_html
 from loopbot.base.errors import TokenRejected
 from loopbot.base.settings import TelegramSettings
 
@@ -33,6 +33,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 NON_TEXT_KINDS = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
                   "location", "contact", "poll", "dice", "venue")
 EXPIRED = "This button has expired."
+STOP_GRACE_S = 5.0  # how long stopping waits for the replies in progress to show their final state
 CONNECTIONS = 8  # concurrent_updates needs more than one connection; httpcore gets slow with many (O(n) scans)
 POOL_TIMEOUT_S = 30.0
 
@@ -78,19 +79,30 @@ class TelegramSink:
     async def typing(self) -> None:
         await self.bot.send_chat_action(chat_id=self.chat_id, action="typing")
 
+    @staticmethod
+    def measure(text: str, plain: bool) -> int:
+        """The length as sent: HTML tags and entities (`&amp;` for `&`) count, as a strict server counts them."""
+        return len(text) if plain else len(markdown_to_html(text))
+
     async def _formatted(self, method, text: str, plain: bool, **kw):
+        """Send as HTML; plain text if Telegram refuses the entities or the length; TooLong if plain is too long."""
         formatted = None if plain else markdown_to_html(text)
         try:
             if formatted is not None and formatted != text:
                 try:
                     return await method(text=formatted, parse_mode=ParseMode.HTML, **kw)
                 except BadRequest as e:
-                    if "parse entities" not in str(e).lower():
+                    reason = str(e).lower()
+                    if "parse entities" not in reason and "too long" not in reason:
                         raise
-                    log.info("Telegram refused the formatting (%s); sending plain text", e)
+                    log.info("Telegram refused the formatted text (%s); sending plain text", e)
             return await method(text=text, **kw)
         except RetryAfter as e:
             raise RateLimited(_seconds(e)) from None
+        except BadRequest as e:
+            if "too long" in str(e).lower():
+                raise TooLong(str(e)) from None
+            raise
 
 
 class TelegramBot:
@@ -104,6 +116,7 @@ class TelegramBot:
         self.webhook_secret = webhook_secret
         self.poll_timeout_s = poll_timeout_s
         self.app: Application | None = None
+        self._in_progress = InProgress()  # the replies being shown now (finished before the application stops)
 
     def build(self) -> Application:
         app = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
@@ -119,6 +132,7 @@ class TelegramBot:
     async def start(self) -> None:
         """Connect and start polling (or the webhook); a token Telegram refuses raises TokenRejected."""
         app = self.app or self.build()
+        self._in_progress = InProgress()
         try:
             await app.initialize()
         except InvalidToken:
@@ -138,12 +152,18 @@ class TelegramBot:
                                             allowed_updates=ALLOWED_UPDATES)
         log.info("Telegram bot @%s running (%s)", app.bot.username, self.settings.mode)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop fetching updates, give each reply on screen a final state, then stop the application (which
+        would otherwise wait for every handler, a model stream included, to end on its own)."""
         app = self.app
         if app is None:
             return
         if app.updater and app.updater.running:
             await app.updater.stop()
+        if self._in_progress:
+            log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
+                     "y" if len(self._in_progress) == 1 else "ies")
+        await self._in_progress.finish(grace_s)
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -170,7 +190,8 @@ class TelegramBot:
                 return None  # a service message (someone joined, a title changed ...)
         addressed = private or self._addressed(msg, bot)
         if text and not private and bot.username and not text.startswith("/"):
-            text = re.sub(rf"@{re.escape(bot.username)}\b", "", text, flags=re.IGNORECASE).strip() or text
+            # a bare "@bot" leaves "": the core answers that the message is empty, as for any empty message
+            text = re.sub(rf"@{re.escape(bot.username)}\b", "", text, flags=re.IGNORECASE).strip()
         return Incoming(platform="telegram", chat_id=str(msg.chat.id), user_id=str(msg.from_user.id), text=text,
                         chat_type="private" if private else "group", user_name=msg.from_user.full_name or "",
                         message_id=str(msg.message_id),
@@ -232,6 +253,7 @@ class TelegramBot:
 
     async def _render(self, sink: TelegramSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
+        self._in_progress.add(renderer)
         try:
             await renderer.run(replies)
         except RateLimited as e:
@@ -244,6 +266,8 @@ class TelegramBot:
                 await sink.send("Sorry, something went wrong on my side. Please try again.", [], True)
             except TelegramError:
                 pass
+        finally:
+            self._in_progress.discard(renderer)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error while handling a Telegram update", exc_info=context.error)

@@ -26,7 +26,8 @@ def last_generation(db: DB, *, chat_id: int, conversation_id: str) -> Generation
 
 
 def reply_chain(db: DB, *, message_id: int, limit: int = 50) -> list[Message]:
-    """The message and the ones it replies to, oldest first; failed replies and unpicked candidates left out."""
+    """The message and the ones it replies to, oldest first; failed replies and unpicked candidates left out.
+    A reply that a retry replaced in the conversation stays: someone answered it, so it is this chain's turn."""
     chain: list[Message] = []
     with transaction(db) as s:
         current: int | None = message_id
@@ -35,7 +36,8 @@ def reply_chain(db: DB, *, message_id: int, limit: int = 50) -> list[Message]:
             if msg is None:
                 break
             gen = s.execute(select(Generation).where(Generation.message_id == msg.id)).scalar_one_or_none()
-            if gen is None or (gen.in_history and gen.status in ("ok", "cut_off")):
+            if gen is None or (gen.status in ("ok", "cut_off") and (gen.in_history or s.execute(
+                    select(Generation.id).where(Generation.retry_of_id == gen.id).limit(1)).first() is not None)):
                 chain.append(msg)
             current = msg.reply_to_id
     chain.reverse()

@@ -337,3 +337,27 @@ async def test_a_user_over_the_rate_limit_gets_a_polite_answer(fake, start_bot, 
     assert "faster than I can answer" in fake.bot_messages()[-1]["content"]
     assert [m.text for m in rows(sqlite_engine, Message) if m.role == "user"] == [
         "message 0", "message 1", "message 2"]  # the refused message is kept
+
+
+async def test_a_reply_to_an_answer_replaced_by_a_retry_keeps_that_answer_in_the_prompt(fake, start_bot,
+                                                                                           sqlite_engine):
+    answers = iter(["the first answer", "the second answer", "the third answer"])
+    await start_bot(InstantBackend(lambda m, a: next(answers)))
+    alice = fake.user("alice")
+    await fake.say(alice, "question", mention_bot=True)
+    first = await fake.wait_for_message(lambda m: final(m) and m["content"] == "the first answer")
+    await fake.press(alice, first, label="🔄")
+    await fake.wait_for_message(lambda m: final(m) and m["content"] == "the second answer")
+    await fake.say(alice, "why that?", reply_to=first)  # a Discord reply to the ORIGINAL answer
+    await fake.wait_for_message(lambda m: final(m) and m["content"] == "the third answer")
+    prompt = rows(sqlite_engine, Generation)[-1].prompt
+    assert [m["content"] for m in prompt[1:]] == ["question", "the first answer", "why that?"]
+
+
+async def test_a_bare_mention_gets_the_empty_message_answer(fake, start_bot, sqlite_engine):
+    await start_bot()
+    alice = fake.user("alice")
+    await fake.say(alice, "", mention_bot=True)  # "<@bot> ": a mention and nothing else
+    reply = await fake.wait_for_message(lambda m: bool(m["content"]), timeout=5)
+    assert reply["content"] == "That message is empty. Send me some text and I'll answer."
+    assert rows(sqlite_engine, Generation) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -265,3 +266,104 @@ async def test_text_held_back_by_the_interval_is_shown_while_the_model_stalls(fa
     assert time.monotonic() - started < 1.2 and first[0].text == "Warm up" and not first[0].reply_markup
     final = await fake.final_reply(22)
     assert final.text == "Warm up first, then run."
+
+
+async def test_a_flood_while_a_reply_is_written_gets_one_busy_notice(fake, start_bot, sqlite_engine):
+    await start_bot(InstantBackend(lambda m, a: "a slow and careful answer", chunk_chars=6, pauses={1: 2.0}))
+    fake.send("first question", user_id=32)
+    await fake.wait_for(lambda: fake.bot_messages(32))  # the reply is being written
+    for i in range(29):
+        fake.send(f"are you there? {i}", user_id=32)
+    await fake.wait_for(lambda: len([m for m in rows(sqlite_engine, Message) if m.role == "user"]) == 30)
+    await fake.final_reply(32, timeout=15)
+    notices = [m for m in fake.bot_messages(32) if "still answering" in m.text]
+    assert len(notices) == 1, [m.text for m in fake.bot_messages(32)]
+    fake.send("and now?", user_id=32)  # once the reply is done, the next message is answered
+    answer = await fake.final_reply(32, after=fake.bot_messages(32)[-1].message_id)
+    assert answer.text == "a slow and careful answer"
+
+
+async def test_a_reply_to_an_answer_replaced_by_a_retry_keeps_that_answer_in_the_prompt(fake, start_bot,
+                                                                                           sqlite_engine):
+    answers = iter(["the first answer", "the second answer", "the third answer"])
+    await start_bot(InstantBackend(lambda m, a: next(answers)))
+    fake.send("question", user_id=34)
+    first = await fake.final_reply(34)
+    fake.press(first, first.data("🔄"))
+    second = await fake.final_reply(34, after=first.message_id)
+    assert second.text == "the second answer"
+    await fake.wait_for(lambda: any(m.platform_message_id == str(first.message_id)
+                                    for m in rows(sqlite_engine, Message)))
+    fake.send("why that?", user_id=34, reply_to=first.message_id)  # answers the ORIGINAL reply
+    await fake.final_reply(34, after=second.message_id)
+    prompt = rows(sqlite_engine, Generation)[-1].prompt
+    assert [m["content"] for m in prompt[1:]] == ["question", "the first answer", "why that?"]
+
+
+async def test_a_bare_mention_in_a_group_gets_the_empty_message_answer(fake, start_bot, sqlite_engine):
+    await start_bot()
+    fake.send("@loopbot_test_bot", user_id=33, chat_id=-330, chat_type="group")
+    answer = await fake.wait_for(lambda: fake.bot_messages(-330))
+    assert answer[0].text == "That message is empty. Send me some text and I'll answer."
+    assert rows(sqlite_engine, Generation) == []
+
+
+def sent_texts(fake, chat_id: int) -> list[str]:
+    """Every text the bot sent to or set in `chat_id`, as it went over the wire (before entity parsing)."""
+    return [p["text"] for name, p in fake.calls
+            if name in ("sendMessage", "editMessageText") and int(p.get("chat_id", 0)) == chat_id]
+
+
+async def test_a_reply_full_of_html_entities_near_the_limit_arrives_whole_with_its_buttons(fake, start_bot):
+    word = "a<b&&b>c;" * 11  # 99 characters, 231 once escaped for HTML
+    text = " ".join([word] * 40) + " " + "x" * 89  # 4,089 characters in 41 words (the instant backend's tokens)
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=1000))
+    fake.send("compare them", user_id=30)
+    reply = await fake.final_reply(30)
+    assert [label for row in reply.buttons for label, _ in row] == ["👍", "👎", "🔄"]
+    parts = fake.bot_messages(30)
+    assert all(len(t) <= 4096 for t in sent_texts(fake, 30))
+    assert not [name for name, _ in fake.calls if name.endswith("!400")]  # sized right the first time
+    assert " ".join(p.text for p in parts).split() == text.split()  # nothing lost, nothing escaped twice
+    assert all(p.parse_mode == "HTML" for p in parts) and len(parts) == 3
+
+
+async def test_message_is_too_long_from_the_server_re_splits_the_reply(fake, start_bot):
+    fake.max_text = 3000  # a proxy that counts stricter than Telegram's 4096
+    text = " ".join(f"w{i:03d}" + "-" * 15 for i in range(175))  # 3,674 characters in 175 words, nothing to escape
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=4000))
+    fake.send("a long one", user_id=31)
+    reply = await fake.final_reply(31)
+    parts = fake.bot_messages(31)
+    assert len(parts) >= 2 and reply is parts[-1] and reply.buttons
+    assert " ".join(p.text for p in parts).split() == text.split()
+    assert "sendMessage!400" in [name for name, _ in fake.calls]  # it was refused, then re-split
+
+
+async def test_stopping_while_a_reply_streams_gives_it_a_final_state(fake, start_bot, sqlite_engine):
+    bot = await start_bot(InstantBackend(lambda m, a: "Start slowly and then keep going", chunk_chars=12,
+                                         pauses={2: 60.0}))  # two pieces, then a model that stalls for a minute
+    fake.send("tell me", user_id=35)
+    await fake.wait_for(lambda: fake.bot_messages(35))
+    started = time.monotonic()
+    await asyncio.wait_for(bot.stop(), 15)
+    assert time.monotonic() - started < 5
+    [message] = fake.bot_messages(35)
+    assert message.text == "Start slowly and then ke\n\n(stopped)" and message.buttons[0][0][0] == "🔄 Try again"
+    assert [(g.status, g.error) for g in rows(sqlite_engine, Generation)] == [("error", "cancelled")]
+
+
+async def test_a_429_in_one_chat_does_not_hold_up_another(fake, start_bot):
+    """Why the renderer handles 429 itself rather than python-telegram-bot's AIORateLimiter: that one pauses every
+    request of the bot while one chat waits out its retry_after (see docs/platforms-notes.md)."""
+    text = "Run easy most days and keep the long run conversational."
+    await start_bot(InstantBackend(lambda m, a: text, chunk_chars=6, delay_s=0.05), edit_interval_s=0.1)
+    fake.send("A", user_id=36)
+    await fake.wait_for(lambda: fake.bot_messages(36))
+    fake.fail_next("editMessageText", retry_after=4, chat_id=36)
+    await fake.wait_for(lambda: ("editMessageText!429", "36") in [(n, str(p.get("chat_id"))) for n, p in fake.calls])
+    started = time.monotonic()
+    fake.send("B", user_id=37)  # while chat 36 waits out its 4 s
+    await fake.final_reply(37, timeout=15)
+    assert time.monotonic() - started < 3
+    assert (await fake.final_reply(36, timeout=15)).text == text

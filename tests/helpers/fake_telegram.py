@@ -118,7 +118,10 @@ class FakeTelegram:
         self.webhook: dict | None = None
         self.webhook_responses: list[int] = []
         self.refuse_entities = False
-        self._failures: dict[str, list[int]] = {}
+        # Real Telegram counts 4096 characters after entity parsing; a strict server or a proxy counts the text as
+        # received (HTML tags and entities included). This fake counts both; a test may lower the limit.
+        self.max_text = 4096
+        self._failures: dict[str, list[tuple[int, int | None]]] = {}  # method -> [(retry_after, chat or None)]
         self._updates: list[dict] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -198,9 +201,10 @@ class FakeTelegram:
             "old_reaction": [{"type": "emoji", "emoji": e} for e in old],
             "new_reaction": [{"type": "emoji", "emoji": e} for e in emoji]}})
 
-    def fail_next(self, method: str, *, retry_after: int = 1, times: int = 1) -> None:
-        """The next `times` calls of `method` get 429 Too Many Requests with this retry_after."""
-        self._failures.setdefault(method, []).extend([retry_after] * times)
+    def fail_next(self, method: str, *, retry_after: int = 1, times: int = 1, chat_id: int | None = None) -> None:
+        """The next `times` calls of `method` (in `chat_id` only, if given) get 429 Too Many Requests with this
+        retry_after."""
+        self._failures.setdefault(method, []).extend([(retry_after, chat_id)] * times)
 
     # ---- what the users saw ------------------------------------------------------------------------------------
 
@@ -245,10 +249,11 @@ class FakeTelegram:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"},
                                      status=404)
         try:
-            failures = self._failures.get(method)
-            if failures:
-                retry_after = failures.pop(0)
-                raise ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+            failures = self._failures.get(method) or []
+            due = next((f for f in failures if f[1] is None or str(f[1]) == str(params.get("chat_id"))), None)
+            if due is not None:
+                failures.remove(due)
+                raise ApiError(429, f"Too Many Requests: retry after {due[0]}", due[0])
             if method != "getUpdates":
                 self.calls.append((method, params))
             result = await handler(params)
@@ -311,14 +316,13 @@ class FakeTelegram:
             out["reply_markup"] = m.reply_markup
         return out
 
-    @staticmethod
-    def _text(params: dict) -> tuple[str, str | None]:
+    def _text(self, params: dict) -> tuple[str, str | None]:
         text = str(params.get("text", ""))
         mode = params.get("parse_mode")
         shown = visible_text(text, mode).strip()  # Telegram trims the text's leading and trailing whitespace
         if not shown.strip():
             raise ApiError(400, "Bad Request: message text is empty")
-        if len(shown) > 4096:
+        if len(shown) > self.max_text or len(text.strip()) > self.max_text:  # strict: the text as sent counts too
             raise ApiError(400, "Bad Request: message is too long")
         return shown, mode
 
