@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 
 from loopbot.base.settings import Settings
 from loopbot.web import admin
-from loopbot.web.security import RateLimiter, Signer
+from loopbot.base.ratelimit import RateLimiter
+from loopbot.web.security import Signer
 from loopbot.web.templating import render
 
 

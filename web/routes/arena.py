@@ -24,7 +24,8 @@ from loopbot.web.deps import (
 )
 from loopbot.web.fresh import generate_pair
 from loopbot.web.metrics import WEB_VOTES_REFUSED
-from loopbot.web.security import VISITOR_COOKIE, RateLimiter, Signer
+from loopbot.base.ratelimit import RateLimiter
+from loopbot.web.security import VISITOR_COOKIE, Signer
 
 router = APIRouter()
 
