@@ -20,8 +20,8 @@ from loopbot.serving.local import LocalBackend
 from loopbot.serving.router import Router
 from loopbot.serving.vllm import VllmBackend
 from loopbot.serving.vllm_server import VllmServer
-from tests.helpers.ports import free_port
-from tests.helpers.tiny_model import build_tiny_adapter, build_tiny_model
+from testkit.ports import free_port
+from testkit.tiny_model import build_tiny_adapter, build_tiny_model
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from loopbot.serving.base import SamplingParams
 from loopbot.serving.errors import SwapFailed
 from loopbot.serving.router import LIVE, Router
 from loopbot.serving.vllm import VllmBackend
-from tests.helpers.fake_vllm import FakeVllm
+from testkit.fake_vllm import FakeVllm
 
 HI = [{"role": "user", "content": "hello there"}]
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from tests.helpers.loopback_http import serve_on_loopback
+from testkit.loopback_http import serve_on_loopback
 
 DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_LIMIT = 2000
