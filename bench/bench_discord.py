@@ -75,11 +75,11 @@ async def _echo_bot(fake):
 async def _main() -> dict:
     from loopbot.bot.chat import ChatService
     from loopbot.bot.discord import DiscordBot
-    from loopbot.bot.routing import BackendRouter
     from loopbot.base.config import load_settings
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
+    from testkit.router_from_database import router_from_database
     from loopbot.storage.db import make_engine, upgrade
-    from tests.helpers.fake_discord import FakeDiscord
+    from testkit.fake_discord import FakeDiscord
 
     fake = await FakeDiscord().start()
     try:
@@ -91,7 +91,8 @@ async def _main() -> dict:
             settings.discord.api_base, settings.discord.gateway_url = fake.api_base, fake.gateway_url
             engine = make_engine(f"sqlite:///{tmp}/bench.db")
             upgrade(engine)
-            service = ChatService(engine, settings, BackendRouter(InstantBackend(), engine), rng=random.Random(0))
+            router = router_from_database(engine, settings, InstantBackend())
+            service = ChatService(engine, settings, router, rng=random.Random(0))
             bot = DiscordBot(service, settings, token=fake.token, guild_ready_timeout=0.05)
             await bot.start()
             try:

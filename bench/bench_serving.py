@@ -33,7 +33,7 @@ def _model_dir(work: Path) -> tuple[str, Path]:
     smollm2 = ROOT / "data" / "models" / "smollm2-135m-instruct"
     if (smollm2 / "model.safetensors").is_file():
         return "SmolLM2-135M", smollm2
-    from tests.helpers.tiny_model import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     return "tiny random model", build_tiny_model(work / "tiny", hidden=128)
 
@@ -163,7 +163,7 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
     from loopbot.serving.base import SamplingParams
     from loopbot.serving.local import LocalBackend
     from loopbot.serving.router import Router
-    from tests.helpers.tiny_model import build_tiny_adapter
+    from testkit.tiny_model import build_tiny_adapter
 
     paths = [str(build_tiny_adapter(model_dir, work / f"adapter-{k}", r=8, seed=k, scale=0.02)) for k in (1, 2)]
     backend = LocalBackend(model_dir, max_batch_size=CONCURRENT, batch_wait_ms=5)

@@ -49,7 +49,7 @@ async def _loopbot(fake, tmp: str):
     from loopbot.bot.chat import ChatService
     from loopbot.bot.telegram import TelegramBot
     from loopbot.base.config import load_settings
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
     from loopbot.storage.db import make_engine, upgrade
 
@@ -95,7 +95,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def _run() -> list[dict]:
-    from tests.helpers.fake_telegram import FakeTelegram
+    from testkit.fake_telegram import FakeTelegram
 
     fake = await FakeTelegram().start()
     results = {"echo": ([], []), "ours": ([], [])}

@@ -83,7 +83,7 @@ def measure(model: str = "smollm2", steps: int | None = None) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     if model == "tiny":
-        from tests.helpers.tiny_model import build_tiny_model
+        from testkit.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(tmp / "tiny"))
     settings = _settings(tmp / "data", model)

@@ -87,7 +87,7 @@ def run_module(path: Path) -> list[Row]:
     try:
         spec = importlib.util.spec_from_file_location(f"bench_run_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent.parent))  # the checkout: run() imports `tests.helpers`, `bench.*` lazily
+        sys.path.insert(0, str(path.parent.parent))  # the checkout: run() imports `testkit`, `bench.*` lazily
         try:
             spec.loader.exec_module(module)
             if not callable(getattr(module, "run", None)):

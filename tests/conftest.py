@@ -78,7 +78,7 @@ def settings(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama + ChatML tokenizer built once per test session."""
-    from tests.helpers.tiny_model import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
 
@@ -86,7 +86,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model_dir, tmp_path_factory):
     """Two different LoRA adapters for the tiny model: {"a": path, "b": path}."""
-    from tests.helpers.tiny_model import build_tiny_adapter
+    from testkit.tiny_model import build_tiny_adapter
 
     base = tmp_path_factory.getbasetemp()
     return {"a": build_tiny_adapter(tiny_model_dir, base / "adapter-a", seed=1),

@@ -9,8 +9,8 @@ import pytest
 
 from loopbot.bot.chat import ChatService
 from loopbot.bot.messages import Incoming, Press
-from loopbot.bot.routing import BackendRouter
-from loopbot.serving.instant import InstantBackend
+from testkit.instant_backend import InstantBackend
+from testkit.router_from_database import router_from_database
 
 
 def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, clock=time.monotonic, **access):
@@ -19,7 +19,8 @@ def make_service(engine, settings, backend=None, *, arena_rate=0.0, seed=0, cloc
     for key, value in access.items():
         setattr(settings.access, key, value)
     backend = backend or InstantBackend()
-    return ChatService(engine, settings, BackendRouter(backend, engine), rng=random.Random(seed), clock=clock)
+    return ChatService(engine, settings, router_from_database(engine, settings, backend), rng=random.Random(seed),
+                       clock=clock)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from sqlalchemy import select
 from loopbot.bot.history import message_cost
 from loopbot.bot.messages import Reaction
 from loopbot.serving.errors import Overloaded
-from loopbot.serving.instant import InstantBackend
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Comparison, Feedback, Generation, Message
+from testkit.instant_backend import InstantBackend
 from tests.bot.conftest import dm, final, make_service, press
 
 

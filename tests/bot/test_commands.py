@@ -93,16 +93,16 @@ async def test_rate_limit_per_minute_and_concurrency(engine, settings):
 
 async def test_admin_rollback_goes_through_the_trainer_registry(settings, tmp_path):
     from loopbot.bot.chat import ChatService
-    from loopbot.bot.routing import BackendRouter
     from loopbot.app import Loopbot
     from loopbot.training_control import LoopbotTraining
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
+    from testkit.router_from_database import router_from_database
 
     settings = settings.model_copy(deep=True)
     settings.access.admins = ["telegram:42"]
     loopbot = Loopbot(settings)
     engine = loopbot.engine
-    service = ChatService(engine, settings, BackendRouter(InstantBackend(), engine),
+    service = ChatService(engine, settings, router_from_database(engine, settings, InstantBackend()),
                           training=LoopbotTraining(loopbot))
     answer = text_of(await final(service, dm("/rollback coach", user="42")))
     assert answer == "Rollback of coach: not done: coach serves the base model: nothing to roll back"

@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from loopbot.bot.chat import ChatService
 from loopbot.bot.discord import DiscordBot
-from loopbot.bot.routing import BackendRouter
-from loopbot.serving.instant import InstantBackend
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Comparison, Feedback, Generation, Message, User
-from tests.helpers.fake_discord import FakeDiscord
+from testkit.fake_discord import FakeDiscord
+from testkit.instant_backend import InstantBackend
+from testkit.router_from_database import router_from_database
 
 
 def rows(engine, model):
@@ -54,7 +54,7 @@ async def start_bot(fake, sqlite_engine, settings):
         s.discord.edit_interval_s = edit_interval_s
         for key, value in access.items():
             setattr(s.access, key, value)
-        service = ChatService(sqlite_engine, s, BackendRouter(backend or InstantBackend(), sqlite_engine),
+        service = ChatService(sqlite_engine, s, router_from_database(sqlite_engine, s, backend or InstantBackend()),
                               rng=random.Random(0))
         bot = DiscordBot(service, s, token=fake.token, guild_ready_timeout=0.05)
         await bot.start(timeout_s=15)

@@ -11,7 +11,7 @@ import discord
 import pytest
 import yarl
 
-from tests.helpers.fake_discord import FakeDiscord
+from testkit.fake_discord import FakeDiscord
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,8 @@ import asyncio
 
 from loopbot.app import Loopbot
 from loopbot.runtime import serve_all
-from loopbot.serving.instant import InstantBackend
-from tests.helpers.fake_discord import FakeDiscord
+from testkit.fake_discord import FakeDiscord
+from testkit.instant_backend import InstantBackend
 
 
 async def test_loopbot_run_serves_discord_when_its_token_is_set(settings):

@@ -9,16 +9,16 @@ import pytest
 
 from loopbot.bot.chat import ChatService
 from loopbot.bot.discord import DiscordBot
-from loopbot.bot.routing import BackendRouter
 from loopbot.base.errors import ConfigError
-from loopbot.serving.instant import InstantBackend
-from tests.helpers.fake_discord import FakeDiscord
+from testkit.fake_discord import FakeDiscord
+from testkit.instant_backend import InstantBackend
+from testkit.router_from_database import router_from_database
 
 
 def bot_for(fake, engine, settings, token=None) -> DiscordBot:
     s = settings.model_copy(deep=True)
     s.discord.api_base, s.discord.gateway_url = fake.api_base, fake.gateway_url
-    service = ChatService(engine, s, BackendRouter(InstantBackend(), engine), rng=random.Random(0))
+    service = ChatService(engine, s, router_from_database(engine, s, InstantBackend()), rng=random.Random(0))
     return DiscordBot(service, s, token=token or fake.token, guild_ready_timeout=0.05)
 
 
@@ -43,7 +43,7 @@ async def test_a_missing_message_content_intent_says_where_to_turn_it_on(sqlite_
 
 def test_no_token_at_all_is_refused_before_connecting(sqlite_engine, settings, monkeypatch):
     monkeypatch.delenv("DISCORD_BOT_TOKEN", raising=False)
-    service = ChatService(sqlite_engine, settings, BackendRouter(InstantBackend(), sqlite_engine))
+    service = ChatService(sqlite_engine, settings, router_from_database(sqlite_engine, settings, InstantBackend()))
     with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN"):
         DiscordBot(service, settings)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.fake_telegram import TOKEN, FakeTelegram
-from tests.helpers.ports import free_port
+from testkit.fake_telegram import TOKEN, FakeTelegram
+from testkit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,14 +11,14 @@ from aiohttp import ClientSession
 from sqlalchemy import select
 
 from loopbot.bot.chat import ChatService
-from loopbot.bot.routing import BackendRouter
 from loopbot.bot.telegram import TelegramBot
-from loopbot.serving.instant import InstantBackend
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Comparison, Feedback, Generation, Message
-from tests.helpers.fake_telegram import TOKEN, FakeTelegram
-from tests.helpers.ports import free_port
+from testkit.fake_telegram import TOKEN, FakeTelegram
+from testkit.instant_backend import InstantBackend
+from testkit.ports import free_port
+from testkit.router_from_database import router_from_database
 
 
 def rows(engine, model):
@@ -49,7 +49,7 @@ async def start_bot(fake, sqlite_engine, settings):
             s.telegram.webhook_port = int(webhook_url.rsplit(":", 1)[1].split("/")[0])
         for key, value in access.items():
             setattr(s.access, key, value)
-        service = ChatService(sqlite_engine, s, BackendRouter(backend or InstantBackend(), sqlite_engine),
+        service = ChatService(sqlite_engine, s, router_from_database(sqlite_engine, s, backend or InstantBackend()),
                               rng=random.Random(0))
         bot = TelegramBot(service, s.telegram, TOKEN, webhook_secret=secret, poll_timeout_s=5)
         await bot.start()

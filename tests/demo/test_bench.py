@@ -60,7 +60,7 @@ def test_bench_filters_by_name_and_refuses_an_empty_folder(tmp_path, capsys):
 
 
 def test_a_bench_can_import_the_checkout_lazily_inside_run(tmp_path, capsys):
-    """bench_serving imports tests.helpers inside run(): the checkout must still be importable then."""
+    """bench_serving imports testkit inside run(): the checkout must still be importable then."""
     d = _bench_dir(tmp_path)
     pkg = tmp_path / "loopbot_bench_lazy_pkg"
     pkg.mkdir()

@@ -4,11 +4,11 @@ import itertools
 import random
 
 from loopbot.bot.chat import ChatService
-from loopbot.bot.routing import BackendRouter
 from loopbot.demo.population import speaks_to_runner
 from loopbot.demo.traffic import Traffic
-from loopbot.serving.instant import InstantBackend
 from loopbot.storage import crud
+from testkit.instant_backend import InstantBackend
+from testkit.router_from_database import router_from_database
 
 
 def _service(engine, settings, script, *, arena_rate=0.0):
@@ -16,7 +16,7 @@ def _service(engine, settings, script, *, arena_rate=0.0):
     settings.feedback.arena_rate = arena_rate
     settings.access.messages_per_minute = 1000  # a simulated user asks faster than a person (the demo does this too)
     backend = InstantBackend(script)
-    return ChatService(engine, settings, BackendRouter(backend, engine), rng=random.Random(0)), backend
+    return ChatService(engine, settings, router_from_database(engine, settings, backend), rng=random.Random(0)), backend
 
 
 async def test_users_vote_by_taste_and_retry_what_they_dislike(engine, settings):
@@ -40,10 +40,9 @@ async def test_users_pick_in_arena_rounds_between_the_live_version_and_the_base(
     def script(messages, adapter):
         return "You will love this plan." if adapter else "A plan is good."
 
-    service, backend = _service(engine, settings, script, arena_rate=1.0)
     crud.create_adapter(engine, persona="coach", version=1, base_model="smollm2", path=str(tmp_path))
     crud.activate_adapter(engine, persona="coach", version=1)
-    await backend.load_adapter("coach-v1", str(tmp_path))
+    service, backend = _service(engine, settings, script, arena_rate=1.0)  # the router loads the live coach-v1
     turns = await Traffic(service, speaks_to_runner, tag="arena").run(["How do I taper?", "What shoes?"])
     for turn in turns:
         assert turn.arena_pick in ("a", "b")

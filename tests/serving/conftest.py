@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers.fake_vllm import FakeVllm
+from testkit.fake_vllm import FakeVllm
 
 
 def write_adapter(path, rank: int = 8):

@@ -135,6 +135,8 @@ async def test_cancelling_one_request_stops_it_and_leaves_the_others_intact(back
 
 
 async def test_bad_requests_get_clear_errors(backend, tiny_adapters, tmp_path):
+    base_reply, _ = await complete(backend, ask(0), sampling=GREEDY)
+    a_reply, _ = await complete(backend, ask(0), adapter="a", sampling=GREEDY)
     with pytest.raises(ModelNotFound, match="'nope' is not loaded"):
         await complete(backend, ask(0), adapter="nope")
     with pytest.raises(BadRequest, match="message 0"):
@@ -146,7 +148,9 @@ async def test_bad_requests_get_clear_errors(backend, tiny_adapters, tmp_path):
     with pytest.raises(BadRequest, match="already loaded"):
         await backend.load_adapter("a", str(tiny_adapters["b"]))
     await backend.load_adapter("a", str(tiny_adapters["a"]))  # the same name and path again: a no-op
-    text, _ = await complete(backend, ask(0), sampling=GREEDY)  # still serving after every error
+    # still serving after every error, the same replies: the refused load left adapter "a" as it was
+    assert (await complete(backend, ask(0), sampling=GREEDY))[0] == base_reply
+    assert (await complete(backend, ask(0), adapter="a", sampling=GREEDY))[0] == a_reply != base_reply
     broken = LocalBackend(tmp_path / "no-model")
     with pytest.raises(BackendUnavailable, match="could not load the model"):
         await complete(broken, ask(0))
@@ -225,5 +229,7 @@ async def test_a_full_queue_answers_overloaded_and_queued_requests_still_finish(
         await complete(backend, ask(3), sampling=GREEDY)
     gate.set()
     done = await asyncio.gather(*waiting)
-    assert [f.finish_reason for _, f in done] and all(f.served_model == "tiny" for _, f in done)
+    assert all(f.served_model == "tiny" for _, f in done)
+    # the queued users get whole replies, the same as when nobody is waiting
+    assert [text for text, _ in done] == [(await complete(backend, ask(i), sampling=GREEDY))[0] for i in range(2)]
     await backend.aclose()

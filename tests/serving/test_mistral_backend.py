@@ -8,7 +8,7 @@ from loopbot.serving.base import SamplingParams, TextChunk, complete
 from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, SwapFailed
 from loopbot.serving.mistral import MistralBackend
 from loopbot.serving.router import Router
-from tests.helpers.fake_mistral import FakeMistral
+from testkit.fake_mistral import FakeMistral
 
 HI = [{"role": "user", "content": "hola como estas"}]
 FT = "ft:open-mistral-7b:abc123:coach:v8"

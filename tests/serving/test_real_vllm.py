@@ -20,8 +20,8 @@ from loopbot.serving.local import LocalBackend
 from loopbot.serving.router import Router
 from loopbot.serving.vllm import VllmBackend
 from loopbot.serving.vllm_server import VllmServer
-from tests.helpers.ports import free_port
-from tests.helpers.tiny_model import build_tiny_adapter, build_tiny_model
+from testkit.ports import free_port
+from testkit.tiny_model import build_tiny_adapter, build_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,10 @@ async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_pat
         await router.swap("comedian", "comedian-v2", adapters["a"])
 
         # restart with `loopbot serve`: it loads the DB's active adapter; re-sync restores the rest
-        assert server.stop() is not None
+        server.stop()
+        with pytest.raises(httpx.ConnectError):  # really gone: the port is free for `loopbot serve` below
+            httpx.get(f"{server.url}/health", trust_env=False)
+        assert await backend.health() is False  # what /readyz reports while serving is down
         data_dir = tmp_path / "data"
         env = {**os.environ, "LOOPBOT_DATA_DIR": str(data_dir), "LOOPBOT_MODELS__SMOLLM2__PATH": str(model),
                "LOOPBOT_SERVING__VLLM__PORT": str(port), "LOOPBOT_SERVING__VLLM__MAX_MODEL_LEN": "512",

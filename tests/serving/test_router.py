@@ -10,7 +10,7 @@ from loopbot.serving.base import SamplingParams
 from loopbot.serving.errors import SwapFailed
 from loopbot.serving.router import LIVE, Router
 from loopbot.serving.vllm import VllmBackend
-from tests.helpers.fake_vllm import FakeVllm
+from testkit.fake_vllm import FakeVllm
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -160,5 +160,9 @@ async def test_reconcile_loads_what_is_missing_and_reports_what_cannot_load(fake
     await router.reconcile({"coach": ("coach-v3", str(adapter_dir("v3"))), "comedian": None})
     await router.drain()
     assert set(fake_vllm.adapters) == {"coach-v3"} and router.route("comedian") is None
-    assert LIVE is not None
+    text, finished = await router.complete("coach", HI, adapter=LIVE)  # users get the reconciled versions
+    assert set(text.split()) == {"coach-v3"} and finished.served_model == "coach-v3"
+    text, _ = await router.complete("comedian", HI)
+    assert set(text.split()) == {"base"}
+    await router.backend.aclose()
     await router.backend.aclose()

@@ -9,7 +9,7 @@ import pytest
 from loopbot.serving.base import Finished, SamplingParams, TextChunk, complete
 from loopbot.serving.errors import BackendUnavailable, BadRequest, GenerationTimeout, ModelNotFound, Overloaded
 from loopbot.serving.vllm import VllmBackend
-from tests.helpers.fake_vllm import FakeVllm
+from testkit.fake_vllm import FakeVllm
 
 HI = [{"role": "user", "content": "hello there"}]
 

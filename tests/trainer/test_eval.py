@@ -8,7 +8,7 @@ import math
 import pytest
 
 from loopbot.base.settings import JudgeSettings
-from tests.helpers.fake_judge import FakeJudge
+from testkit.fake_judge import FakeJudge
 from tests.trainer.synthetic import write_dataset
 from loopbot.trainer.degeneracy import degeneracy_figures
 from loopbot.trainer.evaluate import _Scorer, evaluate_candidate, vote_auc, write_report
@@ -110,7 +110,7 @@ def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(
 
 
 def test_an_unreachable_judge_is_reported_not_fatal(train_settings, tiny_model_dir, tiny_adapters, tmp_path):
-    from tests.helpers.ports import free_port
+    from testkit.ports import free_port
 
     train_settings.trainer.judge.url = f"http://127.0.0.1:{free_port()}/v1"
     report = evaluate_candidate(train_settings, "coach", dataset_dir=write_dataset(tmp_path / "ds"),

@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import select
 
 from loopbot.base.errors import UsageError
-from loopbot.serving.instant import InstantBackend
 from loopbot.serving.router import Router
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Event
+from testkit.instant_backend import InstantBackend
 from tests.trainer.conftest import loopbot_on
 from loopbot.trainer.registry import check_live_watch, one_sided_two_proportion_p, promote, rollback, watch_verdict
 

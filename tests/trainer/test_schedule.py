@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from loopbot.app import Loopbot
 from loopbot.base.errors import ConfigError
-from loopbot.serving.instant import InstantBackend
 from loopbot.serving.router import Router
 from loopbot.storage import crud
+from testkit.instant_backend import InstantBackend
 from tests.trainer.synthetic import seed_feedback
 from loopbot.trainer.pipeline import pending_cycle
 from loopbot.trainer.registry import promote

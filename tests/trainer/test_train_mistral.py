@@ -6,7 +6,7 @@ import pytest
 
 from loopbot.base.errors import UsageError
 from loopbot.storage import crud
-from tests.helpers.fake_mistral_ft import FakeMistralFineTuning
+from testkit.fake_mistral_ft import FakeMistralFineTuning
 from tests.trainer.synthetic import seed_feedback
 from loopbot.trainer.launch import TrainingFailed
 from loopbot.trainer.mistral_ft import train_on_mistral

@@ -11,8 +11,8 @@ from loopbot.serving.base import SamplingParams, complete
 from loopbot.serving.local import LocalBackend
 from loopbot.serving.vllm import VllmBackend
 from loopbot.serving.vllm_server import VllmServer
-from tests.helpers.ports import free_port
-from tests.helpers.tiny_model import build_tiny_model
+from testkit.ports import free_port
+from testkit.tiny_model import build_tiny_model
 from tests.trainer.synthetic import write_dataset
 from loopbot.trainer.launch import train_new_version
 

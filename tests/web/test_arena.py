@@ -166,7 +166,7 @@ def test_arena_can_leave_chat_replies_out(client, loopbot):
 
 
 async def test_fresh_pair_from_the_running_router_when_stored_ones_run_out(client, loopbot):
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
 
     eng = loopbot.engine
@@ -195,7 +195,7 @@ def _stopped_clock() -> float:
 
 
 async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
 
     backend = InstantBackend()

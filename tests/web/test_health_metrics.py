@@ -46,7 +46,7 @@ def test_readyz_fails_when_the_database_is_unreachable(settings):
 
 
 async def test_readyz_waits_until_the_live_adapter_is_loaded(client, loopbot):
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
 
     arena_world(loopbot)  # coach-v2 is live in the database

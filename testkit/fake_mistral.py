@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from tests.helpers.loopback_http import LoopbackHttpServer
+from testkit.loopback_http import LoopbackHttpServer
 
 
 class FakeMistral(LoopbackHttpServer):

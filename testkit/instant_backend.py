@@ -1,5 +1,5 @@
-"""An instant in-process backend: echoes or plays scripted replies. For tests, `loopbot chat` smoke runs and the
-bot overhead benchmark (it costs nothing, so what is measured is the bot itself)."""
+"""An instant in-process backend that echoes or plays scripted replies: for tests and the bot overhead benchmarks
+(it costs nothing, so what is measured is the bot itself). The product never selects it (serving.backend)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
-from tests.helpers.loopback_http import serve_on_loopback
+from testkit.loopback_http import serve_on_loopback
 
 TOKEN = "123456:TEST-token"
 BOT = {"id": 999000, "is_bot": True, "first_name": "Loopbot", "username": "loopbot_test_bot",

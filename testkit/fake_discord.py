@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from tests.helpers.loopback_http import serve_on_loopback
+from testkit.loopback_http import serve_on_loopback
 
 DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_LIMIT = 2000
@@ -224,8 +224,8 @@ class FakeDiscord:
             match = [b for b in buttons if (custom_id is None or b.get("custom_id") == custom_id)
                      and (label is None or b.get("label") == label or (b.get("emoji") or {}).get("name") == label)]
             if not match:
-                raise AssertionError(f"no such button {custom_id or label!r} on the message; it has "
-                                     f"{[(b.get('label') or (b.get('emoji') or {}).get('name'), b.get('custom_id')) for b in buttons]}")
+                present = [(b.get("label") or (b.get("emoji") or {}).get("name"), b.get("custom_id")) for b in buttons]
+                raise AssertionError(f"no such button {custom_id or label!r} on the message; it has {present}")
             if match[0].get("disabled"):
                 raise AssertionError(f"button {custom_id or label!r} is disabled")
             custom_id = match[0]["custom_id"]
@@ -655,9 +655,9 @@ class FakeDiscord:
                 if item.get("type") == 2 and not (item.get("label") or item.get("emoji")):
                     raise DiscordHTTPError(400, 50035, "Invalid Form Body", {"components": "button needs a label"})
         if len(ids) != len(set(ids)):
-            raise DiscordHTTPError(400, 50035, "Invalid Form Body",
-                                   {"components": {"_errors": [{"code": "COMPONENT_CUSTOM_ID_DUPLICATED",
-                                                                "message": "Component custom id cannot be duplicated"}]}})
+            duplicated = {"code": "COMPONENT_CUSTOM_ID_DUPLICATED",
+                          "message": "Component custom id cannot be duplicated"}
+            raise DiscordHTTPError(400, 50035, "Invalid Form Body", {"components": {"_errors": [duplicated]}})
 
     def _rate_limit(self, msg: dict, *, method: str, path: str) -> web.Response | None:
         if not self.edit_limit:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.helpers.loopback_http import LoopbackHttpServer
+from testkit.loopback_http import LoopbackHttpServer
 
 
 class FakeVllm(LoopbackHttpServer):
