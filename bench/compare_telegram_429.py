@@ -67,11 +67,11 @@ def _bot_class(limiter_kw: dict | None):
 
 async def _start(limiter_kw, backend, interval_s: float, tmp: str):
     from loopbot.bot.chat import ChatService
-    from loopbot.bot.routing import BackendRouter
+    from testkit.router_from_database import router_from_database
     from loopbot.storage.db import make_engine, upgrade
 
     from loopbot.base.config import load_settings
-    from tests.helpers.fake_telegram import TOKEN, FakeTelegram
+    from testkit.fake_telegram import TOKEN, FakeTelegram
 
     fake = await FakeTelegram().start()
     s = load_settings(ROOT / "config.toml", env={}, overrides={"data_dir": f"{tmp}/data"})
@@ -83,7 +83,7 @@ async def _start(limiter_kw, backend, interval_s: float, tmp: str):
     s.telegram.edit_interval_s = interval_s
     engine = make_engine(f"sqlite:///{tmp}/{random.random()}.db")
     upgrade(engine)
-    service = ChatService(engine, s, BackendRouter(backend, engine), rng=random.Random(0))
+    service = ChatService(engine, s, router_from_database(engine, s, backend), rng=random.Random(0))
     bot = _bot_class(limiter_kw)(service, s.telegram, TOKEN, poll_timeout_s=1)
     await bot.start()
     return fake, bot
@@ -91,7 +91,7 @@ async def _start(limiter_kw, backend, interval_s: float, tmp: str):
 
 async def one_429_on_send(limiter_kw, tmp):
     """The 429 test of tests/bot/test_telegram.py: sendMessage answered 429 retry_after=1 once."""
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
 
     fake, bot = await _start(limiter_kw, InstantBackend(), 0.05, tmp)
     try:
@@ -107,7 +107,7 @@ async def one_429_on_send(limiter_kw, tmp):
 
 async def one_chat_waits_another_asks(limiter_kw, tmp):
     """Chat A is told to wait 3 s; chat B asks once that 429 is answered (B's stream alone takes ~1.2 s)."""
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
 
     fake, bot = await _start(limiter_kw, InstantBackend(lambda m, a: TEXT, chunk_chars=6, delay_s=0.1), 0.2, tmp)
     try:
@@ -126,7 +126,7 @@ async def one_chat_waits_another_asks(limiter_kw, tmp):
 
 async def five_in_one_group(limiter_kw, tmp):
     """Five users in one group ask at once; each reply streams for ~3 s (edit interval 0.2 s)."""
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
 
     fake, bot = await _start(limiter_kw, InstantBackend(lambda m, a: WORDS, chunk_chars=6, delay_s=0.1), 0.2, tmp)
     try:
@@ -143,7 +143,7 @@ async def five_in_one_group(limiter_kw, tmp):
 
 async def five_429s_in_a_row(limiter_kw, tmp):
     """A streaming reply's next five edits are answered 429 retry_after=1."""
-    from loopbot.serving.instant import InstantBackend
+    from testkit.instant_backend import InstantBackend
 
     fake, bot = await _start(limiter_kw, InstantBackend(lambda m, a: WORDS, chunk_chars=6, delay_s=0.05), 0.1, tmp)
     try:

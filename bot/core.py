@@ -40,8 +40,7 @@ class NewPrompt:
 
 class ChatCore:
     """What every handler shares: the stored users and chats, personas, access and rate limits, and replies.
-    `router` answers `route(persona)` and `stream(persona, messages, sampling=, adapter=)` (serving.router.Router,
-    or bot.routing.BackendRouter)."""
+    `router` is a serving.router.Router: `route(persona)` and `stream(persona, messages, sampling=, adapter=)`."""
 
     def __init__(self, engine, settings: Settings, router: Any, *, training: TrainingControl | None = None,
                  rng: random.Random | None = None, clock=time.monotonic):

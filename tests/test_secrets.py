@@ -14,7 +14,7 @@ import pytest
 
 from loopbot.app import configure_logging
 from loopbot.base import redact
-from tests.helpers.fake_telegram import FakeTelegram
+from testkit.fake_telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]
 # shaped like a real one: <bot id>:<35 characters>
