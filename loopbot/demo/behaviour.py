@@ -7,7 +7,7 @@ a vote on every reply, never wrong, 🔄 on every reply they dislike, no follow-
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from loopbot.base.errors import UsageError
 
@@ -46,7 +46,3 @@ def resolve(mode: str, **overrides: float | None) -> Behaviour:
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{OPTION_NAMES[key]} {value:g}: a share between 0 and 1")
     return replace(REALISTIC if mode == "realistic" else IDEAL, **given)
-
-
-def as_dict(behaviour: Behaviour) -> dict[str, float]:
-    return asdict(behaviour)

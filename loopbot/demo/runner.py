@@ -236,7 +236,8 @@ class DemoRun:
                 samples.append((before.question, before.first.text, after.first.text))
         plan = self.plan
         facts = [("population", self.population), ("users' tastes", self.taste_counts()),
-                 ("feedback", f"{self.options.feedback}: {self.options.behaviour.describe()}"), ("model", f"{self.model_name} ({self.model_dir})"),
+                 ("feedback", f"{self.options.feedback}: {self.options.behaviour.describe()}"),
+                 ("model", f"{self.model_name} ({self.model_dir})"),
                  ("cycles", str(self.options.cycles)), ("mode", "quick" if self.options.quick else "full"),
                  ("data directory", str(self.data_dir)),
                  ("held-out questions per measurement", str(plan.measure_questions)),
