@@ -5,7 +5,11 @@ Files written under `<data_dir>/datasets/<persona>/<build id>/`:
   dpo.jsonl   {"prompt": [...], "chosen": [{"role": "assistant", ...}], "rejected": [...]}
   kto.jsonl   {"prompt": [...], "completion": [{"role": "assistant", ...}], "label": true|false}
   heldout_sft.jsonl, heldout_dpo.jsonl, heldout_kto.jsonl (the same, for the held-out conversations)
-  manifest.json (counts, sources, dropped and why, feedback id range, KTO balance, content hash)
+  manifest.json (counts, sources, rows per feedback signal, dropped and why, feedback id range, KTO balance,
+                 content hash)
+
+Signals (docs/feedback-signals.md): votes, arena picks, 🔄 retries, and, for replies nobody voted on, a 🔄 that
+replaced them (undesirable) or a message that answered them (desirable, a weaker signal).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from loopbot.storage.crud.dataset_rows import (
     unconsented_conversations,
     voted_generations,
 )
+from loopbot.trainer.implicit_signals import add_implicit_rows, signal_counts
 from loopbot.trainer.splits import conversation_key, is_heldout
 
 KINDS = ("sft", "dpo", "kto")
@@ -83,8 +88,12 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         excluded = unconsented_conversations(engine)
         nets, by_prompt, fids, liked_cut, trimmed = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction,
                                                                        sink, excluded)
-        pairs = _preference_pairs(engine, persona, snap, nets, by_prompt, liked_cut)
+        signals = settings.trainer.signals
+        pairs = _preference_pairs(engine, persona, snap, nets, by_prompt, liked_cut,
+                                  retries=signals.retry_pairs)
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
+        add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
+                          unusable=_unusable)
     except BaseException:
         sink.close()
         if staging:
@@ -100,6 +109,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         "base_model": persona_cfg.base_model,
         "counts": dict(sink.counts),
         "sources": {k: dict(v) for k, v in sink.sources.items()},
+        "signals": signal_counts(sink),
         "dropped": dict(sorted(sink.dropped.items())),
         "notes": dict(sorted(sink.notes.items())),
         "kto_balance": sink.kto_balance(),
@@ -214,7 +224,8 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
             sink.drop("kto_tied_votes")
             continue
         nets[gid] = net
-        sink.add_kto(prompt, [reply], net > 0, heldout, source)
+        if sink.add_kto(prompt, [reply], net > 0, heldout, source):
+            sink.voted_rows.add(gid)
         if pmid is not None:
             by_prompt[pmid].append(gid)
     if fmin is not None:
@@ -223,19 +234,22 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
 
 
 def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
-                      by_prompt: dict[int, list[int]], liked_cut: set[int] = frozenset()) -> dict[tuple[int, int], str]:
-    """(chosen id, rejected id) -> source, from arena picks, retries and opposite votes on one prompt.
-    A cut-off reply that was liked or tied (`liked_cut`) is never a rejected side; _add_pairs checks the rest."""
-    pairs = _candidate_pairs(engine, persona, snap, nets, by_prompt)
+                      by_prompt: dict[int, list[int]], liked_cut: set[int] = frozenset(), *,
+                      retries: bool = True) -> dict[tuple[int, int], str]:
+    """(chosen id, rejected id) -> source, from arena picks, retries (unless `retries` is off) and opposite votes on
+    one prompt. A cut-off reply that was liked or tied (`liked_cut`) is never a rejected side; _add_pairs checks the
+    rest."""
+    pairs = _candidate_pairs(engine, persona, snap, nets, by_prompt, retries=retries)
     return {pair: source for pair, source in pairs.items() if pair[1] not in liked_cut}
 
 
 def _candidate_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
-                     by_prompt: dict[int, list[int]]) -> dict[tuple[int, int], str]:
+                     by_prompt: dict[int, list[int]], *, retries: bool = True) -> dict[tuple[int, int], str]:
     pairs: dict[tuple[int, int], str] = {}
     for _cid, winner, loser in arena_picks(engine, persona=persona, snap=snap):
         pairs.setdefault((winner, loser), "arena")
-    for retry, original, _status, _finish, retried_again, continued in retry_links(engine, persona=persona, snap=snap):
+    links = retry_links(engine, persona=persona, snap=snap) if retries else ()
+    for retry, original, _status, _finish, retried_again, continued in links:
         n_new, n_old = nets.get(retry, 0), nets.get(original, 0)
         if n_new > 0 and n_old <= 0:
             pairs.setdefault((retry, original), "retry_vote")
@@ -276,8 +290,9 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
             sink.drop(f"pair_{reason}")
             continue
         heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
-        sink.add_dpo(c_prompt, [{"role": "assistant", "content": c_text}],
-                     [{"role": "assistant", "content": r_text}], heldout, source)
+        if sink.add_dpo(c_prompt, [{"role": "assistant", "content": c_text}],
+                        [{"role": "assistant", "content": r_text}], heldout, source):
+            sink.paired.update((chosen, rejected))
 
 
 def _clean_messages(messages: list[dict], scrub: bool) -> list[dict]:
@@ -298,6 +313,8 @@ class _Sink:
         self.dropped: Counter = Counter()
         self.notes: Counter = Counter()
         self.labels: Counter = Counter()
+        self.voted_rows: set[int] = set()  # replies whose votes made a KTO row
+        self.paired: set[int] = set()  # replies on either side of a written DPO pair
         self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
         self.hashers = {name: hashlib.sha256() for name in FILES}
         self.files = {}
@@ -339,7 +356,8 @@ class _Sink:
         self._write("sft", {"messages": prompt + completion}, heldout, source)
 
     def add_dpo(self, prompt: list[dict], chosen: list[dict], rejected: list[dict], heldout: bool,
-                source: str) -> None:
+                source: str) -> bool | None:
+        """Write the pair if it survives clean-up; True when written."""
         chosen, rejected = self._completion(chosen), self._completion(rejected)
         if chosen is None or rejected is None:
             return self.drop("too_short")
@@ -352,8 +370,11 @@ class _Sink:
         if self.dedup["dpo"].check(f"{_last_user(prompt)}\x00{_text(chosen)}\x00{_text(rejected)}", near=False):
             return self.drop("dpo_duplicate")
         self._write("dpo", {"prompt": prompt, "chosen": chosen, "rejected": rejected}, heldout, source)
+        return True
 
-    def add_kto(self, prompt: list[dict], completion: list[dict], label: bool, heldout: bool, source: str) -> None:
+    def add_kto(self, prompt: list[dict], completion: list[dict], label: bool, heldout: bool,
+                source: str) -> bool | None:
+        """Write the row if it survives clean-up; True when written."""
         completion = self._completion(completion)
         if completion is None:
             return self.drop("too_short")
@@ -365,6 +386,7 @@ class _Sink:
         self._write("kto", {"prompt": prompt, "completion": completion, "label": label}, heldout, source)
         if not heldout:
             self.labels[label] += 1
+        return True
 
     def _write(self, kind: str, row: dict, heldout: bool, source: str) -> None:
         name = f"heldout_{kind}" if heldout else kind

@@ -181,6 +181,19 @@ class DatasetSettings(Section):
                                                        "cut off at the token limit (off: drop such replies)")
 
 
+class SignalSettings(Section):
+    """Which feedback becomes training rows besides votes and arena picks (docs/feedback-signals.md)."""
+
+    retry_pairs: bool = Field(True, description="a reply replaced by 🔄 is the rejected side of a pair with the "
+                              "retry's answer when that got 👍, or no vote and the user went on talking")
+    retried_unvoted: bool = Field(True, description="a reply nobody voted on that the user replaced with 🔄: "
+                                  "an undesirable KTO row")
+    follow_up: bool = Field(True, description="a reply nobody voted on that the user answered (kept talking): "
+                            "a desirable KTO row")
+    follow_up_weight: float = Field(0.5, ge=0, le=1, description="share of follow-up rows kept (stable per reply): "
+                                    "a weaker signal than a vote; trl's KTO has no per-row weights")
+
+
 class TrainerSettings(Section):
     method: Literal["sft", "sft+dpo", "sft+kto", "dpo", "kto"] = "sft+dpo"
     backend: Literal["local", "mistral"] = "local"
@@ -201,6 +214,7 @@ class TrainerSettings(Section):
     gate: GateSettings = GateSettings()
     judge: JudgeSettings = JudgeSettings()
     dataset: DatasetSettings = DatasetSettings()
+    signals: SignalSettings = SignalSettings()
 
 
 class ScheduleSettings(Section):

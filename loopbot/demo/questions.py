@@ -81,6 +81,11 @@ def heldout_questions() -> list[str]:
     return _questions([s for i, s in enumerate(STEMS) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1])
 
 
+def follow_up_questions() -> list[str]:
+    """Short questions a user asks next in the same conversation: the training stems alone (30)."""
+    return [s for i, s in enumerate(STEMS) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
+
+
 def sample(questions: list[str], n: int, *, seed: int) -> list[str]:
     """n questions without repeats while possible (then cycling), in a seeded order."""
     rng = random.Random(seed)

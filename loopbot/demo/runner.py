@@ -2,7 +2,8 @@
 
 Every reply comes from the real chat core and serving stack; every cycle is the scheduler's own job
 (trainer.pipeline.run_cycle: dataset build -> train -> evaluate -> gate -> hot swap). The simulated users' taste is
-never shown to the trainer: it only sees their votes, retries and arena picks, as it would in production.
+never shown to the trainer: it only sees their votes, retries, arena picks and follow-up messages, as it would in
+production. By default they give feedback like people (loopbot.demo.behaviour): sparse, noisy, mostly unpaired.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from loopbot.base.settings import Settings
 from loopbot.bot.chat import ChatService
 from loopbot.demo import questions as Q
 from loopbot.demo.measure import Band, Measurement, measure
-from loopbot.demo.population import BUILTIN, load_preference
+from loopbot.demo.behaviour import IDEAL, REALISTIC, Behaviour
+from loopbot.demo.mixture import load_population
+from loopbot.demo.population import BUILTIN
 from loopbot.demo.progress import DemoProgress
 from loopbot.demo.report import CycleSummary, Verdict, markdown, plot, verdict
 from loopbot.demo.setup import FULL, PERSONA, QUICK, Plan, demo_settings, prepare_model
@@ -34,7 +37,9 @@ BASE_RATE_BAND = (0.15, 0.50)
 class DemoOptions:
     quick: bool = False
     cycles: int = 2
-    users: str | None = None  # module:function; None = the default population
+    users: str | None = None  # taste[:weight],...; None = the default population
+    feedback: str = "realistic"  # the behaviour's name, for the report
+    behaviour: Behaviour = REALISTIC
     data_dir: Path | None = None
     seed: int = 0
     plan: Plan | None = None  # None = FULL or QUICK
@@ -55,6 +60,18 @@ class DemoResult:
 
 def _first_answers(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
     return [(t.first.text, t.first.cut_off, t.first.liked) for t in turns if t.first is not None]
+
+
+def round_summary(turns: list[Turn]) -> str:
+    """What the users read and did in a round: replies liked by their true taste, and the feedback they gave."""
+    answers = [a for t in turns for a in t.answers] + [t.follow_up for t in turns if t.follow_up]
+    votes = [a for a in answers if a.vote is not None]
+    flipped = sum(1 for a in votes if (a.vote > 0) != a.liked)
+    retries = sum(len(t.answers) - 1 for t in turns if t.answers and not t.arena)
+    return (f"{len(turns)} questions, {len(answers)} replies read ({sum(a.liked for a in answers)} liked by their "
+            f"taste); {sum(a.vote > 0 for a in votes)} 👍 / {sum(a.vote < 0 for a in votes)} 👎 votes "
+            f"({flipped} flipped), {retries} 🔄 retries, {sum(1 for t in turns if t.follow_up)} follow-ups, "
+            f"{sum(1 for t in turns if t.arena_pick)} arena picks in {sum(1 for t in turns if t.arena)} arena rounds")
 
 
 def _seed_coach(loopbot) -> str:
@@ -100,7 +117,9 @@ class DemoRun:
 
         self.base, self.options = base, options
         self.plan = options.plan or (QUICK if options.quick else FULL)
-        self.population, self.likes = load_preference(options.users)
+        self.mixture = load_population(options.users)
+        self.population = self.mixture.spec
+        self.tastes = self.mixture.assign(self.plan.users, options.seed)  # the same people measure and vote
         self.data_dir = Path(options.data_dir or tempfile.mkdtemp(prefix="loopbot-demo-")).resolve()
         self.ui = ui or DemoProgress(enabled=False)
         self.measurements: list[Measurement] = []
@@ -117,10 +136,11 @@ class DemoRun:
             self.model_name, self.model_dir = prepare_model(self.options.quick, self.data_dir, self.base,
                                                             progress=self.ui.say)
         self.settings = demo_settings(self.base, data_dir=self.data_dir, model_dir=self.model_dir, plan=self.plan,
-                                      model_name=self.model_name)
+                                      model_name=self.model_name, vote_share=self.options.behaviour.vote_share)
         self.loopbot = Loopbot(self.settings)
         self.ui.say(f"data directory: {self.data_dir}")
-        self.ui.say(f"population: {self.population}")
+        self.ui.say(f"population: {self.population}; users' tastes: {self.taste_counts()}")
+        self.ui.say(f"feedback: {self.options.feedback} ({self.options.behaviour.describe()})")
         with self.ui.phase("seed", "seeding the coach persona"):
             self.ui.say(f"seeded the coach: {_seed_coach(self.loopbot)}")
         self.router = self.loopbot.router  # the app's own: run_cycle's promotion hot-swaps into it
@@ -135,12 +155,19 @@ class DemoRun:
                                  rng=random.Random(seed + 1))
         self.band = Band.from_gate(self.settings.trainer.gate)
 
+    def taste_counts(self) -> str:
+        counts = {t.short: 0 for t in self.mixture.tastes}
+        for t in self.tastes:
+            counts[t.short] += 1
+        return ", ".join(f"{n} {name}" for name, n in counts.items())
+
     async def measure_live(self, label: str) -> Measurement:
         """The live version answers the same held-out questions; the panel votes on each first answer."""
         served = self.router.route(PERSONA) or "base"
         questions = Q.sample(self.heldout, self.plan.measure_questions, seed=self.options.seed + 7)
-        traffic = Traffic(self.panel, self.likes, tag=f"panel-{label.replace(' ', '')}", seed=self.options.seed,
-                          users=self.plan.users, max_retries=0)
+        # each panel user judges every first answer by its TRUE taste (the panel's votes never train the bot)
+        traffic = Traffic(self.panel, [t.likes for t in self.tastes], tag=f"panel-{label.replace(' ', '')}",
+                          seed=self.options.seed, users=self.plan.users, max_retries=0, behaviour=IDEAL)
         with self.ui.phase("measure", f"measuring the live 👍 rate ({served})", total=len(questions)) as tick:
             turns = await traffic.run(questions, on_turn=lambda _t: tick())
         self.first_turns[label] = turns
@@ -167,18 +194,16 @@ class DemoRun:
             self.ui.warn(self.warnings[-1])
 
     async def user_traffic(self, round_no: int) -> None:
-        """Users ask training questions, vote, retry what they dislike, and pick in arena rounds."""
+        """Users ask training questions and, as their behaviour says, vote, retry what they dislike, pick in arena
+        rounds and ask follow-up questions."""
         questions = Q.sample(self.train, self.plan.traffic_questions, seed=self.options.seed + 100 + round_no)
-        traffic = Traffic(self.service, self.likes, tag=f"users-r{round_no}", seed=self.options.seed + round_no,
-                          users=self.plan.users, max_retries=self.plan.max_retries)
+        traffic = Traffic(self.service, [t.likes for t in self.tastes], tag=f"users-r{round_no}",
+                          seed=self.options.seed + round_no, users=self.plan.users, max_retries=self.plan.max_retries,
+                          behaviour=self.options.behaviour, follow_ups=Q.follow_up_questions())
         with self.ui.phase("traffic", f"round {round_no}: users ask, vote, retry and pick",
                            total=len(questions)) as tick:
             turns = await traffic.run(questions, on_turn=lambda _t: tick())
-        answers = [a for t in turns for a in t.answers]
-        self.ui.say(f"round {round_no}: {len(turns)} questions, {len(answers)} replies read, "
-                    f"{sum(a.liked for a in answers)} 👍 / {sum(not a.liked for a in answers)} 👎, "
-                    f"{sum(max(0, len(t.answers) - 1) for t in turns if not t.arena_pick)} 🔄 retries, "
-                    f"{sum(1 for t in turns if t.arena_pick)} arena rounds")
+        self.ui.say(f"round {round_no}: {round_summary(turns)}")
 
     async def cycle(self, n: int) -> CycleSummary:
         """The scheduler's job, once: dataset build -> train -> evaluate -> gate -> hot swap."""
@@ -199,14 +224,16 @@ class DemoRun:
             self.ui.say(line)
         reports = self.settings.reports_dir
         reports.mkdir(parents=True, exist_ok=True)
-        png = plot(self.measurements, reports / "demo.png", f"loopbot demo: {self.population.split(':')[-1]}")
+        png = plot(self.measurements, reports / "demo.png", f"loopbot demo: {self.mixture.label}")
         samples = []
         last = list(self.first_turns.values())[-1]
         for before, after in list(zip(self.first_turns["base"], last))[:3] if len(self.first_turns) > 1 else []:
             if before.first and after.first:
                 samples.append((before.question, before.first.text, after.first.text))
         plan = self.plan
-        facts = [("population", self.population), ("model", f"{self.model_name} ({self.model_dir})"),
+        facts = [("population", self.population), ("users' tastes", self.taste_counts()),
+                 ("feedback", f"{self.options.feedback}: {self.options.behaviour.describe()}"),
+                 ("model", f"{self.model_name} ({self.model_dir})"),
                  ("cycles", str(self.options.cycles)), ("mode", "quick" if self.options.quick else "full"),
                  ("data directory", str(self.data_dir)),
                  ("held-out questions per measurement", str(plan.measure_questions)),

@@ -53,8 +53,10 @@ def cache_dir() -> Path:
     return Path(base) / "loopbot" / "models"
 
 
-def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan, model_name: str) -> Settings:
-    """`base` with everything the demo needs overridden; only the coach persona is kept."""
+def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan, model_name: str,
+                  vote_share: float = 1.0) -> Settings:
+    """`base` with everything the demo needs overridden; only the coach persona is kept. `vote_share`: the share
+    of replies the simulated users vote on (a cycle waits for proportionally fewer new votes)."""
     s = base.model_copy(deep=True)
     s.data_dir = data_dir
     s.storage.url = "sqlite:///{data_dir}/loopbot.db"
@@ -92,7 +94,9 @@ def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan
     # ... and at most 2 epochs (the recipe's 30 steps were ~1.7 epochs of 71 pairs): a cycle with few pairs
     # trained 30 steps on 21 KTO rows (~6 epochs), over-fitted, and the gate rejected it
     t.dpo.max_epochs = t.kto.max_epochs = 2.0
-    t.min_new_votes = min(t.min_new_votes, 10)
+    # users who vote on a fifth of the replies give a fifth of the votes; the cycle also learns from their retries
+    # and follow-ups (trainer.signals), which the new-votes check does not count
+    t.min_new_votes = min(t.min_new_votes, max(2, round(10 * vote_share)))
     t.judge.url = None
     t.judge.prompts = 12  # greedy replies per version for the gate's degeneracy checks
     return s

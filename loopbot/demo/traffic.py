@@ -1,7 +1,10 @@
 """Simulated users talking to the REAL chat core (bot.chat.ChatService), below the platform layer.
 
-Each question is a fresh private chat: the user asks, reads the stored reply, votes 👍/👎 by its taste,
-presses 🔄 for another answer when it disliked one (up to `max_retries`), and picks in arena rounds (A/B).
+Each question is a fresh private chat: the user asks and reads the stored reply, and, as its `Behaviour` says,
+votes 👍/👎 by its taste (on a share of replies, some votes flipped), presses 🔄 for another answer on a share of the
+replies it dislikes (up to `max_retries`), picks in arena rounds (A/B), and asks a follow-up question in the same
+conversation more often after a reply it liked. Whether a user liked a reply (`Answer.liked`) is always its true
+taste, voted or not. Every draw comes from a per-question seeded RNG, so a run is reproducible.
 Everything goes through `ChatService.handle` and `ChatService.press`, as a Telegram or Discord adapter calls them.
 """
 
@@ -9,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from loopbot.bot.messages import Incoming, Press, Reply
+from loopbot.demo.behaviour import IDEAL, Behaviour
 from loopbot.demo.population import Preference
 from loopbot.storage import crud
 
@@ -27,18 +31,22 @@ class Answer:
     text: str
     served: str | None  # adapter version (served name); None = base model
     cut_off: bool
-    liked: bool
+    liked: bool  # the user's true taste, whether it voted or not
+    vote: int | None = None  # what it pressed: +1, -1 (flipped when it differs from `liked`) or None
 
 
 @dataclass
 class Turn:
-    """One question: its first answer (what the measurement counts), then any 🔄 retries and arena candidates."""
+    """One question: its first answer (what the measurement counts), then any 🔄 retries and arena candidates, and
+    the answer to a follow-up question in the same conversation."""
 
     question: str
     user: str
     answers: list[Answer] = field(default_factory=list)
     arena_pick: str | None = None
     error: str | None = None
+    follow_up: Answer | None = None
+    arena: bool = False  # the first message got two candidates (A/B)
 
     @property
     def first(self) -> Answer | None:
@@ -59,33 +67,73 @@ async def _final(replies) -> Reply:
 
 
 class Traffic:
-    """Simulated users with one taste, talking to one ChatService."""
+    """Simulated users talking to one ChatService: user u has taste `likes[u % len(likes)]` (one function: everyone
+    shares it) and asks questions u, u + users, u + 2 * users, ... one at a time."""
 
-    def __init__(self, service, likes: Preference, *, tag: str, seed: int = 0, users: int = 8,
-                 max_retries: int = 2, retry_rate: float = 1.0):
+    def __init__(self, service, likes: Preference | Sequence[Preference], *, tag: str, seed: int = 0,
+                 users: int = 8, max_retries: int = 2, behaviour: Behaviour = IDEAL,
+                 follow_ups: Sequence[str] = ("What else should I keep in mind?",)):
         self.service = service
-        self.likes = likes
+        self.tastes = list(likes) if isinstance(likes, Sequence) else [likes]
         self.tag = tag  # keeps chat ids unique across rounds
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.users = users
         self.max_retries = max_retries
-        self.retry_rate = retry_rate
+        self.behaviour = behaviour
+        self.follow_ups = list(follow_ups)
 
-    def _answer(self, question: str, generation_id: int) -> Answer:
+    def _answer(self, likes: Preference, question: str, generation_id: int) -> Answer:
         gen = crud.get_generation(self.service.engine, generation_id=generation_id)
         text = crud.get_message(self.service.engine, message_id=gen.message_id).text
         return Answer(generation_id=gen.id, text=text, served=gen.adapter_version, cut_off=gen.status == "cut_off",
-                      liked=bool(self.likes(question, text)))
+                      liked=bool(likes(question, text)))
 
     async def _press(self, user: str, chat_id: str, data: str):
         return await self.service.press(Press(platform=PLATFORM, chat_id=chat_id, user_id=user, data=data,
                                               user_name=user))
 
-    async def _vote(self, user: str, chat_id: str, answer: Answer) -> None:
-        await self._press(user, chat_id, f"v:{answer.generation_id}:{'+1' if answer.liked else '-1'}")
+    async def _maybe_vote(self, rng: random.Random, user: str, chat_id: str, answer: Answer) -> None:
+        """Vote on a share of replies; a share of those votes says the opposite of what the user thinks."""
+        if rng.random() >= self.behaviour.vote_share:
+            return
+        up = answer.liked != (rng.random() < self.behaviour.flip_share)
+        answer.vote = 1 if up else -1
+        await self._press(user, chat_id, f"v:{answer.generation_id}:{'+1' if up else '-1'}")
 
-    async def ask(self, user: str, chat_id: str, question: str) -> Turn:
-        """One question from one user in a fresh chat, with votes, retries and arena picks."""
+    async def _arena(self, rng, likes, user, chat_id, question, final, turn) -> Answer:
+        a, b = (self._answer(likes, question, g) for g in final.generation_ids)
+        turn.answers += [a, b]
+        if rng.random() >= self.behaviour.vote_share:
+            return a  # no pick: the first candidate stays in the conversation
+        pick = {(True, False): "a", (False, True): "b", (True, True): "tie"}.get((a.liked, b.liked), "both_bad")
+        if rng.random() < self.behaviour.flip_share:
+            pick = {"a": "b", "b": "a"}.get(pick, pick)
+        turn.arena_pick = pick
+        await self._press(user, chat_id, f"p:{final.comparison_id}:{pick}")
+        kept = b if pick == "b" else a
+        kept.vote = 1 if pick in ("a", "b", "tie") else -1
+        await self._press(user, chat_id, f"v:{kept.generation_id}:{kept.vote:+d}")
+        return kept
+
+    async def _follow_up(self, rng, likes, user: str, chat_id: str, kept: Answer, turn: Turn) -> None:
+        """Keep talking, more often after a reply the user liked: a short question in the same conversation."""
+        chance = self.behaviour.follow_up_liked if kept.liked else self.behaviour.follow_up_disliked
+        if rng.random() >= chance:
+            return
+        text = rng.choice(self.follow_ups)
+        inc = Incoming(platform=PLATFORM, chat_id=chat_id, user_id=user, text=text, user_name=user,
+                       message_id=f"{chat_id}-2")
+        final = await _final(self.service.handle(inc))
+        if final.plain or not final.generation_ids or final.comparison_id is not None:
+            return
+        turn.follow_up = self._answer(likes, text, final.generation_ids[0])
+        await self._maybe_vote(rng, user, chat_id, turn.follow_up)
+
+    async def ask(self, user: str, chat_id: str, question: str, *, likes: Preference | None = None,
+                  rng: random.Random | None = None) -> Turn:
+        """One question from one user in a fresh chat, with votes, retries, arena picks and a follow-up."""
+        likes = likes or self.tastes[0]
+        rng = rng or random.Random(f"{self.seed}:{self.tag}:{chat_id}")
         turn = Turn(question=question, user=user)
         inc = Incoming(platform=PLATFORM, chat_id=chat_id, user_id=user, text=question, user_name=user,
                        message_id=f"{chat_id}-1")
@@ -94,18 +142,15 @@ class Traffic:
             turn.error = final.text
             return turn
         if final.comparison_id is not None:
-            a, b = (self._answer(question, g) for g in final.generation_ids)
-            turn.answers += [a, b]
-            pick = {(True, False): "a", (False, True): "b", (True, True): "tie"}.get((a.liked, b.liked), "both_bad")
-            turn.arena_pick = pick
-            await self._press(user, chat_id, f"p:{final.comparison_id}:{pick}")
-            await self._vote(user, chat_id, b if pick == "b" else a)
+            turn.arena = True
+            kept = await self._arena(rng, likes, user, chat_id, question, final, turn)
+            await self._follow_up(rng, likes, user, chat_id, kept, turn)
             return turn
-        answer = self._answer(question, final.generation_ids[0])
+        answer = self._answer(likes, question, final.generation_ids[0])
         turn.answers.append(answer)
-        await self._vote(user, chat_id, answer)
+        await self._maybe_vote(rng, user, chat_id, answer)
         for _ in range(self.max_retries):
-            if answer.liked or self.rng.random() >= self.retry_rate:
+            if answer.liked or rng.random() >= self.behaviour.retry_share:
                 break
             outcome = await self._press(user, chat_id, f"r:{answer.generation_id}")
             if outcome.replies is None:
@@ -113,26 +158,28 @@ class Traffic:
             final = await _final(outcome.replies)
             if final.plain or not final.generation_ids:
                 break
-            answer = self._answer(question, final.generation_ids[0])
+            answer = self._answer(likes, question, final.generation_ids[0])
             turn.answers.append(answer)
-            await self._vote(user, chat_id, answer)
+            await self._maybe_vote(rng, user, chat_id, answer)
+        await self._follow_up(rng, likes, user, chat_id, answer, turn)
         return turn
 
     async def run(self, questions: list[str], *, on_turn: Callable[[Turn], None] | None = None) -> list[Turn]:
-        """Every question once, `users` users at a time (each user asks one question at a time)."""
-        pending: asyncio.Queue = asyncio.Queue()
-        for i, q in enumerate(questions):
-            pending.put_nowait((i, q))
+        """Every question once, `users` users at a time (each user asks one question at a time). Who asks which
+        question, and every draw, depend on the seed alone, not on which reply comes back first."""
         turns: list[Turn | None] = [None] * len(questions)
+        n = min(self.users, len(questions))
 
         async def user_loop(u: int) -> None:
             user = f"{self.tag}-user{u}"
-            while not pending.empty():
-                i, question = pending.get_nowait()
-                turn = await self.ask(user, f"{self.tag}-chat{i}", question)
+            likes = self.tastes[u % len(self.tastes)]
+            for i in range(u, len(questions), n):
+                chat_id = f"{self.tag}-chat{i}"
+                turn = await self.ask(user, chat_id, questions[i], likes=likes,
+                                      rng=random.Random(f"{self.seed}:{i}"))
                 turns[i] = turn
                 if on_turn:
                     on_turn(turn)
 
-        await asyncio.gather(*(user_loop(u) for u in range(min(self.users, len(questions)))))
+        await asyncio.gather(*(user_loop(u) for u in range(n)))
         return [t for t in turns if t is not None]

@@ -11,6 +11,10 @@ from loopbot.cli import main
     (["--users", "no_such_module_zz:likes"], "cannot import module 'no_such_module_zz'"),
     (["--users", "loopbot.demo.population:missing"], "has no function 'missing'"),
     (["--cycles", "0"], "run at least one cycle"),
+    (["--users", "short_answer:0.5,uses_list:0"], "the weight of 'uses_list' must be above 0"),
+    (["--vote-share", "1.5"], "--vote-share 1.5: a share between 0 and 1"),
+    (["--feedback", "ideal", "--follow-up-liked", "-0.1"], "--follow-up-liked -0.1: a share between 0 and 1"),
+    (["--feedback", "perfect"], "--feedback 'perfect': expected one of realistic, ideal"),
 ])
 def test_bad_options_are_refused_before_any_model_loads(args, message, tmp_path, capsys):
     assert main(["demo", "--quick", "--data-dir", str(tmp_path / "d"), *args]) == 2

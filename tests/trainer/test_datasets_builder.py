@@ -23,13 +23,20 @@ def _no_heldout(settings):
     return settings
 
 
+def _votes_only(settings):
+    """No rows from unvoted replies (retried or followed up): these tests are about votes, retries and picks;
+    tests/trainer/test_feedback_signals.py covers the implicit rows."""
+    settings.trainer.signals.retried_unvoted = settings.trainer.signals.follow_up = False
+    return settings
+
+
 def test_liked_reply_becomes_sft_with_its_context_and_the_persona_prompt(engine, settings):
     f = FeedbackFactory(engine, persona="coach", system_prompt="You are a coach.")
     ana = f.user("ana")
     f.exchange(ana, "Hi, I run 20 km a week.", "Nice base!")
     g = f.exchange(ana, "How should I pace my first marathon?", "Start slower than goal pace.")
     f.vote(g, ana, +1)
-    build = build_datasets(engine, _no_heldout(settings), "coach")
+    build = build_datasets(engine, _votes_only(_no_heldout(settings)), "coach")
     sft = _rows(build, "sft")
     assert sft == [{"messages": [
         {"role": "system", "content": "You are a coach."},
@@ -115,7 +122,7 @@ def test_a_disliked_cut_off_reply_is_a_rejected_side_and_a_thumbs_down_kto_examp
                    finish_reason="length")
     f.retry(g, "Do dynamic drills before, gentle stretching after.")
     f.exchange(bob, "Thanks!", "Enjoy the run!")
-    build = build_datasets(engine, _no_heldout(settings), "coach")
+    build = build_datasets(engine, _votes_only(_no_heldout(settings)), "coach")
     dpo = {(row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in _rows(build, "dpo")}
     assert dpo == {("Run the first 5 km a little slower than goal pace.", "Start at a pace you could hold for"),
                    ("Do dynamic drills before, gentle stretching after.", "Dynamic drills before a run are")}
@@ -308,7 +315,7 @@ def test_new_votes_count_since_the_last_build_and_run(engine, settings):
         f.vote(f.exchange(ana, f"q{i}", f"a{i}"), ana, +1)
     f.vote(f.exchange(ana, "q", "a"), carl, -1)
     assert new_votes_since_last_build(engine, "coach") == 3
-    build = build_datasets(engine, settings, "coach")
+    build = build_datasets(engine, _votes_only(settings), "coach")
     f.vote(f.exchange(ana, "q9", "a9"), ana, -1)
     assert new_votes_since_last_build(engine, "coach") == 1
     assert new_votes_since_last_run(engine, "coach") == 4  # no training run used them yet
@@ -376,14 +383,14 @@ def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, sett
     f.exchange(ana, "Thanks!", "Good luck!")  # the retry was kept: a pair, in the first build only
     f.vote(f.exchange(bob, "Old question?", "Old answer."), bob, +1)
     f.arena(bob, "Old shoes?", "Old A.", "Old B.", pick="a")
-    first = build_datasets(engine, _no_heldout(settings), "coach")
+    first = build_datasets(engine, _votes_only(_no_heldout(settings)), "coach")
     assert first.counts["dpo"] == 2 and first.counts["kto"] == 1 and first.counts["sft"] == 2
 
     f.vote(old, bob, -1)  # a new vote on an old reply counts: it is new information
     new = f.exchange(bob, "Hills?", "Hill repeats once a week.")
     f.vote(new, bob, +1)
     f.arena(ana, "New shoes?", "New A.", "New B.", pick="b")
-    later = build_datasets(engine, _no_heldout(settings), "coach", since=first.manifest)
+    later = build_datasets(engine, _votes_only(_no_heldout(settings)), "coach", since=first.manifest)
     kto = {r["completion"][0]["content"]: r["label"] for r in _rows(later, "kto")}
     assert kto == {"Dunno.": False, "Hill repeats once a week.": True}
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in _rows(later, "dpo")] == \
@@ -393,4 +400,4 @@ def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, sett
     assert later.manifest["since"]["build_id"] == first.build_id
     assert later.manifest["since"]["feedback_id"] == first.manifest["feedback_id_max"]
     assert later.manifest["notes"]["seed_train_examples_in_live"] == 1
-    assert build_datasets(engine, _no_heldout(settings), "coach").counts["dpo"] == 3  # without since: everything
+    assert build_datasets(engine, _votes_only(_no_heldout(settings)), "coach").counts["dpo"] == 3  # without since: everything

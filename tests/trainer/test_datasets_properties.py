@@ -107,6 +107,10 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
         assert rejected not in cut_off or sum(votes.get(rejected, [-1])) < 0, "a cut-off reply nobody disliked " \
                                                                              "was a rejected side"
     for row in rows["kto"] + rows["heldout_kto"]:
+        if row["completion"][0]["content"] not in votes:  # unvoted: replaced by 🔄 (👎) or answered (👍), train only
+            assert row in rows["kto"], "an unvoted reply reached the held-out votes"
+            assert not row["label"] or _finished(row["completion"][0]["content"], cut_off, votes)
+            continue
         cast = votes[row["completion"][0]["content"]]
         assert (sum(cast) > 0) == row["label"] and sum(cast) != 0, "a KTO label without a matching vote"
         assert not row["label"] or _finished(row["completion"][0]["content"], cut_off, votes), \

@@ -6,7 +6,7 @@ import math
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from loopbot.trainer.registry import running_router
 from loopbot.web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal

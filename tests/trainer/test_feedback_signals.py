@@ -1,0 +1,132 @@
+"""Every signal users give becomes training rows (SQLite and PostgreSQL), and the manifest says how many each gave."""
+
+from __future__ import annotations
+
+import json
+
+from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.pipeline import choose_method
+from tests.helpers.feedback_factory import FeedbackFactory
+
+
+def _rows(build, name):
+    return [json.loads(line) for line in build.paths[name].read_text().splitlines()]
+
+
+def _kto(build):
+    return {r["completion"][0]["content"]: r["label"] for r in _rows(build, "kto")}
+
+
+def _settings(settings, *, weight=1.0, heldout=0.0):
+    settings.trainer.dataset.heldout_fraction = heldout
+    settings.trainer.signals.follow_up_weight = weight
+    return settings
+
+
+def test_each_signal_gives_its_rows_and_the_manifest_counts_them(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, bob, carl, dana, eve = (f.user(n) for n in ("ana", "bob", "carl", "dana", "eve"))
+    a, b = f.arena(ana, "Which shoes?", "Tested ones.", "Brand new ones.", pick=None)  # no pick, but votes:
+    f.vote(a, ana, +1)
+    f.vote(b, ana, -1)  # opposite votes on one message: a vote pair
+    f.arena(bob, "Gels?", "One every 40 minutes.", "Never.", pick="a")  # an arena pair
+    dunno = f.exchange(carl, "How long is a taper?", "Dunno.")
+    f.vote(f.retry(dunno, "About three weeks."), carl, +1)  # a retry pair; "Dunno." had no vote: retried_unvoted
+    f.vote(f.exchange(dana, "Hills?", "Hill repeats once a week."), dana, +1)  # a vote in no pair
+    f.exchange(dana, "Thanks!", "Enjoy!")  # answered a voted reply: the vote speaks, no follow-up row
+    f.exchange(eve, "How much sleep?", "Eight hours a night.")
+    f.exchange(eve, "And naps?", "Short ones help.")  # eve went on after "Eight hours": a follow-up row
+    build = build_datasets(engine, _settings(settings), "coach")
+    assert build.manifest["signals"] == {"vote_pairs": 1, "retry_pairs": 1, "arena_pairs": 1, "votes": 4,
+                                         "votes_unpaired": 1, "retried_unvoted": 1, "follow_up": 1}
+    assert _kto(build) == {"Tested ones.": True, "Brand new ones.": False, "About three weeks.": True,
+                           "Hill repeats once a week.": True, "Dunno.": False, "Eight hours a night.": True}
+    assert build.manifest["sources"]["kto"] == {"feedback": 4, "retried_unvoted": 1, "follow_up": 1}
+    pairs = {(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in _rows(build, "dpo")}
+    assert pairs == {("Tested ones.", "Brand new ones."), ("One every 40 minutes.", "Never."),
+                     ("About three weeks.", "Dunno.")}
+
+
+def test_an_unvoted_reply_replaced_by_a_retry_is_undesirable_even_when_the_retry_was_abandoned(engine, settings):
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    first = f.exchange(ana, "Should I run with a cold?", "Yes, always.")
+    f.retry(first, "Rest if it is below the neck.")  # no vote, nothing after: no pair, but the user wanted another
+    build = build_datasets(engine, _settings(settings), "coach")
+    assert _kto(build) == {"Yes, always.": False}
+    assert build.counts["dpo"] == 0
+    assert build.manifest["signals"]["retried_unvoted"] == 1 and build.manifest["signals"]["retry_pairs"] == 0
+
+
+def test_a_cut_off_reply_the_user_replaced_is_undesirable_and_an_errored_one_is_never_used(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    f.retry(f.exchange(ana, "Taper?", "Cut your volume by", status="cut_off", finish_reason="length"), "Three weeks.")
+    f.retry(f.exchange(bob, "Gels?", "", status="error", finish_reason=None), "Every 40 minutes.")
+    build = build_datasets(engine, _settings(settings), "coach")
+    assert _kto(build) == {"Cut your volume by": False}
+    assert build.manifest["dropped"]["retried_unvoted_error"] == 1
+
+
+def test_follow_ups_are_weak_positives_kept_for_a_stable_share_of_replies(engine, settings):
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    for i in range(40):
+        f.exchange(ana, f"Question {i}?", f"Answer number {i}.")
+    f.exchange(ana, "Bye!", "Bye!")
+    half = build_datasets(engine, _settings(settings, weight=0.5), "coach")
+    kept = half.manifest["signals"]["follow_up"]
+    assert 10 <= kept <= 30 and set(_kto(half).values()) == {True}
+    assert kept + half.manifest["notes"]["follow_up_not_sampled"] == 40
+    again = build_datasets(engine, _settings(settings, weight=0.5), "coach", write=False)
+    assert again.manifest["content_hash"] == half.manifest["content_hash"]  # the same replies every build
+    assert build_datasets(engine, _settings(settings, weight=1.0), "coach").manifest["signals"]["follow_up"] == 40
+    assert build_datasets(engine, _settings(settings, weight=0.0), "coach").manifest["signals"]["follow_up"] == 0
+
+
+def test_implicit_signals_can_be_switched_off(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    f.retry(f.exchange(ana, "Hills?", "No idea."), "Hill repeats.")
+    f.exchange(ana, "Thanks!", "Welcome!")  # the retry was kept: a retry pair
+    f.exchange(bob, "Sleep?", "Eight hours.")
+    f.exchange(bob, "Naps?", "Short ones.")
+    s = _settings(settings)
+    s.trainer.signals.retried_unvoted = s.trainer.signals.follow_up = s.trainer.signals.retry_pairs = False
+    build = build_datasets(engine, s, "coach")
+    assert build.counts["kto"] == 0 and build.counts["dpo"] == 0
+    s.trainer.signals.retry_pairs = True
+    build = build_datasets(engine, s, "coach")
+    assert build.manifest["signals"]["retry_pairs"] == 1 and build.counts["kto"] == 0
+
+
+def test_implicit_rows_train_only_and_never_come_from_people_without_consent(engine, settings):
+    f = FeedbackFactory(engine)
+    ana, carl = f.user("ana"), f.user("carl", consent=False)
+    for i in range(12):
+        f.exchange(ana, f"Question {i}?", f"Answer {i}.", new_conversation=True)
+        f.exchange(ana, f"Follow-up {i}?", f"More {i}.")
+    f.retry(f.exchange(carl, "My secret race?", "Secret answer."), "Another secret.")
+    f.exchange(carl, "Private follow-up", "Private reply.")
+    build = build_datasets(engine, _settings(settings, heldout=0.5), "coach")
+    text = "".join(p.read_text() for p in build.paths.values())
+    assert "ecret" not in text and "Private" not in text
+    assert build.counts["heldout_kto"] == 0  # the gate's held-out votes stay votes
+    assert build.counts["kto"] + build.manifest["notes"]["follow_up_heldout_skipped"] == 12
+    assert 0 < build.counts["kto"] < 12
+
+
+def test_sparse_unpaired_feedback_trains_with_kto_when_pairs_are_fewer_than_min_pairs(engine, settings):
+    """What real users give (a few votes, no pairs) still trains: DPO falls back to KTO, and says why."""
+    f = FeedbackFactory(engine)
+    people = [f.user(f"runner{i}") for i in range(6)]
+    for i, who in enumerate(people):
+        f.vote(f.exchange(who, f"Question {i}?", f"Answer {i}."), who, +1 if i % 2 else -1)
+        f.exchange(who, f"And then {i}?", f"Then {i}.")
+    build = build_datasets(engine, _settings(settings), "coach")
+    assert build.counts["dpo"] == 0 and build.counts["kto"] == 6
+    method, why = choose_method("dpo", build.counts, min_pairs=settings.trainer.min_pairs)
+    assert method == "kto" and why == f"kto instead of dpo (0 preference pairs < trainer.min_pairs = " \
+                                      f"{settings.trainer.min_pairs})"
+    method, _ = choose_method("sft+dpo", build.counts, min_pairs=settings.trainer.min_pairs)
+    assert method == "sft+kto"
