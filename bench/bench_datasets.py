@@ -234,7 +234,7 @@ def _postgres_url() -> str | None:
             c.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
         return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         print(f"PostgreSQL unavailable, skipped: {e}", file=sys.stderr)
         return None
 

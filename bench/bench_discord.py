@@ -73,13 +73,13 @@ async def _echo_bot(fake):
 
 
 async def _main() -> dict:
+    from loopbot.base.config import load_settings
     from loopbot.bot.chat import ChatService
     from loopbot.bot.discord import DiscordBot
-    from loopbot.base.config import load_settings
-    from testkit.instant_backend import InstantBackend
-    from testkit.router_from_database import router_from_database
     from loopbot.storage.db import make_engine, upgrade
     from testkit.fake_discord import FakeDiscord
+    from testkit.instant_backend import InstantBackend
+    from testkit.router_from_database import router_from_database
 
     fake = await FakeDiscord().start()
     try:

@@ -182,7 +182,7 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
                 try:
                     await router.complete("coach", _messages(u), sampling=sampling)
                     latencies.append(time.perf_counter() - t0)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     failed += 1
 
         users = [asyncio.create_task(user(u)) for u in range(4)]
@@ -208,7 +208,7 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
 
     def p99(xs: list[float]) -> float:
         xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]
+        return xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))]
 
     return {"calm_p99": p99(calm), "busy_p99": p99(busy), "failed": busy_failed + calm_failed,
             "requests": len(calm) + len(busy) + busy_failed + calm_failed}

@@ -46,12 +46,12 @@ async def _echo_bot(fake):
 
 
 async def _loopbot(fake, tmp: str):
+    from loopbot.base.config import load_settings
     from loopbot.bot.chat import ChatService
     from loopbot.bot.telegram import TelegramBot
-    from loopbot.base.config import load_settings
-    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
     from loopbot.storage.db import make_engine, upgrade
+    from testkit.instant_backend import InstantBackend
 
     settings = load_settings(ROOT / "config.toml", env={}, overrides={"data_dir": tmp})
     settings.feedback.arena_rate = 0.0

@@ -34,7 +34,6 @@ class _Errors(logging.Handler):
 
 
 def _bot_class(limiter_kw: dict | None):
-    from loopbot.bot.telegram import CONNECTIONS, POOL_TIMEOUT_S, TelegramBot
     from telegram.ext import (
         AIORateLimiter,
         ApplicationBuilder,
@@ -43,6 +42,8 @@ def _bot_class(limiter_kw: dict | None):
         MessageReactionHandler,
         filters,
     )
+
+    from loopbot.bot.telegram import CONNECTIONS, POOL_TIMEOUT_S, TelegramBot
 
     if limiter_kw is None:
         return TelegramBot
@@ -66,12 +67,11 @@ def _bot_class(limiter_kw: dict | None):
 
 
 async def _start(limiter_kw, backend, interval_s: float, tmp: str):
-    from loopbot.bot.chat import ChatService
-    from testkit.router_from_database import router_from_database
-    from loopbot.storage.db import make_engine, upgrade
-
     from loopbot.base.config import load_settings
+    from loopbot.bot.chat import ChatService
+    from loopbot.storage.db import make_engine, upgrade
     from testkit.fake_telegram import TOKEN, FakeTelegram
+    from testkit.router_from_database import router_from_database
 
     fake = await FakeTelegram().start()
     s = load_settings(ROOT / "config.toml", env={}, overrides={"data_dir": f"{tmp}/data"})

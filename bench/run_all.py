@@ -95,7 +95,7 @@ def run_module(path: Path) -> list[Row]:
             result = module.run()
         finally:
             sys.path.remove(str(path.parent.parent))
-    except Exception as e:  # noqa: BLE001 - a broken bench is reported, never fatal
+    except Exception as e:
         last = traceback.extract_tb(e.__traceback__)[-1]
         return [Row(path.stem, path.stem, error=f"{type(e).__name__}: {e} ({Path(last.filename).name}:{last.lineno})",
                     seconds=time.perf_counter() - start)]

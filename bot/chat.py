@@ -67,7 +67,7 @@ class ChatService(ChatCore):
             return
         try:
             p = self.settings.personas[persona]
-            turns = self._history(chat, replied, group=inc.chat_type != "private") + [("user", text)]
+            turns = [*self._history(chat, replied, group=inc.chat_type != "private"), ("user", text)]
             messages = build_prompt(p.system_prompt, turns, p.context_tokens)
             asked = NewPrompt(user_id=user.id, text=text, platform_message_id=inc.message_id,
                               reply_to_id=replied.id if replied else None)

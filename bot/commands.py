@@ -139,7 +139,7 @@ async def _stats(service, inc, user, chat, args):
     mine = crud.count_replies(service.engine, persona=persona, chat_id=chat.id)
     try:
         live = await service.live_version(persona)
-    except Exception:  # noqa: BLE001 - stats must answer even when serving is down
+    except Exception:
         live = "unknown (serving unreachable)"
     rate = f"{100 * up / (up + down):.0f}% 👍 ({up} 👍, {down} 👎)" if up + down else "no votes yet"
     yield _say(f"{persona}: {replies} replies ({mine} in this chat), {rate}.\nLive version: {live or 'base model'}.")

@@ -291,5 +291,5 @@ class ChatCore:
 
 def _ab_text(texts: list[str], cut: list[bool] | None = None) -> str:
     cut = cut or [False, False]
-    shown = [(t if t.strip() else "…") + (" …" if c else "") for t, c in zip(texts, cut)]
+    shown = [(t if t.strip() else "…") + (" …" if c else "") for t, c in zip(texts, cut, strict=False)]
     return f"🅰️ A\n{shown[0]}\n\n🅱️ B\n{shown[1]}"

@@ -13,12 +13,12 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
+from loopbot.base.errors import ConfigError, LoopbotError
+from loopbot.base.settings import DiscordSettings, Settings
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
 from loopbot.bot.render import InProgress, RateLimited, Renderer
-from loopbot.base.errors import ConfigError, LoopbotError
-from loopbot.base.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class CoreButton(discord.ui.DynamicItem[discord.ui.Button], template=r"lb:(?P<da
             return
         try:
             await owner.on_press(interaction, self.data)
-        except Exception as e:  # noqa: BLE001 - recorded and answered; discord.py would only log it
+        except Exception as e:
             owner.record_error(e, "button press")
             if not interaction.response.is_done():
                 await interaction.response.send_message(FAILED, ephemeral=True)
@@ -418,7 +418,7 @@ class DiscordBot:
                       message_id=str(message.id) if message else None)
         try:
             outcome = await self.service.press(press)
-        except Exception as e:  # noqa: BLE001 - the user gets an answer, the bot keeps running
+        except Exception as e:
             self.record_error(e, "button press")
             await interaction.response.send_message(FAILED, ephemeral=True)
             return
@@ -454,7 +454,7 @@ class DiscordBot:
             self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
                                            user_id=str(payload.user_id), message_id=str(payload.message_id),
                                            emoji=tuple(current), user_name=user_name))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.record_error(e, "reaction")
 
 

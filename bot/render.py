@@ -333,7 +333,7 @@ async def _read_into(replies: AsyncIterator[Reply], queue: asyncio.Queue) -> Non
     try:
         async for reply in replies:
             queue.put_nowait(reply)
-    except Exception as e:  # noqa: BLE001 -- raised again by the renderer, in its caller's task
+    except Exception as e:
         queue.put_nowait(e)
     finally:
         queue.put_nowait(_END)

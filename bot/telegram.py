@@ -3,6 +3,7 @@ into the chat core's Incoming / Press / Reaction and renders the core's reply st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from urllib.parse import urlparse
@@ -20,12 +21,12 @@ from telegram.ext import (
     filters,
 )
 
+from loopbot.base.errors import TokenRejected
+from loopbot.base.settings import TelegramSettings
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
 from loopbot.bot.render import InProgress, RateLimited, Renderer, TooLong, markdown_to_html
-from loopbot.base.errors import TokenRejected
-from loopbot.base.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +263,8 @@ class TelegramBot:
             log.warning("could not deliver a reply to chat %s: %s", sink.chat_id, e)
         except Exception:
             log.exception("answering chat %s failed", sink.chat_id)
-            try:
+            with contextlib.suppress(TelegramError):
                 await sink.send("Sorry, something went wrong on my side. Please try again.", [], True)
-            except TelegramError:
-                pass
         finally:
             self._in_progress.discard(renderer)
 

@@ -6,7 +6,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 @app.callback()
 def _root(ctx: typer.Context,
-          config: Optional[Path] = typer.Option(None, "--config", "-c", help="config file (default: ./config.toml, "
+          config: Path | None = typer.Option(None, "--config", "-c", help="config file (default: ./config.toml, "
                                                 "$LOOPBOT_CONFIG, or the packaged default)")) -> None:
     ctx.obj = {"config": config}
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("LOOPBOT_DEBUG"):  # the traceback, with secrets masked like everything printed
             print(redact("".join(traceback.format_exception(e))), end="", file=sys.stderr)
             return 1

@@ -4,12 +4,12 @@ cleanly by SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-
 
 from loopbot.base import redact
 from loopbot.base.config import platform_token
@@ -58,10 +58,8 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
             except Exception:  # stop the rest even if one part fails to stop
                 log.exception("stopping %s failed", name)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
     return [name for name, _ in stoppers]
 
 
@@ -104,10 +102,8 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
 
 async def _cancel(task: asyncio.Task) -> None:
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
 
 
 async def _shutdown_scheduler(scheduler) -> None:

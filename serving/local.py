@@ -228,7 +228,7 @@ class LocalBackend:
             with torch.inference_mode(False):  # adapter weights must be normal tensors, even when loaded mid-batch
                 result = cmd.fn()
             cmd.future.set_result(result)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             cmd.future.set_exception(e)
 
     def _load_model(self) -> None:
@@ -305,7 +305,7 @@ class LocalBackend:
             return None
         try:
             text = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             req.emit(BadRequest(f"could not format the messages: {e}"))
             return None
         prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -396,7 +396,7 @@ class LocalBackend:
 
         ta, tb = mask_a.shape[1], mask_b.shape[1]
         t = max(ta, tb)
-        for la, lb in zip(cache_a.layers, cache_b.layers):
+        for la, lb in zip(cache_a.layers, cache_b.layers, strict=False):
             la.keys = torch.cat([pad(la.keys, t - ta, 2), pad(lb.keys, t - tb, 2)], dim=0)
             la.values = torch.cat([pad(la.values, t - ta, 2), pad(lb.values, t - tb, 2)], dim=0)
         return cache_a, torch.cat([pad(mask_a, t - ta, 1), pad(mask_b, t - tb, 1)], dim=0)
@@ -442,7 +442,7 @@ class LocalBackend:
                     self.batches_run += not rows
                     n_cache, n_mask, n_last, logits = self._prefill(fresh)
                     n_tokens = self._choose(fresh, logits)
-                    for row, token in zip(fresh, n_tokens):
+                    for row, token in zip(fresh, n_tokens, strict=False):
                         self._advance(row, token)
                     live = [i for i, r in enumerate(fresh) if not r.done]
                     if live:
@@ -469,7 +469,7 @@ class LocalBackend:
                 out = self._forward(rows, input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),
                                     attention_mask=mask, position_ids=last, past_key_values=cache)
                 tokens = self._choose(rows, out.logits[:, -1, :].float())
-                for row, token in zip(rows, tokens):
+                for row, token in zip(rows, tokens, strict=False):
                     self._advance(row, token)
 
     def _choose(self, rows: list[_Row], logits) -> list[int]:

@@ -82,7 +82,7 @@ class Router:
                 self._started = True
 
     async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
-                     adapter: str | None | _Live = LIVE) -> AsyncIterator[StreamItem]:
+                     adapter: str | _Live | None = LIVE) -> AsyncIterator[StreamItem]:
         await self.start()
         name = self._routes.get(persona) if adapter is LIVE else adapter
         self.in_flight[name] += 1
@@ -93,7 +93,7 @@ class Router:
             self.in_flight[name] -= 1
 
     async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
-                       adapter: str | None | _Live = LIVE):
+                       adapter: str | _Live | None = LIVE):
         """The whole reply: (text, Finished)."""
         parts, finished = [], None
         async for item in self.stream(persona, messages, sampling=sampling, adapter=adapter):

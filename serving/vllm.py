@@ -199,7 +199,7 @@ class VllmBackend:
                     raise transport_error(e, replica.url) from e
                 continue  # nothing was sent yet: try another replica
             except httpx.HTTPError as e:
-                if isinstance(e, httpx.RemoteProtocolError) or isinstance(e, httpx.ReadError):
+                if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
                     self._mark_down(replica, repr(e))
                 raise transport_error(e, f"chat with {model!r} on {replica.url}") from e
             finally:

@@ -165,10 +165,7 @@ class FakeDiscord:
                   dm: bool = False, channel_id: int | None = None, ping_reply: bool = True,
                   attachments: list[dict] | None = None, sticker: bool = False) -> dict:
         """A user posts a message; mentions are written `<@id>` into the content as Discord clients do."""
-        if dm:
-            channel = self._dm_channel(user.id)
-        else:
-            channel = channel_id or self.channel_id
+        channel = self._dm_channel(user.id) if dm else channel_id or self.channel_id
         if mention_bot:
             content = f"<@{self.bot_user.id}> {content}"
         mentions = [self.bot_user] if mention_bot else []

@@ -5,6 +5,7 @@ test play the users: send messages, press buttons, react; or make it refuse (429
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html.parser
 import itertools
 import json
@@ -225,10 +226,8 @@ class FakeTelegram:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"condition not met in {timeout} s; last calls: {self.calls[-5:]}")
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(left, 0.05))
-                except TimeoutError:
-                    pass
 
     async def final_reply(self, chat_id: int, *, after: int = 0, timeout: float = 10.0) -> SentMessage:
         """The newest bot message after `after` once it carries buttons (a finished model reply)."""
@@ -358,10 +357,8 @@ class FakeTelegram:
                 ready = [u for u in self._updates if next(k for k in u if k != "update_id") in allowed]
                 if ready or self._closing or time.monotonic() >= deadline:
                     return ready[:int(params.get("limit") or 100)]
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-                except TimeoutError:
-                    pass
 
     async def api_sendMessage(self, params):
         chat_id = int(params["chat_id"])

@@ -11,9 +11,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ["no_proxy"] = "127.0.0.1,localhost"
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.helpers.databases import (  # noqa: E402
+from tests.helpers.databases import (
     create_postgres_database,
     drop_postgres_database,
     postgres_unreachable_reason,

@@ -118,7 +118,7 @@ def minhash_normalized(norm: str) -> tuple[int, ...]:
 def similarity(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     """Estimated Jaccard similarity of two MinHash signatures (bins empty in both do not count)."""
     used = agree = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x == _EMPTY and y == _EMPTY:
             continue
         used += 1

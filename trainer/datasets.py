@@ -30,7 +30,6 @@ from sqlalchemy.engine import Engine
 from loopbot.base.errors import UsageError
 from loopbot.base.tokens import TokenCounter, estimate_tokens
 from loopbot.storage import crud
-from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, message_tokens, scrub_pii
 from loopbot.storage.crud.dataset_rows import (
     Snapshot,
     arena_picks,
@@ -40,6 +39,7 @@ from loopbot.storage.crud.dataset_rows import (
     unconsented_conversations,
     voted_generations,
 )
+from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, message_tokens, scrub_pii
 from loopbot.trainer.implicit_signals import add_implicit_rows, signal_counts
 from loopbot.trainer.splits import conversation_key, is_heldout
 

@@ -241,9 +241,9 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
         smoke = []
         for q in p.smoke_prompts:
             try:
-                (text, _), = scorer.generate([system + [{"role": "user", "content": q}]], SMOKE_TOKENS)
+                (text, _), = scorer.generate([[*system, {"role": "user", "content": q}]], SMOKE_TOKENS)
                 smoke.append({"prompt": q, "reply": text, "ok": bool(text.strip())})
-            except Exception as e:  # noqa: BLE001 - a failing smoke prompt is a result, not a crash
+            except Exception as e:
                 smoke.append({"prompt": q, "error": f"{type(e).__name__}: {e}", "ok": False})
     report["smoke"] = smoke
     report["samples"] = [{"prompt": pr[-1]["content"], "candidate": c[0], "live": lv[0]}
@@ -261,7 +261,7 @@ def _judge(settings: Settings, persona: str, prompts, replies) -> dict | None:
     judge = PairwiseJudge(settings.trainer.judge, settings.persona(persona).judge_rubric)
     try:
         return judge.win_rate(prompts, [r for r, _ in replies["candidate"]], [r for r, _ in replies["live"]])
-    except Exception as e:  # noqa: BLE001 - an unreachable judge is reported; the gate then relies on the pairs
+    except Exception as e:
         log.warning("judge failed: %s", e)
         return {"error": f"{type(e).__name__}: {e}", "win_rate": None}
 

@@ -88,7 +88,7 @@ async def check_once(loopbot) -> dict:
     done: dict = {"watch": {}, "started": []}
     try:
         done["routes"] = await reconcile_router(loopbot)
-    except Exception as e:  # noqa: BLE001 - a failing replica must not stop the watch and the trigger
+    except Exception as e:
         log.error("router reconcile failed: %s", e)
     threshold = loopbot.settings.schedule.votes_trigger
     for persona in loopbot.settings.personas:
@@ -96,7 +96,7 @@ async def check_once(loopbot) -> dict:
             verdict = await check_live_watch(loopbot, persona)
             if verdict is not None:
                 done["watch"][persona] = verdict.decision
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.error("live watch of %s failed: %s", persona, e)
         if threshold and not cycle_requested(persona) and not cycle_running(loopbot.engine, persona):
             votes = new_votes_since_last_run(loopbot.engine, persona)

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     result_file = Path(job.result_file) if job.result_file else Path(job.out_dir) / "result.json"
     try:
         stages = train_adapter(job)
-    except Exception as e:  # noqa: BLE001 - the parent reads the reason from the result file
+    except Exception as e:
         traceback.print_exc()
         if _is_main_process():
             result_file.write_text(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))

@@ -11,9 +11,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.engine import Engine
 
+from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import Settings
 from loopbot.web import admin
-from loopbot.base.ratelimit import RateLimiter
 from loopbot.web.security import Signer
 from loopbot.web.templating import render
 

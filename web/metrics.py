@@ -78,7 +78,7 @@ def _latency(counts: crud.DatabaseCounts):
     h = HistogramMetricFamily("loopbot_reply_latency_seconds", "time from request to the last token",
                               labels=["persona"])
     for persona, n, total_ms, *le in counts.latency:
-        buckets = [(str(b), int(c or 0)) for b, c in zip(LATENCY_BUCKETS_S, le)] + [("+Inf", n)]
+        buckets = [(str(b), int(c or 0)) for b, c in zip(LATENCY_BUCKETS_S, le, strict=False)] + [("+Inf", n)]
         h.add_metric([persona], buckets, sum_value=(total_ms or 0) / 1000)
     return h
 

@@ -36,7 +36,7 @@ async def serve(loopbot) -> None:
     server = make_server(loopbot)
     try:  # open the database (and run migrations) once, before requests race to do it
         await asyncio.to_thread(lambda: loopbot.engine)
-    except Exception as e:  # noqa: BLE001 - /readyz reports it; the pages answer once the database is back
+    except Exception as e:
         log.warning("the web pages start without the database: %s", e)
     log.info("web pages on http://%s:%d/ (arena, leaderboard, admin, /metrics)",
              loopbot.settings.web.host, loopbot.settings.web.port)

@@ -87,7 +87,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 (a bad format string: the handler reports it)
+        except Exception:
             return True
         clean = redact(message)
         if clean != message:

@@ -101,7 +101,7 @@ def load_preference(spec: str | None) -> tuple[str, Preference]:
         raise UsageError(f"--users {spec!r}: module {module_name!r} has no function {func_name!r}")
     try:
         result = func("How should I pace my first marathon?", "Start slower than you think.")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise UsageError(f"--users {spec!r}: calling it with (question, reply) failed: {type(e).__name__}: {e}") \
             from None
     if not isinstance(result, bool):

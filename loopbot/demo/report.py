@@ -44,7 +44,7 @@ def verdict(measurements: list[Measurement], cycles: list[CycleSummary], band: B
                  + ("more than sampling noise" if low > 0 else "worse than sampling noise" if high < 0 else
                     "within sampling noise"))
     no_worse = True
-    for c, (before, after) in zip(cycles, itertools.pairwise(measurements)):
+    for c, (before, after) in zip(cycles, itertools.pairwise(measurements), strict=False):
         if c.status == "promoted" and after.high < before.low:
             no_worse = False
             lines.append(f"cycle {c.cycle} promoted {c.candidate}, and the next measurement found it worse "

@@ -17,8 +17,8 @@ from loopbot.app import Loopbot
 from loopbot.base.settings import Settings
 from loopbot.bot.chat import ChatService
 from loopbot.demo import questions as Q
-from loopbot.demo.measure import Band, Measurement, measure
 from loopbot.demo.behaviour import IDEAL, REALISTIC, Behaviour
+from loopbot.demo.measure import Band, Measurement, measure
 from loopbot.demo.mixture import load_population
 from loopbot.demo.population import BUILTIN
 from loopbot.demo.progress import DemoProgress
@@ -227,7 +227,7 @@ class DemoRun:
         png = plot(self.measurements, reports / "demo.png", f"loopbot demo: {self.mixture.label}")
         samples = []
         last = list(self.first_turns.values())[-1]
-        for before, after in list(zip(self.first_turns["base"], last))[:3] if len(self.first_turns) > 1 else []:
+        for before, after in list(zip(self.first_turns["base"], last, strict=False))[:3] if len(self.first_turns) > 1 else []:
             if before.first and after.first:
                 samples.append((before.question, before.first.text, after.first.text))
         plan = self.plan

@@ -115,7 +115,7 @@ def teach_tiny_model(model_dir: str | Path, conversations: list[list[dict]], *, 
         for conv in conversations:
             enc = tok.apply_chat_template(conv, return_dict=True, return_assistant_tokens_mask=True)
             ids, mask = enc["input_ids"][-256:], enc["assistant_masks"][-256:]
-            rows.append((torch.tensor(ids), torch.tensor([i if m else -100 for i, m in zip(ids, mask)])))
+            rows.append((torch.tensor(ids), torch.tensor([i if m else -100 for i, m in zip(ids, mask, strict=False)])))
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         model.train()
         batch = 8

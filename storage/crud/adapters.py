@@ -8,9 +8,17 @@ from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Adapter, Event, utcnow
 
 __all__ = [
-    "next_adapter_version", "create_adapter", "get_adapter", "active_adapter", "active_adapter_names",
-    "list_adapters", "set_adapter_status", "update_adapter_metrics", "activate_adapter", "rollback_target",
     "ADAPTER_STATUSES",
+    "activate_adapter",
+    "active_adapter",
+    "active_adapter_names",
+    "create_adapter",
+    "get_adapter",
+    "list_adapters",
+    "next_adapter_version",
+    "rollback_target",
+    "set_adapter_status",
+    "update_adapter_metrics",
 ]
 
 ADAPTER_STATUSES = ("candidate", "active", "retired", "failed", "rolled_back")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import SeedExample
 
-__all__ = ["content_hash", "add_seed_examples", "store_seed_examples", "list_seed_examples", "seed_example_counts"]
+__all__ = ["add_seed_examples", "content_hash", "list_seed_examples", "seed_example_counts", "store_seed_examples"]
 
 
 def content_hash(data: dict) -> str:

@@ -10,8 +10,15 @@ from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Comparison, Feedback, Generation, User, utcnow
 
 __all__ = [
-    "upsert_vote", "withdraw_vote", "get_vote", "create_comparison", "record_pick", "get_comparison",
-    "export_feedback_since", "vote_counts", "PICKS",
+    "PICKS",
+    "create_comparison",
+    "export_feedback_since",
+    "get_comparison",
+    "get_vote",
+    "record_pick",
+    "upsert_vote",
+    "vote_counts",
+    "withdraw_vote",
 ]
 
 PICKS = ("a", "b", "tie", "both_bad")

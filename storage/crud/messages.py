@@ -9,8 +9,15 @@ from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Generation, Message, utcnow
 
 __all__ = [
-    "record_message", "start_generation", "finish_generation", "get_generation", "get_message",
-    "recent_messages", "set_platform_message_id", "find_message_by_platform_id", "set_in_history",
+    "find_message_by_platform_id",
+    "finish_generation",
+    "get_generation",
+    "get_message",
+    "recent_messages",
+    "record_message",
+    "set_in_history",
+    "set_platform_message_id",
+    "start_generation",
 ]
 
 

@@ -10,8 +10,16 @@ from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
 
 __all__ = [
-    "get_or_create_user", "get_or_create_chat", "get_user", "get_chat", "set_consent", "set_admin",
-    "set_chat_persona", "new_conversation", "forget_user", "record_event",
+    "forget_user",
+    "get_chat",
+    "get_or_create_chat",
+    "get_or_create_user",
+    "get_user",
+    "new_conversation",
+    "record_event",
+    "set_admin",
+    "set_chat_persona",
+    "set_consent",
 ]
 
 

@@ -12,9 +12,18 @@ from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Adapter, RunLock, TrainingRun, utcnow
 
 __all__ = [
-    "start_training_run", "add_run_step", "touch_training_run", "finish_training_run", "get_training_run",
-    "list_training_runs", "highest_trained_feedback_id", "acquire_run_lock", "release_run_lock", "renew_run_lock",
-    "run_lock_held", "fail_stale_runs",
+    "acquire_run_lock",
+    "add_run_step",
+    "fail_stale_runs",
+    "finish_training_run",
+    "get_training_run",
+    "highest_trained_feedback_id",
+    "list_training_runs",
+    "release_run_lock",
+    "renew_run_lock",
+    "run_lock_held",
+    "start_training_run",
+    "touch_training_run",
 ]
 
 

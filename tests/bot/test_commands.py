@@ -92,8 +92,8 @@ async def test_rate_limit_per_minute_and_concurrency(engine, settings):
 
 
 async def test_admin_rollback_goes_through_the_trainer_registry(settings, tmp_path):
-    from loopbot.bot.chat import ChatService
     from loopbot.app import Loopbot
+    from loopbot.bot.chat import ChatService
     from loopbot.training_control import LoopbotTraining
     from testkit.instant_backend import InstantBackend
     from testkit.router_from_database import router_from_database

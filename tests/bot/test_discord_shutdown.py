@@ -8,8 +8,8 @@ import logging
 
 from loopbot.app import Loopbot
 from loopbot.runtime import serve_all
-from testkit.instant_backend import InstantBackend
 from testkit.fake_discord import FakeDiscord
+from testkit.instant_backend import InstantBackend
 
 
 async def test_stopping_while_replies_stream_gives_each_a_final_state_and_logs_no_error(settings, caplog):

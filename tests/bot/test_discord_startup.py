@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from loopbot.base.errors import ConfigError
 from loopbot.bot.chat import ChatService
 from loopbot.bot.discord import DiscordBot
-from loopbot.base.errors import ConfigError
 from testkit.fake_discord import FakeDiscord
 from testkit.instant_backend import InstantBackend
 from testkit.router_from_database import router_from_database

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from loopbot.app import Loopbot
-from loopbot.terminal_chat import run_terminal_chat
 from loopbot.storage.db import make_engine, session_scope
 from loopbot.storage.models import Feedback, Generation, Message
+from loopbot.terminal_chat import run_terminal_chat
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from loopbot.demo import population, questions
 from loopbot.base.errors import UsageError
+from loopbot.demo import population, questions
 
 
 def test_default_population_reads_only_the_first_sentence():

@@ -42,7 +42,7 @@ async def test_users_pick_in_arena_rounds_between_the_live_version_and_the_base(
 
     crud.create_adapter(engine, persona="coach", version=1, base_model="smollm2", path=str(tmp_path))
     crud.activate_adapter(engine, persona="coach", version=1)
-    service, backend = _service(engine, settings, script, arena_rate=1.0)  # the router loads the live coach-v1
+    service, _backend = _service(engine, settings, script, arena_rate=1.0)  # the router loads the live coach-v1
     turns = await Traffic(service, speaks_to_runner, tag="arena").run(["How do I taper?", "What shoes?"])
     for turn in turns:
         assert turn.arena_pick in ("a", "b")

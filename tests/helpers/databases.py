@@ -18,7 +18,7 @@ def postgres_unreachable_reason() -> str | None:
             c.execute(text("select 1"))
         eng.dispose()
         return None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {type(e).__name__}: {str(e).splitlines()[0]}"
 
 

@@ -39,7 +39,7 @@ async def test_model_fetch_converts_once_and_the_model_speaks_english(tmp_path, 
     assert "ready at" in run_cli(capsys, "model", "list")[1]
 
     backend = LocalBackend(target, model_name="smollm2")
-    text, finished = await complete(backend, [{"role": "user", "content": "Give me one tip for running a marathon."}],
+    text, _finished = await complete(backend, [{"role": "user", "content": "Give me one tip for running a marathon."}],
                                     sampling=SamplingParams(temperature=0, max_tokens=24))
     await backend.aclose()
     words = re.findall(r"[A-Za-z']+", text)

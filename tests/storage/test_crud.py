@@ -73,7 +73,7 @@ def test_arena_pick_hides_the_loser_from_history(engine):
 
 
 def test_forget_deletes_messages_generations_and_votes(engine):
-    user, chat, _, gen = _reply(engine)
+    user, _chat, _, gen = _reply(engine)
     other, _, _, other_gen = _reply(engine, user_name="u2")
     crud.upsert_vote(engine, generation_id=gen.id, user_id=user.id, value=1)
     crud.upsert_vote(engine, generation_id=gen.id, user_id=other.id, value=1)

@@ -1,9 +1,9 @@
 """Alembic migrations build exactly the schema the models describe, on SQLite and PostgreSQL."""
 
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config
 from sqlmodel import SQLModel
 
 from loopbot.storage.db import MIGRATIONS_DIR, current_revision

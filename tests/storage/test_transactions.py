@@ -31,10 +31,9 @@ def test_an_activation_whose_audit_event_fails_is_undone(engine):
     for v in (1, 2):
         crud.create_adapter(engine, persona="coach", version=v, base_model="m", path=f"/a/{v}")
     crud.activate_adapter(engine, persona="coach", version=1)
-    with pytest.raises(IntegrityError, match="kind"):
-        with transaction(engine) as session:
-            crud.activate_adapter(session, persona="coach", version=2, reason="promoted")
-            crud.record_event(session, kind=None, persona="coach", data={"version": 2})  # a NOT NULL column
+    with pytest.raises(IntegrityError, match="kind"), transaction(engine) as session:
+        crud.activate_adapter(session, persona="coach", version=2, reason="promoted")
+        crud.record_event(session, kind=None, persona="coach", data={"version": 2})  # a NOT NULL column
     assert crud.active_adapter(engine, persona="coach").version == 1
     assert crud.get_adapter(engine, persona="coach", version=2).status == "candidate"
     assert _count(engine, Event, Event.kind == "activate") == 1  # only the first activation's

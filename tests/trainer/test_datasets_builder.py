@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from loopbot.storage import crud
-from tests.helpers.feedback_factory import FeedbackFactory
 from loopbot.trainer.dataset_stats import dataset_stats, new_votes_since_last_build, new_votes_since_last_run
 from loopbot.trainer.datasets import FILES, build_datasets
+from tests.helpers.feedback_factory import FeedbackFactory
 
 
 def _rows(build, name):

@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Feedback, Generation, Message, User
-from tests.helpers.databases import truncate_all
-from tests.helpers.feedback_factory import FeedbackFactory
 from loopbot.trainer.cleaning import finished_part, scrub_pii
 from loopbot.trainer.datasets import build_datasets
 from loopbot.trainer.importers.whatsapp import chat_examples, parse_whatsapp
+from tests.helpers.databases import truncate_all
+from tests.helpers.feedback_factory import FeedbackFactory
 
 HEADER = st.builds(
     lambda d, m, y, h, mi, ampm, ios, author, text: (
@@ -54,7 +54,7 @@ def _facts(engine):
         rows = s.execute(select(Message.text, Message.conversation_id, User.consent)
                          .join(User, User.id == Message.user_id)).all()
         votes: dict[tuple[str, str], list[int]] = {}
-        for text, gen_id, value, consent in s.execute(
+        for text, _gen_id, value, consent in s.execute(
                 select(Message.text, Generation.id, Feedback.value, User.consent)
                 .join(Generation, Generation.message_id == Message.id)
                 .join(Feedback, Feedback.generation_id == Generation.id)

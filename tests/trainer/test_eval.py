@@ -8,11 +8,11 @@ import math
 import pytest
 
 from loopbot.base.settings import JudgeSettings
-from testkit.fake_judge import FakeJudge
-from tests.trainer.synthetic import write_dataset
 from loopbot.trainer.degeneracy import degeneracy_figures
 from loopbot.trainer.evaluate import _Scorer, evaluate_candidate, vote_auc, write_report
 from loopbot.trainer.judge import PairwiseJudge
+from testkit.fake_judge import FakeJudge
+from tests.trainer.synthetic import write_dataset
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
 

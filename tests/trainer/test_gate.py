@@ -8,8 +8,8 @@ import pytest
 
 from loopbot.base.settings import GateSettings
 from loopbot.storage import crud
-from tests.trainer.synthetic import write_dataset
 from loopbot.trainer.gate import apply_gate
+from tests.trainer.synthetic import write_dataset
 
 NORMAL = {"replies": 20, "words_per_reply": 42.0, "cutoff_rate": 0.05, "empty_rate": 0.0,
           "repeated_ngram_rate": 0.01, "symbols_per_word": 0.12}

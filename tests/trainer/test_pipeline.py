@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from loopbot.storage import crud
+from loopbot.trainer.pipeline import choose_method, cycle_running, run_cycle
 from tests.trainer.conftest import loopbot_on
 from tests.trainer.synthetic import seed_feedback
-from loopbot.trainer.pipeline import choose_method, cycle_running, run_cycle
 
 
 def _lora_tensors(path: Path) -> dict:

@@ -10,9 +10,9 @@ from loopbot.serving.router import Router
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Event
+from loopbot.trainer.registry import check_live_watch, one_sided_two_proportion_p, promote, rollback, watch_verdict
 from testkit.instant_backend import InstantBackend
 from tests.trainer.conftest import loopbot_on
-from loopbot.trainer.registry import check_live_watch, one_sided_two_proportion_p, promote, rollback, watch_verdict
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from loopbot.app import Loopbot
 from loopbot.base.errors import ConfigError
 from loopbot.serving.router import Router
 from loopbot.storage import crud
-from testkit.instant_backend import InstantBackend
-from tests.trainer.synthetic import seed_feedback
 from loopbot.trainer.pipeline import pending_cycle
 from loopbot.trainer.registry import promote
 from loopbot.trainer.schedule import CHECK_JOB_ID, check_once, cycle_job_id, start_scheduler
+from testkit.instant_backend import InstantBackend
+from tests.trainer.synthetic import seed_feedback
 
 
 async def _wait_for(predicate, timeout_s: float = 30.0):

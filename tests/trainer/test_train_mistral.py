@@ -6,10 +6,10 @@ import pytest
 
 from loopbot.base.errors import UsageError
 from loopbot.storage import crud
-from testkit.fake_mistral_ft import FakeMistralFineTuning
-from tests.trainer.synthetic import seed_feedback
 from loopbot.trainer.launch import TrainingFailed
 from loopbot.trainer.mistral_ft import train_on_mistral
+from testkit.fake_mistral_ft import FakeMistralFineTuning
+from tests.trainer.synthetic import seed_feedback
 
 
 @pytest.fixture

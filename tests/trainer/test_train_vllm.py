@@ -11,10 +11,10 @@ from loopbot.serving.base import SamplingParams, complete
 from loopbot.serving.local import LocalBackend
 from loopbot.serving.vllm import VllmBackend
 from loopbot.serving.vllm_server import VllmServer
+from loopbot.trainer.launch import train_new_version
 from testkit.ports import free_port
 from testkit.tiny_model import build_tiny_model
 from tests.trainer.synthetic import write_dataset
-from loopbot.trainer.launch import train_new_version
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=12)

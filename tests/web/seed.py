@@ -41,7 +41,7 @@ def arena_world(loopbot, *, persona: str = "coach", prompts: int = 3) -> dict[st
     gens: dict[str, list[int]] = {"base": [], f"{persona}-v1": [], f"{persona}-v2": []}
     for i in range(prompts):
         prompt = f"How should I pace long run number {i}?"
-        for style, version in zip(("Run easy", "Start slow", "Keep it steady"), gens):
+        for style, version in zip(("Run easy", "Start slow", "Keep it steady"), gens, strict=False):
             gens[version].append(reply(engine, persona=persona, prompt=prompt, user=f"u{i}",
                                        text=f"{style}, then faster (#{i}).",
                                        version=None if version == "base" else version))

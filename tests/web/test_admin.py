@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from loopbot.storage import crud
 from loopbot.trainer import registry
+from loopbot.web.app import create_app
 from tests.web.conftest import ADMIN_TOKEN
 from tests.web.forms import hidden_fields
 from tests.web.seed import adapter_dir, arena_world
-from loopbot.web.app import create_app
 
 
 def _login(client, token=ADMIN_TOKEN):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from loopbot.base.ratelimit import RateLimiter
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Comparison, Generation
 from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world, reply
-from loopbot.base.ratelimit import RateLimiter
 
 
 def _vote(client, persona="coach", pick="a", **override):
@@ -166,8 +166,8 @@ def test_arena_can_leave_chat_replies_out(client, loopbot):
 
 
 async def test_fresh_pair_from_the_running_router_when_stored_ones_run_out(client, loopbot):
-    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
+    from testkit.instant_backend import InstantBackend
 
     eng = loopbot.engine
     arena_world(loopbot, prompts=1)  # 3 stored pairs
@@ -195,8 +195,8 @@ def _stopped_clock() -> float:
 
 
 async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
-    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
+    from testkit.instant_backend import InstantBackend
 
     backend = InstantBackend()
     loopbot.router = Router(backend, routes={"coach": ("coach-v2", "/x")})

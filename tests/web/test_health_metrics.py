@@ -6,9 +6,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopbot.storage import crud
-from tests.web.seed import arena_world, reply
 from loopbot.web.app import create_app
 from loopbot.web.metrics import record_swap
+from tests.web.seed import arena_world, reply
 
 
 def _samples(text: str) -> dict[tuple, float]:
@@ -46,8 +46,8 @@ def test_readyz_fails_when_the_database_is_unreachable(settings):
 
 
 async def test_readyz_waits_until_the_live_adapter_is_loaded(client, loopbot):
-    from testkit.instant_backend import InstantBackend
     from loopbot.serving.router import Router
+    from testkit.instant_backend import InstantBackend
 
     arena_world(loopbot)  # coach-v2 is live in the database
     backend = InstantBackend()

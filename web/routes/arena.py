@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from loopbot.base.ratelimit import RateLimiter
 from loopbot.trainer.registry import running_router
 from loopbot.web.arena import VoteRefused, choose_matchup, pair_value, record_vote, reveal
 from loopbot.web.deps import (
@@ -24,7 +25,6 @@ from loopbot.web.deps import (
 )
 from loopbot.web.fresh import generate_pair
 from loopbot.web.metrics import WEB_VOTES_REFUSED
-from loopbot.base.ratelimit import RateLimiter
 from loopbot.web.security import VISITOR_COOKIE, Signer
 
 router = APIRouter()

@@ -41,7 +41,7 @@ async def readyz(loopbot: LoopbotDep):
     try:
         live = await asyncio.wait_for(run_in_threadpool(_database, loopbot), timeout=5)
         checks["database"] = {"ok": True}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         live = []
         checks["database"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     backend = _built_backend(loopbot)
@@ -57,7 +57,7 @@ async def readyz(loopbot: LoopbotDep):
                 problems = dict(getattr(running_router(loopbot), "problems", {}) or {})
                 checks["adapters"] = {"ok": not missing and not problems, "live": sorted(live), "missing": missing,
                                       **({"problems": problems} if problems else {})}
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             checks["serving"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
