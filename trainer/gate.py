@@ -91,7 +91,7 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
 
     cd = cand.get("degeneracy") or {}
     ref, ref_name = live.get("degeneracy") or {}, "live"
-    band = _corpus_band(report, gate)
+    band = _corpus_band(report, gate) if corpus is not None and corpus.passed else None
     if band is not None:
         ref, ref_name = band, "corpus"
     if not gate.degeneracy_checks:
@@ -168,7 +168,9 @@ def _corpus_evidence(report: dict, gate: GateSettings) -> Check | None:
 
 def _corpus_band(report: dict, gate: GateSettings) -> dict | None:
     """The corpus' own held-out replies' degeneracy figures, when the first-version corpus path applies and they
-    are enough to measure against."""
+    are enough to measure against. apply_gate uses them only when the corpus evidence passed: a version shown to
+    write like the corpus is measured against how the corpus writes; otherwise (a first version that learnt from
+    votes while its corpus perplexity rose, as the demo's coach-v1 did) the live version stays the band."""
     corpus = (report.get("corpus") or {}).get("degeneracy") or {}
     if _first_version_corpus(report, gate) is None or corpus.get("replies", 0) < gate.min_corpus_heldout_replies:
         return None

@@ -157,9 +157,10 @@ class GateSettings(Section):
                                    "version's finished replies (catches a collapse to a few words)")
     max_repetition_rise: float = Field(0.10, ge=0)
     max_symbols_per_word_ratio: float = Field(1.5, gt=1)
-    seed_perplexity_tolerance: float | None = Field(None, ge=0, description="allowed relative rise in held-out "
-                                                    "perplexity on the seed corpus; None = perplexity_tolerance "
-                                                    "(the tolerance applies to each source on its own)")
+    seed_perplexity_tolerance: float | None = Field(0.30, ge=0, description="allowed relative rise in held-out "
+                                                    "perplexity on the seed corpus (perplexity_tolerance applies to "
+                                                    "users' liked replies; each source is checked on its own); "
+                                                    "None = perplexity_tolerance")
     first_version_from_corpus: bool = Field(True, description="a persona's first version (nothing live) trained "
                                             "on a seed corpus may show it is better by its held-out corpus "
                                             "perplexity, with the degeneracy band taken from the corpus' replies")
