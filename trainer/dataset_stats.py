@@ -1,4 +1,5 @@
-"""What the data looks like: counts per source, 👍 rate over time, new votes since the last run or build."""
+"""What the data looks like: counts per source, 👍 rate over time, new votes and new feedback events (votes plus
+the implicit signals that train) since the last run or build: what triggers a cycle."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections import defaultdict
 from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
-from loopbot.trainer.datasets import BUILD_EVENT, build_datasets
+from loopbot.storage.crud.signals import unvoted_implicit_replies
+from loopbot.trainer.datasets import BUILD_EVENT, _unusable, build_datasets
+from loopbot.trainer.implicit_signals import keep_follow_up
+from loopbot.trainer.splits import conversation_key, is_heldout
 
 TRAINED_RUN_STATUSES = ("succeeded", "promoted", "rejected")
 
@@ -30,6 +34,70 @@ def new_votes_since_last_run(engine: Engine, persona: str) -> int:
     """Consented votes on the persona's replies that no finished training run has used yet."""
     return crud.consented_vote_count(engine, persona=persona,
                                      after_feedback_id=last_trained_feedback_id(engine, persona))
+
+
+def last_trained_generation_id(engine: Engine, persona: str) -> int:
+    """The highest generation id a finished training run's dataset build covered (0 if none): replies after it are
+    new to training (`generation_id_max` of the adapters' manifests and of the runs' dataset sizes)."""
+    return crud.highest_trained_id(engine, persona=persona, run_statuses=TRAINED_RUN_STATUSES,
+                                   key="generation_id_max")
+
+
+def new_implicit_signals(engine: Engine, persona: str, signals, *, after_generation_id: int = 0,
+                         heldout_fraction: float = 0.0) -> dict[str, int]:
+    """{retried_unvoted, follow_up}: unvoted replies newer than `after_generation_id` that a dataset build would
+    now turn into training rows (trainer.implicit_signals, with the same switches, consent, usability, held-out
+    and follow-up sampling rules)."""
+    out = {"retried_unvoted": 0, "follow_up": 0}
+    if not (signals.retried_unvoted or signals.follow_up):
+        return out
+    excluded = None
+    for gid, _prompt, status, finish, chat_id, text, conv, retried, followed in \
+            unvoted_implicit_replies(engine, persona, generation_id_min=after_generation_id):
+        kind = "retried_unvoted" if retried else "follow_up"
+        if not (signals.retried_unvoted if retried else signals.follow_up):
+            continue
+        if excluded is None:
+            excluded = crud.unconsented_conversations(engine)
+        if (chat_id, conv) in excluded:
+            continue
+        reason = _unusable(status, finish, text)
+        if reason and not (retried and reason == "cut_off" and (text or "").strip()):
+            continue
+        if is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), heldout_fraction):
+            continue
+        if followed and not keep_follow_up(gid, signals.follow_up_weight):
+            continue
+        out[kind] += 1
+    return out
+
+
+def new_feedback_since_last_run(engine: Engine, persona: str, settings) -> dict:
+    """What triggers a cycle: {votes, retried_unvoted, follow_up, weight, total} since the last trained run.
+    `total` = votes + `trainer.implicit_trigger_weight` x (retried unvoted + followed-up replies a build would
+    train on); it is compared with `trainer.min_new_votes` and `schedule.votes_trigger`. Weight 0 = votes only
+    (and the implicit replies are not even counted)."""
+    votes = new_votes_since_last_run(engine, persona)
+    weight = settings.trainer.implicit_trigger_weight
+    implicit = {"retried_unvoted": 0, "follow_up": 0}
+    if weight > 0:
+        implicit = new_implicit_signals(engine, persona, settings.trainer.signals,
+                                        after_generation_id=last_trained_generation_id(engine, persona),
+                                        heldout_fraction=settings.trainer.dataset.heldout_fraction)
+    total = votes + weight * (implicit["retried_unvoted"] + implicit["follow_up"])
+    return {"votes": votes, **implicit, "weight": weight, "total": round(total, 3)}
+
+
+def describe_new_feedback(new: dict) -> str:
+    """"12 new feedback events (5 votes, 4 retried unvoted replies, 3 follow-ups)"."""
+    total = new["total"]
+    shown = f"{total:g}"
+    parts = [f"{new['votes']} votes"]
+    if new.get("weight"):
+        parts += [f"{new['retried_unvoted']} retried unvoted replies", f"{new['follow_up']} follow-ups"]
+        if new["weight"] != 1:
+            parts[-1] += f"; implicit ones weighted {new['weight']:g}"
+    return f"{shown} new feedback events ({', '.join(parts)})"
 
 
 def new_votes_since_last_build(engine: Engine, persona: str) -> int:
@@ -62,6 +130,7 @@ def dataset_stats(engine: Engine, persona: str, settings=None) -> dict:
         "new_votes_since_last_run": new_votes_since_last_run(engine, persona),
     }
     if settings is not None:
+        stats["new_feedback_since_last_run"] = new_feedback_since_last_run(engine, persona, settings)
         preview = build_datasets(engine, settings, persona, write=False)
         stats["next_run"] = {"counts": preview.counts, "kto_balance": preview.manifest["kto_balance"],
                              "dropped": preview.manifest["dropped"]}

@@ -5,8 +5,9 @@ Files written under `<data_dir>/datasets/<persona>/<build id>/`:
   dpo.jsonl   {"prompt": [...], "chosen": [{"role": "assistant", ...}], "rejected": [...]}
   kto.jsonl   {"prompt": [...], "completion": [{"role": "assistant", ...}], "label": true|false}
   heldout_sft.jsonl, heldout_dpo.jsonl, heldout_kto.jsonl (the same, for the held-out conversations)
-  manifest.json (counts, sources, rows per feedback signal, dropped and why, feedback id range, KTO balance,
-                 content hash)
+  heldout_*.jsonl.sources (each held-out row's source, one a line: the evaluation's per-source perplexity)
+  manifest.json (counts, sources, rows per feedback signal, replayed seed rows, dropped and why, feedback id
+                 range, KTO balance, content hash)
 
 Signals (docs/feedback-signals.md): votes, arena picks, 🔄 retries, and, for replies nobody voted on, a 🔄 that
 replaced them (undesirable) or a message that answered them (desirable, a weaker signal).
@@ -41,11 +42,12 @@ from loopbot.storage.crud.dataset_rows import (
 )
 from loopbot.trainer.cleaning import Deduper, finished_part, fit_prompt, message_tokens, scrub_pii
 from loopbot.trainer.implicit_signals import add_implicit_rows, signal_counts
-from loopbot.trainer.splits import conversation_key, is_heldout
+from loopbot.trainer.splits import conversation_key, heldout_score, is_heldout
 
 KINDS = ("sft", "dpo", "kto")
 FILES = KINDS + tuple(f"heldout_{k}" for k in KINDS)
 MAX_PAIRS_PER_PROMPT = 4
+SOURCES_SUFFIX = ".sources"  # beside each held-out file: the source of each row, one a line (for the evaluation)
 BUILD_EVENT = "dataset_build"
 
 
@@ -84,7 +86,9 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         staging.mkdir(parents=True)
     sink = _Sink(staging, cfg, count_tokens or estimate_tokens, persona_cfg.system_prompt)
     try:
-        _add_seed_examples(engine, persona, sink, heldout_only=since is not None)
+        _add_seed_examples(engine, persona, sink, heldout_only=since is not None,
+                           replay_fraction=cfg.replay_seed_fraction if since is not None else 0.0,
+                           replay_salt=str((since or {}).get("build_id") or ""))
         excluded = unconsented_conversations(engine)
         nets, by_prompt, fids, liked_cut, trimmed = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction,
                                                                        sink, excluded)
@@ -110,6 +114,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         "counts": dict(sink.counts),
         "sources": {k: dict(v) for k, v in sink.sources.items()},
         "signals": signal_counts(sink),
+        "replay_rows": sink.replay_rows,
         "dropped": dict(sorted(sink.dropped.items())),
         "notes": dict(sorted(sink.notes.items())),
         "kto_balance": sink.kto_balance(),
@@ -123,6 +128,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         "tokenizer": tokenizer_name or ("estimate" if count_tokens is None else "custom"),
         "settings": cfg.model_dump(),
         "files": {name: f"{name}.jsonl" for name in FILES},
+        "source_files": {name: f"{name}{SOURCES_SUFFIX}" for name in FILES if name.startswith("heldout_")},
         "content_hash": content_hash,
     }
     if not write:
@@ -147,16 +153,33 @@ def _record_build(engine: Engine, persona: str, path: Path, manifest: dict) -> N
                             "content_hash": manifest["content_hash"]})
 
 
-def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_only: bool = False) -> None:
+def replayed(example_id: int, fraction: float, salt: str) -> bool:
+    """Whether a seed training example is replayed in a cycle that continues the live version: a stable draw per
+    example and per starting build (`salt`), true for about `fraction` of the examples; each new build the live
+    version came from draws another share, so successive cycles replay different parts of the corpus."""
+    return fraction > 0 and heldout_score(f"replay:{salt}:{example_id}") < fraction
+
+
+def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_only: bool = False,
+                       replay_fraction: float = 0.0, replay_salt: str = "") -> None:
+    """The persona's seed examples. `heldout_only` (a cycle continuing the live version, which learnt the corpus):
+    only the held-out ones, plus the replay share (`replay_fraction`) of the SFT training examples, mixed in so
+    that training on users' feedback does not drift the persona away from its corpus."""
     for ex in crud.list_seed_examples(engine, persona=persona):
         heldout = ex.split != "train"
+        replay = False
         if heldout_only and not heldout:
-            sink.note("seed_train_examples_in_live")
-            continue
+            replay = ex.kind == "sft" and replayed(ex.id, replay_fraction, replay_salt)
+            if not replay:
+                sink.note("seed_train_examples_in_live")
+                continue
         source = f"seed:{ex.source}"
         data = ex.data
         if ex.kind == "sft":
+            before = sink.counts["sft"]
             sink.add_sft(data["messages"][:-1], data["messages"][-1], heldout, source)
+            if replay and sink.counts["sft"] > before:
+                sink.replay_rows += 1
         elif ex.kind == "dpo":
             sink.add_dpo(data["prompt"], data["chosen"], data["rejected"], heldout, source)
         elif ex.kind == "kto":
@@ -315,11 +338,15 @@ class _Sink:
         self.labels: Counter = Counter()
         self.voted_rows: set[int] = set()  # replies whose votes made a KTO row
         self.paired: set[int] = set()  # replies on either side of a written DPO pair
+        self.replay_rows = 0  # seed training examples replayed in a cycle that continues the live version
         self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
         self.hashers = {name: hashlib.sha256() for name in FILES}
         self.files = {}
         for name in FILES if out_dir else ():
             self.files[name] = open(out_dir / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            if name.startswith("heldout_"):
+                self.files[name + SOURCES_SUFFIX] = open(  # noqa: SIM115 (closed in close())
+                    out_dir / f"{name}{SOURCES_SUFFIX}", "w", encoding="utf-8")
 
     def _prompt(self, prompt: list[dict]) -> list[dict]:
         prompt = _clean_messages(prompt, self.cfg.scrub_pii)
@@ -396,6 +423,8 @@ class _Sink:
         self.hashers[name].update(line.encode())
         if self.files:
             self.files[name].write(line)
+            if heldout:
+                self.files[name + SOURCES_SUFFIX].write(source.replace("\n", " ") + "\n")
 
     def kto_balance(self) -> dict:
         good, bad = self.labels[True], self.labels[False]

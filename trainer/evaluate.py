@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from loopbot.base.settings import Settings
+from loopbot.trainer.datasets import SOURCES_SUFFIX
 from loopbot.trainer.degeneracy import degeneracy_figures
 from loopbot.trainer.judge import PairwiseJudge
 from loopbot.trainer.train import dataset_rows
@@ -125,6 +126,40 @@ def _heldout(dataset_dir: Path) -> dict[str, list[dict]]:
     return {k: dataset_rows(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
 
 
+def heldout_sources(dataset_dir: Path, kind: str, rows: int) -> list[str] | None:
+    """The source of each held-out row of `kind` (the build's `heldout_<kind>.jsonl.sources`), or None when the
+    build has no such file or it does not match the rows (a build from before the file existed)."""
+    path = Path(dataset_dir) / f"heldout_{kind}{SOURCES_SUFFIX}"
+    if not path.is_file():
+        return None
+    sources = path.read_text(encoding="utf-8").splitlines()
+    return sources if len(sources) == rows else None
+
+
+def source_group(source: str) -> str:
+    """"corpus" for the persona's seed corpus (imported examples), "liked" for what users liked."""
+    return "corpus" if source.startswith("seed:") else "liked"
+
+
+def perplexity_by_source(groups: list[str], scores: list[tuple[float, int]]) -> dict[str, dict]:
+    """{group: {perplexity, tokens, replies}}: token-weighted perplexity of each source's held-out replies."""
+    out: dict[str, dict] = {}
+    for group in dict.fromkeys(groups):
+        mine = [sc for g, sc in zip(groups, scores, strict=True) if g == group]
+        tokens = sum(n for _, n in mine)
+        out[group] = {"perplexity": round(math.exp(-sum(lp for lp, _ in mine) / tokens), 4) if tokens else None,
+                      "tokens": int(tokens), "replies": len(mine)}
+    return out
+
+
+def corpus_replies(held_sft: list[dict], groups: list[str] | None) -> list[str]:
+    """The held-out seed corpus' replies (the last assistant turn of each of its held-out SFT rows)."""
+    if groups is None:
+        return []
+    return [r["messages"][-1]["content"] for r, g in zip(held_sft, groups, strict=True)
+            if g == "corpus" and r["messages"] and r["messages"][-1]["role"] == "assistant"]
+
+
 def heldout_prompts(held: dict[str, list[dict]], limit: int) -> list[list[dict]]:
     """Distinct held-out prompts (the conversation up to the reply), in file order."""
     seen, out = set(), []
@@ -201,10 +236,17 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     scorer = _Scorer(base_model, adapters, settings.trainer.max_length)
     variants = {"candidate": "candidate", "live": "live" if live_path else None, "base": None}
     liked = held["sft"] or [{"messages": r["prompt"] + r["completion"]} for r in held["kto"] if r["label"]]
+    sources = heldout_sources(Path(dataset_dir), "sft", len(held["sft"])) if held["sft"] else None
+    groups = [source_group(x) for x in sources] if sources is not None else \
+        (None if held["sft"] else ["liked"] * len(liked))
     prompts = heldout_prompts(held, settings.trainer.judge.prompts)
     system = [{"role": "system", "content": p.system_prompt}] if p.system_prompt else []
     report: dict = {"persona": persona, "candidate": candidate_name, "live": live_name, "dataset": str(dataset_dir),
-                    "heldout": {k: len(v) for k, v in held.items()}, "prompts": len(prompts), "variants": {}}
+                    "heldout": {k: len(v) for k, v in held.items()}, "prompts": len(prompts), "variants": {},
+                    "first_version": live_path is None}
+    corpus = corpus_replies(held["sft"], groups)
+    if corpus:  # the corpus' own replies: the degeneracy band of a first version trained on it
+        report["corpus"] = {"replies": len(corpus), "degeneracy": degeneracy_figures(corpus, ["stop"] * len(corpus))}
     replies: dict[str, list[tuple[str, str]]] = {}
     votes = heldout_votes(held)
     vote_logprobs: dict[str, list[float]] = {}
@@ -229,6 +271,8 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 "preference_margin": round(sum(margins) / len(margins), 4) if margins else None,
                 "pairs": len(held["dpo"]),
             }
+            if groups is not None and liked:
+                figures["perplexity_by_source"] = perplexity_by_source(groups, replies_nll)
             if label != "base":
                 vote_logprobs[label] = [_per_token(v) for v in scores[len(liked) + len(pair_sides):]]
                 replies[label] = scorer.generate(prompts, p.sampling.max_tokens)

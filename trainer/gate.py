@@ -1,4 +1,8 @@
-"""The gate: a candidate reaches users only if every check against the live version passes."""
+"""The gate: a candidate reaches users only if every check against the live version passes.
+
+A persona's first version (nothing live: the base model is the bar) trained on a seed corpus may instead show it is
+better by a large drop in held-out corpus perplexity, with its degeneracy band taken from the corpus' own replies
+(`trainer.gate.first_version_from_corpus`)."""
 
 from __future__ import annotations
 
@@ -39,18 +43,21 @@ def _ratio(new: float, old: float) -> float:
     return new / old
 
 
+SOURCE_LABELS = {"corpus": "seed corpus", "liked": "liked replies"}
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def _change(new: float, old: float) -> str:
+    return f"{new / old - 1:+.0%}" if old else "n/a"
+
+
 def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     """Judge an evaluation report (trainer.evaluate) by the configured thresholds."""
     cand, live = report["variants"]["candidate"], report["variants"]["live"]
-    checks: list[Check] = []
-
-    cp, lp = cand.get("perplexity"), live.get("perplexity")
-    if cp is None or lp is None:
-        checks.append(Check("perplexity", True, "no held-out liked replies to measure (not checked)"))
-    else:
-        limit = lp * (1 + gate.perplexity_tolerance)
-        checks.append(Check("perplexity", cp <= limit,
-                            f"{cp:.3f} vs live {lp:.3f} (allowed up to {limit:.3f})"))
+    checks: list[Check] = [_perplexity_check(cand, live, gate)]
 
     better: list[Check] = []
     ca, la = cand.get("preference_accuracy"), live.get("preference_accuracy")
@@ -67,8 +74,12 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     if judge.get("win_rate") is not None:
         better.append(Check("judge", judge["win_rate"] >= gate.min_judge_win_rate,
                             f"judge win rate {judge['win_rate']:.3f} (needs >= {gate.min_judge_win_rate:.3f})"))
+    corpus = _corpus_evidence(report, gate)
+    if corpus is not None:
+        better.append(corpus)
     if not better:
-        checks.append(Check("better", False, "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
+        checks.append(Check("better", False,
+                            "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
     else:
         ok = any(c.passed for c in better)
         checks.append(Check("better", ok, " or ".join(c.detail for c in better)))
@@ -78,30 +89,113 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     checks.append(Check("smoke", not bad, f"{len(smoke) - len(bad)}/{len(smoke)} smoke prompts answered"
                         + (f"; failed: {bad}" if bad else "")))
 
-    cd, ld = cand.get("degeneracy") or {}, live.get("degeneracy") or {}
+    cd = cand.get("degeneracy") or {}
+    ref, ref_name = live.get("degeneracy") or {}, "live"
+    band = _corpus_band(report, gate) if corpus is not None and corpus.passed else None
+    if band is not None:
+        ref, ref_name = band, "corpus"
     if not gate.degeneracy_checks:
         checks.append(Check("degeneracy", True, "not checked (trainer.gate.degeneracy_checks = false)"))
-    elif cd.get("replies") and ld.get("replies"):
-        rise = cd["cutoff_rate"] - ld["cutoff_rate"]
-        checks.append(Check("cutoff", rise <= gate.max_cutoff_rate_rise + 1e-9,
-                            f"cut off at the token limit {cd['cutoff_rate']:.0%} vs live {ld['cutoff_rate']:.0%}"))
-        checks.append(_length_check(cd, ld, gate.max_words_ratio, gate.min_words_ratio))
-        rep = cd["repeated_ngram_rate"] - ld["repeated_ngram_rate"]
-        checks.append(Check("repetition", rep <= gate.max_repetition_rise + 1e-9,
-                            f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} "
-                            f"vs live {ld['repeated_ngram_rate']:.0%}"))
-        sr = _ratio(cd["symbols_per_word"], ld["symbols_per_word"])
-        checks.append(Check("symbols", sr <= gate.max_symbols_per_word_ratio or cd["symbols_per_word"] <= 0.05,
-                            f"digits/symbols per word {cd['symbols_per_word']:.2f} "
-                            f"vs live {ld['symbols_per_word']:.2f}"))
-        checks.append(Check("empty", cd["empty_rate"] - ld["empty_rate"] <= gate.max_cutoff_rate_rise + 1e-9,
-                            f"empty replies {cd['empty_rate']:.0%} vs live {ld['empty_rate']:.0%}"))
+    elif cd.get("replies") and ref.get("replies"):
+        if band is not None:
+            checks.append(Check("band", True, f"degeneracy band from the corpus's {band['replies']} held-out replies "
+                                "(first version: a persona cloned from a corpus writes like the corpus, not like "
+                                "the base model)"))
+        checks.extend(_degeneracy_checks(cd, ref, ref_name, gate))
     else:
         checks.append(Check("degeneracy", False, "no held-out prompts to generate replies for"))
     return GateResult(passed=all(c.passed for c in checks), checks=checks)
 
 
-def _length_check(cd: dict, ld: dict, max_ratio: float, min_ratio: float) -> Check:
+def _perplexity_check(cand: dict, live: dict, gate: GateSettings) -> Check:
+    """Held-out perplexity may rise at most the tolerance, on each source by itself (the seed corpus, users' liked
+    replies) when the report has them: a drift on the corpus is not diluted by replies live wrote itself."""
+    cs, ls = cand.get("perplexity_by_source") or {}, live.get("perplexity_by_source") or {}
+    groups = [g for g in cs if g in ls and cs[g].get("perplexity") is not None
+              and ls[g].get("perplexity") is not None]
+    if groups:
+        parts, ok = [], True
+        for g in groups:
+            tol = gate.seed_perplexity_tolerance if g == "corpus" and gate.seed_perplexity_tolerance is not None \
+                else gate.perplexity_tolerance
+            c, lv = cs[g]["perplexity"], ls[g]["perplexity"]
+            passed = c <= lv * (1 + tol)
+            ok = ok and passed
+            parts.append(f"{SOURCE_LABELS.get(g, g)} {_num(lv)} -> {_num(c)} ({_change(c, lv)}, allowed up to "
+                         f"+{tol:.0%}; {cs[g]['replies']} replies){'' if passed else ': TOO HIGH'}")
+        cp, lp = cand.get("perplexity"), live.get("perplexity")
+        if len(groups) > 1 and cp is not None and lp is not None:
+            parts.append(f"pooled {_num(lp)} -> {_num(cp)} ({_change(cp, lp)})")
+        return Check("perplexity", ok, "; ".join(parts))
+    cp, lp = cand.get("perplexity"), live.get("perplexity")
+    if cp is None or lp is None:
+        return Check("perplexity", True, "no held-out liked replies to measure (not checked)")
+    limit = lp * (1 + gate.perplexity_tolerance)
+    return Check("perplexity", cp <= limit, f"{cp:.3f} vs live {lp:.3f} (allowed up to {limit:.3f})")
+
+
+def _first_version_corpus(report: dict, gate: GateSettings) -> tuple[dict, dict] | None:
+    """(candidate, base) corpus perplexity figures when the first-version corpus path applies: nothing is live,
+    the switch is on and the held-out split has seed corpus replies."""
+    if not (report.get("first_version") and gate.first_version_from_corpus):
+        return None
+    variants = report["variants"]
+    c = (variants["candidate"].get("perplexity_by_source") or {}).get("corpus")
+    b = (variants["live"].get("perplexity_by_source") or {}).get("corpus")
+    if not c or not b or c.get("perplexity") is None or b.get("perplexity") is None:
+        return None
+    return c, b
+
+
+def _corpus_evidence(report: dict, gate: GateSettings) -> Check | None:
+    """First version: a large enough drop in held-out corpus perplexity vs the base model shows it is better."""
+    found = _first_version_corpus(report, gate)
+    if found is None:
+        return None
+    c, b = found
+    drop = 1 - c["perplexity"] / b["perplexity"]
+    enough = c["replies"] >= gate.min_corpus_heldout_replies and c["tokens"] >= gate.min_corpus_heldout_tokens
+    detail = (f"corpus perplexity {_num(b['perplexity'])} -> {_num(c['perplexity'])} ({-drop:+.0%}), needs "
+              f"-{gate.min_corpus_perplexity_drop:.0%} (first version, vs the base model; {c['replies']} held-out "
+              f"corpus replies, {c['tokens']} tokens")
+    if not enough:
+        detail += (f"; too few to count: needs {gate.min_corpus_heldout_replies} replies and "
+                   f"{gate.min_corpus_heldout_tokens} tokens)")
+    else:
+        detail += ")"
+    return Check("corpus", enough and drop >= gate.min_corpus_perplexity_drop - 1e-9, detail)
+
+
+def _corpus_band(report: dict, gate: GateSettings) -> dict | None:
+    """The corpus' own held-out replies' degeneracy figures, when the first-version corpus path applies and they
+    are enough to measure against. apply_gate uses them only when the corpus evidence passed: a version shown to
+    write like the corpus is measured against how the corpus writes; otherwise (a first version that learnt from
+    votes while its corpus perplexity rose, as the demo's coach-v1 did) the live version stays the band."""
+    corpus = (report.get("corpus") or {}).get("degeneracy") or {}
+    if _first_version_corpus(report, gate) is None or corpus.get("replies", 0) < gate.min_corpus_heldout_replies:
+        return None
+    return corpus
+
+
+def _degeneracy_checks(cd: dict, ld: dict, ref: str, gate: GateSettings) -> list[Check]:
+    """The candidate's generated replies against a reference set's figures (`ref`: "live" or "corpus")."""
+    rise = cd["cutoff_rate"] - ld["cutoff_rate"]
+    rep = cd["repeated_ngram_rate"] - ld["repeated_ngram_rate"]
+    sr = _ratio(cd["symbols_per_word"], ld["symbols_per_word"])
+    return [
+        Check("cutoff", rise <= gate.max_cutoff_rate_rise + 1e-9,
+              f"cut off at the token limit {cd['cutoff_rate']:.0%} vs {ref} {ld['cutoff_rate']:.0%}"),
+        _length_check(cd, ld, gate.max_words_ratio, gate.min_words_ratio, ref),
+        Check("repetition", rep <= gate.max_repetition_rise + 1e-9,
+              f"repeated 3-grams {cd['repeated_ngram_rate']:.0%} vs {ref} {ld['repeated_ngram_rate']:.0%}"),
+        Check("symbols", sr <= gate.max_symbols_per_word_ratio or cd["symbols_per_word"] <= 0.05,
+              f"digits/symbols per word {cd['symbols_per_word']:.2f} vs {ref} {ld['symbols_per_word']:.2f}"),
+        Check("empty", cd["empty_rate"] - ld["empty_rate"] <= gate.max_cutoff_rate_rise + 1e-9,
+              f"empty replies {cd['empty_rate']:.0%} vs {ref} {ld['empty_rate']:.0%}"),
+    ]
+
+
+def _length_check(cd: dict, ld: dict, max_ratio: float, min_ratio: float, ref: str = "live") -> Check:
     """Words per reply at most max_ratio x the live version's, and at least min_ratio x its FINISHED replies when
     it has any: a live version cut off at the token limit is not long by choice, so a candidate that stops
     rambling passes, while one that collapses to a few words still fails."""
@@ -109,9 +203,9 @@ def _length_check(cd: dict, ld: dict, max_ratio: float, min_ratio: float) -> Che
     floor_ref = shorter_reference(live, ld.get("words_per_finished_reply"))
     longer, shorter = _ratio(words, live), _ratio(words, floor_ref)
     ok = longer <= max_ratio and shorter >= min_ratio
-    detail = (f"{words:.1f} words per reply vs live {live:.1f} (ratio {longer:.2f}, at most {max_ratio:.2f})")
+    detail = (f"{words:.1f} words per reply vs {ref} {live:.1f} (ratio {longer:.2f}, at most {max_ratio:.2f})")
     if floor_ref != live:
-        detail += f"; vs live's finished replies {floor_ref:.1f} (ratio {shorter:.2f}, at least {min_ratio:.2f})"
+        detail += f"; vs {ref}'s finished replies {floor_ref:.1f} (ratio {shorter:.2f}, at least {min_ratio:.2f})"
     else:
         detail += f" (at least {min_ratio:.2f})"
     return Check("length", ok, detail)

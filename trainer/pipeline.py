@@ -19,7 +19,7 @@ from loopbot.storage import crud
 from loopbot.storage.db import Session, transaction
 from loopbot.storage.models import utcnow
 from loopbot.trainer.base_model import base_model_dir
-from loopbot.trainer.dataset_stats import new_votes_since_last_run
+from loopbot.trainer.dataset_stats import describe_new_feedback, new_feedback_since_last_run
 from loopbot.trainer.datasets import build_datasets
 from loopbot.trainer.evaluate import evaluate_candidate, write_report
 from loopbot.trainer.gate import GateResult, apply_gate
@@ -130,14 +130,18 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
         log.info("training cycle of %s skipped: %s", persona, reason)
         return CycleResult(run_id, "skipped", reason)
 
-    new_votes = new_votes_since_last_run(engine, persona)
-    if new_votes < cfg.min_new_votes and not force:
-        return skip(f"{new_votes} new consented votes since the last trained run < trainer.min_new_votes = "
+    new = new_feedback_since_last_run(engine, persona, settings)  # votes + the implicit signals that train
+    if new["total"] < cfg.min_new_votes and not force:
+        return skip(f"{describe_new_feedback(new)} since the last trained run < trainer.min_new_votes = "
                     f"{cfg.min_new_votes}")
+    new_votes = new["votes"]
     live = crud.active_adapter(engine, persona=persona)
     start, since = continue_from(cfg.start_from, live)
     build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since)
-    sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes}
+    sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes,
+             "generation_id_max": build.manifest.get("generation_id_max"), "new_feedback": new["total"],
+             "new_retried_unvoted": new["retried_unvoted"], "new_follow_ups": new["follow_up"],
+             "replay_rows": build.manifest.get("replay_rows", 0)}
     crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
                       path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"))
     chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs)

@@ -7,7 +7,8 @@ trainer.pipeline keeps two processes (or two schedulers) from training one perso
 
 The periodic check (every schedule.check_interval_s): converge the router to the database's active adapters
 (a CLI promote/rollback in another process), decide live watches (automatic rollback), and start a cycle when
-a persona has schedule.votes_trigger new consented votes.
+a persona has schedule.votes_trigger new feedback events (votes, plus the retried and followed-up replies that
+train, weighted by trainer.implicit_trigger_weight).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from loopbot.base.errors import ConfigError
-from loopbot.trainer.dataset_stats import new_votes_since_last_run
+from loopbot.trainer.dataset_stats import describe_new_feedback, new_feedback_since_last_run
 from loopbot.trainer.pipeline import cycle_requested, cycle_running, request_cycle, run_cycle
 from loopbot.trainer.registry import check_live_watch, reconcile_router
 
@@ -99,10 +100,10 @@ async def check_once(loopbot) -> dict:
         except Exception as e:
             log.error("live watch of %s failed: %s", persona, e)
         if threshold and not cycle_requested(persona) and not cycle_running(loopbot.engine, persona):
-            votes = new_votes_since_last_run(loopbot.engine, persona)
-            if votes >= threshold:
-                log.info("%s has %d new consented votes (trigger %d): starting a training cycle",
-                         persona, votes, threshold)
+            new = new_feedback_since_last_run(loopbot.engine, persona, loopbot.settings)
+            if new["total"] >= threshold:
+                log.info("%s has %s (trigger %d): starting a training cycle", persona, describe_new_feedback(new),
+                         threshold)
                 request_cycle(loopbot, persona, trigger="votes", force=False)
                 done["started"].append(persona)
     return done

@@ -157,6 +157,19 @@ class GateSettings(Section):
                                    "version's finished replies (catches a collapse to a few words)")
     max_repetition_rise: float = Field(0.10, ge=0)
     max_symbols_per_word_ratio: float = Field(1.5, gt=1)
+    seed_perplexity_tolerance: float | None = Field(0.30, ge=0, description="allowed relative rise in held-out "
+                                                    "perplexity on the seed corpus (perplexity_tolerance applies to "
+                                                    "users' liked replies; each source is checked on its own); "
+                                                    "None = perplexity_tolerance")
+    first_version_from_corpus: bool = Field(True, description="a persona's first version (nothing live) trained "
+                                            "on a seed corpus may show it is better by its held-out corpus "
+                                            "perplexity, with the degeneracy band taken from the corpus' replies")
+    min_corpus_perplexity_drop: float = Field(0.3, gt=0, lt=1, description="first version: relative drop in "
+                                              "held-out corpus perplexity vs the base model needed as evidence")
+    min_corpus_heldout_replies: int = Field(10, gt=0, description="first version: held-out corpus replies needed "
+                                            "for the corpus evidence and the corpus' degeneracy band")
+    min_corpus_heldout_tokens: int = Field(200, ge=0, description="first version: held-out corpus reply tokens "
+                                           "needed for the corpus evidence")
     degeneracy_checks: bool = Field(True, description="compare generated replies with the live version's; "
                                                       "switch off only for toy models whose replies are noise")
     watch_votes: int = Field(50, ge=0, description="live votes to compare after promotion; 0 = no auto-rollback")
@@ -179,6 +192,9 @@ class DatasetSettings(Section):
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
     trim_cut_off_liked: bool = Field(True, description="train on the complete sentences of a liked reply that was "
                                                        "cut off at the token limit (off: drop such replies)")
+    replay_seed_fraction: float = Field(0.25, ge=0, le=1, description="start_from = live: this share of the seed "
+                                        "corpus' training SFT examples is mixed into each cycle's SFT set (replay "
+                                        "against drift from the persona); 0 = none")
 
 
 class SignalSettings(Section):
@@ -202,7 +218,11 @@ class TrainerSettings(Section):
                                       "rate times this (the live adapter is already trained; a second cycle at the "
                                       "full rate drifted: held-out perplexity +29%)")
     max_length: int = Field(256, gt=0)
-    min_new_votes: int = Field(20, ge=0)
+    min_new_votes: int = Field(20, ge=0, description="skip a cycle with fewer new feedback events (votes, plus "
+                               "implicit signals at implicit_trigger_weight) since the last trained run")
+    implicit_trigger_weight: float = Field(1.0, ge=0, le=1, description="each new unvoted retried or followed-up "
+                                           "reply a build would train on counts as this many votes toward "
+                                           "min_new_votes and schedule.votes_trigger; 0 = explicit votes only")
     min_pairs: int = Field(8, ge=0)
     seed: int = 0
     device: str = "auto"
@@ -221,7 +241,8 @@ class ScheduleSettings(Section):
     enabled: bool = True
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
-    votes_trigger: int = Field(200, ge=0, description="start a cycle after this many new consented votes; 0 = off")
+    votes_trigger: int = Field(200, ge=0, description="start a cycle after this many new feedback events "
+                               "(as trainer.min_new_votes counts them); 0 = off")
     check_interval_s: float = Field(300.0, gt=0)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "finish_training_run",
     "get_training_run",
     "highest_trained_feedback_id",
+    "highest_trained_id",
     "list_training_runs",
     "release_run_lock",
     "renew_run_lock",
@@ -90,13 +91,19 @@ def list_training_runs(db: DB, *, persona: str | None = None, limit: int = 20) -
 def highest_trained_feedback_id(db: DB, *, persona: str, run_statuses: tuple[str, ...]) -> int:
     """The highest `feedback_id_max` in the persona's adapters' dataset manifests and in the dataset sizes of its
     runs with one of `run_statuses` (0 if none)."""
+    return highest_trained_id(db, persona=persona, run_statuses=run_statuses, key="feedback_id_max")
+
+
+def highest_trained_id(db: DB, *, persona: str, run_statuses: tuple[str, ...], key: str) -> int:
+    """The highest `key` (e.g. "feedback_id_max", "generation_id_max") in the persona's adapters' dataset
+    manifests and in the dataset sizes of its runs with one of `run_statuses` (0 if none)."""
     best = 0
     with transaction(db) as s:
         for (manifest,) in s.execute(select(Adapter.dataset_manifest).where(Adapter.persona == persona)):
-            best = max(best, int((manifest or {}).get("feedback_id_max") or 0))
+            best = max(best, int((manifest or {}).get(key) or 0))
         for (sizes,) in s.execute(select(TrainingRun.dataset_sizes).where(
                 TrainingRun.persona == persona, TrainingRun.status.in_(run_statuses))):
-            best = max(best, int((sizes or {}).get("feedback_id_max") or 0))
+            best = max(best, int((sizes or {}).get(key) or 0))
     return best
 
 

@@ -6,7 +6,7 @@ import json
 
 from loopbot.storage import crud
 from loopbot.trainer.dataset_stats import dataset_stats, new_votes_since_last_build, new_votes_since_last_run
-from loopbot.trainer.datasets import FILES, build_datasets
+from loopbot.trainer.datasets import FILES, SOURCES_SUFFIX, build_datasets
 from tests.helpers.feedback_factory import FeedbackFactory
 
 
@@ -49,7 +49,8 @@ def test_liked_reply_becomes_sft_with_its_context_and_the_persona_prompt(engine,
                                                                  "content": "Start slower than goal pace."}]
     assert build.manifest["counts"]["sft"] == 1 and build.manifest["kto_balance"]["desirable"] == 1
     assert build.out_dir.parent == settings.datasets_dir / "coach"
-    assert {p.name for p in build.out_dir.iterdir()} == {f"{n}.jsonl" for n in FILES} | {"manifest.json"}
+    assert {p.name for p in build.out_dir.iterdir()} == {f"{n}.jsonl" for n in FILES} | {"manifest.json"} | \
+        {f"{n}{SOURCES_SUFFIX}" for n in FILES if n.startswith("heldout_")}
 
 
 def test_a_reply_someone_disliked_is_not_sft_but_is_a_kto_example(engine, settings):

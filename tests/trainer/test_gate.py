@@ -137,3 +137,117 @@ async def test_a_candidate_trained_on_reversed_preferences_is_rejected_and_a_goo
     stored = crud.get_adapter(engine, persona="coach", version=good_version)
     assert stored.metrics["gate"]["passed"] and stored.metrics["evaluation"]["candidate"]["preference_accuracy"] > \
         stored.metrics["evaluation"]["live"]["preference_accuracy"]
+
+
+# A persona cloned from a WhatsApp export (docs/results.md): the author writes ~6 words a message, the base model
+# 22.5; the first version trained on the corpus answers in 5 words, and its corpus perplexity fell 290.8 -> 13.9.
+CLONE = {"replies": 20, "words_per_reply": 5.0, "cutoff_rate": 0.0, "empty_rate": 0.0,
+         "repeated_ngram_rate": 0.0, "symbols_per_word": 0.2}
+BASE = {"replies": 20, "words_per_reply": 22.5, "cutoff_rate": 0.1, "empty_rate": 0.0,
+        "repeated_ngram_rate": 0.02, "symbols_per_word": 0.15, "words_per_finished_reply": 22.5}
+CORPUS = {"replies": 40, "words_per_reply": 6.1, "cutoff_rate": 0.0, "empty_rate": 0.0,
+          "repeated_ngram_rate": 0.01, "symbols_per_word": 0.25, "words_per_finished_reply": 6.1}
+
+
+def seeded(candidate: dict | None = None, *, corpus_replies: int = 40, base_ppl: float = 290.8,
+           cand_ppl: float = 13.9, first_version: bool = True) -> dict:
+    """The report of a first version trained on a seed corpus only: no pairs, no votes, no judge."""
+    def variant(ppl: float, deg: dict) -> dict:
+        return {"perplexity": ppl, "preference_accuracy": None, "degeneracy": dict(deg),
+                "perplexity_by_source": {"corpus": {"perplexity": ppl, "tokens": 25 * corpus_replies,
+                                                    "replies": corpus_replies}}}
+    cand = variant(cand_ppl, {**CLONE, **(candidate or {})})
+    base = variant(base_ppl, BASE)
+    return {"variants": {"candidate": cand, "live": base, "base": base}, "first_version": first_version,
+            "corpus": {"replies": corpus_replies, "degeneracy": {**CORPUS, "replies": corpus_replies}},
+            "votes": {"liked": 0, "disliked": 0, "auc": None}, "judge": None,
+            "smoke": [{"prompt": "hola", "ok": True, "reply": "hola! qué tal"}]}
+
+
+def _detail(result, name: str) -> str:
+    return next(c.detail for c in result.checks if c.name == name)
+
+
+def test_a_first_version_cloned_from_a_corpus_passes_on_corpus_perplexity_and_the_corpus_length_band():
+    result = apply_gate(seeded(), GateSettings())
+    assert result.passed, result.summary()
+    assert "corpus perplexity 290.8 -> 13.9 (-95%), needs -30%" in _detail(result, "better")
+    assert "degeneracy band from the corpus's 40 held-out replies" in _detail(result, "band")
+    assert _detail(result, "length").startswith("5.0 words per reply vs corpus 6.1")
+    assert "seed corpus 290.8 -> 13.9 (-95%" in _detail(result, "perplexity")
+
+
+def test_a_first_version_whose_replies_loop_is_still_rejected():
+    """'tiro, tiro, tiro, tiro': the corpus evidence holds, the repetition check against the corpus does not."""
+    result = apply_gate(seeded({"repeated_ngram_rate": 0.5}), GateSettings())
+    assert result.failed == ["repetition"]
+    assert "repeated 3-grams 50% vs corpus 1%" in result.summary()
+    assert apply_gate(seeded({"words_per_reply": 1.2}), GateSettings()).failed == ["length"]  # a collapse still fails
+
+
+@pytest.mark.parametrize("kwargs, why", [
+    ({"cand_ppl": 250.0}, "(-14%), needs -30%"),                      # too small a drop
+    ({"corpus_replies": 6}, "too few to count: needs 10 replies"),    # too small a held-out corpus
+])
+def test_the_corpus_evidence_needs_a_large_drop_on_enough_held_out_replies(kwargs, why):
+    result = apply_gate(seeded(**kwargs), GateSettings())
+    assert "better" in result.failed and why in _detail(result, "better")
+    # without the corpus evidence, the corpus is not the band either: the base model is, as before
+    assert "length" in result.failed and "vs live 22.5" in _detail(result, "length")
+
+
+def test_a_first_version_shown_better_by_votes_while_its_corpus_perplexity_rose_keeps_the_live_band():
+    """The demo's coach-v1: corpus perplexity 32.8 -> 35.9, held-out votes AUC 0.80; its long replies (cut off less
+    than the base model's) are measured against the base model, not against the corpus' finished answers."""
+    rep = seeded({"words_per_reply": 55.0, "cutoff_rate": 0.42}, base_ppl=32.8, cand_ppl=35.9)
+    rep["variants"]["live"]["degeneracy"].update(words_per_reply=71.0, cutoff_rate=0.75, words_per_finished_reply=50)
+    rep["corpus"]["degeneracy"].update(words_per_reply=60.0, words_per_finished_reply=60.0)
+    rep["votes"] = {"liked": 29, "disliked": 31, "auc": 0.80}
+    result = apply_gate(rep, GateSettings(perplexity_tolerance=0.10))
+    assert result.passed, result.summary()
+    assert "cut off at the token limit 42% vs live 75%" in _detail(result, "cutoff")
+    assert not any(c.name == "band" for c in result.checks)
+
+
+def test_with_a_live_adapter_the_corpus_path_does_not_apply():
+    """Continuing a live version, only votes, pairs or a judge show it is better, and live is the length band."""
+    result = apply_gate(seeded(first_version=False), GateSettings())
+    assert set(result.failed) == {"better", "length"}
+    assert "no held-out pairs or votes and no judge" in _detail(result, "better")
+    assert "vs live 22.5" in _detail(result, "length")
+    assert not any(c.name == "band" for c in result.checks)
+    off = apply_gate(seeded(), GateSettings(first_version_from_corpus=False))
+    assert set(off.failed) == {"better", "length"}
+
+
+def by_source(corpus: tuple[float, float], liked: tuple[float, float], pooled: tuple[float, float]) -> dict:
+    """A report whose candidate and live have per-source held-out perplexities (live, candidate)."""
+    rep = report()
+    for i, label in ((0, "live"), (1, "candidate")):
+        rep["variants"][label]["perplexity"] = pooled[i]
+        rep["variants"][label]["perplexity_by_source"] = {
+            "corpus": {"perplexity": corpus[i], "tokens": 900, "replies": 20},
+            "liked": {"perplexity": liked[i], "tokens": 700, "replies": 25}}
+    return rep
+
+
+def test_perplexity_is_checked_per_source_so_a_drift_on_the_corpus_is_not_diluted():
+    """docs/results.md, mentions_recovery cycle 2: corpus 41.7 -> 57.3 while liked replies stayed flat; the pooled
+    figure rose 4% only (within 10%), the corpus 37% (more than its 30%)."""
+    result = apply_gate(by_source((41.7, 57.3), (2.60, 2.58), (7.10, 7.41)), GateSettings())
+    assert result.failed == ["perplexity"]
+    detail = _detail(result, "perplexity")
+    assert "seed corpus 41.7 -> 57.3 (+37%, allowed up to +30%; 20 replies): TOO HIGH" in detail
+    assert "liked replies 2.60 -> 2.58 (-1%, allowed up to +10%; 25 replies)" in detail
+    assert "pooled 7.10 -> 7.41 (+4%)" in detail
+    # the tolerance applies to each source: a larger one on the corpus lets this one through ...
+    assert apply_gate(by_source((41.7, 57.3), (2.60, 2.58), (7.10, 7.41)),
+                      GateSettings(seed_perplexity_tolerance=0.4)).passed
+    # ... and a drift on the liked replies alone is caught as well
+    liked = apply_gate(by_source((41.7, 41.0), (2.60, 3.10), (7.10, 7.30)), GateSettings())
+    assert liked.failed == ["perplexity"] and "liked replies 2.60 -> 3.10 (+19%, allowed up to +10%" in liked.summary()
+    # a style taste's promoted second cycle (corpus 40.0 -> 47.8, +20%): within the corpus' tolerance
+    assert apply_gate(by_source((40.0, 47.8), (3.02, 2.99), (6.80, 6.90)), GateSettings()).passed
+    # one tolerance for both sources when seed_perplexity_tolerance is None
+    assert apply_gate(by_source((40.0, 47.8), (3.02, 2.99), (6.80, 6.90)),
+                      GateSettings(seed_perplexity_tolerance=None)).failed == ["perplexity"]

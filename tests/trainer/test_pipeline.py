@@ -104,7 +104,7 @@ async def test_killed_training_leaves_a_failed_run_and_nothing_servable(loopbot)
 async def test_a_cycle_with_too_few_new_votes_is_skipped_with_the_reason(loopbot):
     seed_feedback(loopbot.engine, conversations=3)  # 6 votes < min_new_votes = 10
     result = await run_cycle(loopbot, "coach", trigger="cron")
-    assert result.status == "skipped" and "6 new consented votes" in result.reason
+    assert result.status == "skipped" and result.reason.startswith("6 new feedback events (6 votes, ")
     run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
     assert run.status == "skipped" and run.trigger == "cron" and "min_new_votes" in run.error
     assert crud.list_adapters(loopbot.engine, persona="coach") == []
