@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
 from loopbot.storage.crud.signals import unvoted_implicit_replies
-from loopbot.trainer.datasets import BUILD_EVENT, _unusable, build_datasets
+from loopbot.trainer.datasets import BUILD_EVENT, build_datasets, unusable_reason
 from loopbot.trainer.implicit_signals import keep_follow_up
 from loopbot.trainer.splits import conversation_key, is_heldout
 
@@ -61,7 +61,7 @@ def new_implicit_signals(engine: Engine, persona: str, signals, *, after_generat
             excluded = crud.unconsented_conversations(engine)
         if (chat_id, conv) in excluded:
             continue
-        reason = _unusable(status, finish, text)
+        reason = unusable_reason(status, finish, text)
         if reason and not (retried and reason == "cut_off" and (text or "").strip()):
             continue
         if is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), heldout_fraction):

@@ -97,7 +97,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
                                   retries=signals.retry_pairs)
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
         add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
-                          unusable=_unusable)
+                          unusable=unusable_reason)
     except BaseException:
         sink.close()
         if staging:
@@ -186,7 +186,7 @@ def _add_seed_examples(engine: Engine, persona: str, sink: _Sink, *, heldout_onl
             sink.add_kto(data["prompt"], data["completion"], bool(data["label"]), heldout, source)
 
 
-def _unusable(status: str, finish_reason: str | None, text: str | None) -> str | None:
+def unusable_reason(status: str, finish_reason: str | None, text: str | None) -> str | None:
     """Why a reply can never be a training example (errored, cut off, unfinished, empty), or None."""
     if status == "error":
         return "error"
@@ -222,7 +222,7 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
             continue
         fmin = lo if fmin is None else min(fmin, lo)
         fmax = hi if fmax is None else max(fmax, hi)
-        reason = _unusable(status, finish, text)
+        reason = unusable_reason(status, finish, text)
         net = ups - downs
         source = "feedback"
         if reason == "cut_off" and (text or "").strip() and net < 0:
@@ -307,8 +307,8 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
             continue
         # the chosen side must be a finished reply; the rejected side may be cut off (the user preferred a
         # finished answer), never errored or empty
-        r_reason = _unusable(r_status, r_finish, r_text)
-        reason = _unusable(c_status, c_finish, c_text) or (None if r_reason == "cut_off" else r_reason)
+        r_reason = unusable_reason(r_status, r_finish, r_text)
+        reason = unusable_reason(c_status, c_finish, c_text) or (None if r_reason == "cut_off" else r_reason)
         if reason:
             sink.drop(f"pair_{reason}")
             continue
