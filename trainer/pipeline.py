@@ -26,6 +26,7 @@ from loopbot.trainer.gate import GateResult, apply_gate
 from loopbot.trainer.launch import train_new_version
 from loopbot.trainer.mistral_ft import train_on_mistral
 from loopbot.trainer.registry import promote as promote_version
+from loopbot.trainer.reward_pairs import reward_step
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 2 * 3600
@@ -136,7 +137,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
                     f"{cfg.min_new_votes}")
     live = crud.active_adapter(engine, persona=persona)
     start, since = continue_from(cfg.start_from, live)
-    build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since)
+    augment = None
+    if cfg.reward.enabled:  # a reward model from the votes: its pairs and labels join the build (reward_pairs.py)
+        augment = await reward_step(loopbot, persona, run_id=run_id, live_adapter=live.path if live else None,
+                                    echo=echo, on_spawn=on_spawn, heartbeat=lambda: _touch(engine, run_id, persona,
+                                                                                          holder))
+    build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since, augment=augment)
     sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes}
     crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
                       path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"))
