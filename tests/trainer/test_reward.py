@@ -231,3 +231,35 @@ def test_reward_pairs_and_labels_reach_the_build_and_the_manifest(engine, settin
     settings.trainer.reward.make_pairs = False
     off = build_datasets(engine, settings, "coach", augment=RewardRows(settings, "coach", _MarkerScorer(), _sampler))
     assert off.manifest["signals"]["reward_pairs"] == 0 and off.manifest["signals"]["reward_labels"] == 0
+
+
+@pytest.mark.slow  # ~90 s: a reward model, sampled rivals, then a whole cycle
+async def test_a_cycle_with_the_reward_model_trains_it_first_and_its_pairs_reach_the_build(loopbot, reward_settings):
+    from loopbot.storage import crud
+    from loopbot.trainer.pipeline import run_cycle
+    from tests.trainer.synthetic import LIKED as SYN_LIKED
+    from tests.trainer.synthetic import QUESTIONS as SYN_QUESTIONS
+    from tests.trainer.synthetic import seed_feedback
+
+    reward_settings.trainer.reward.enabled = True
+    reward_settings.trainer.reward.candidates = 2
+    seed_feedback(loopbot.engine, conversations=40)
+    f = FeedbackFactory(loopbot.engine)
+    fans = [f.user(f"fan-{i}") for i in range(3)]
+    for i in range(12):  # single liked votes, in no pair: the reward model gives them rivals
+        g = f.exchange(fans[i % 3], SYN_QUESTIONS[i], SYN_LIKED[i % len(SYN_LIKED)] + f" ({i})",
+                       new_conversation=True)
+        f.vote(g, fans[i % 3], +1)
+    result = await run_cycle(loopbot, "coach")
+    assert result.status in ("promoted", "rejected"), result.reason
+    run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
+    assert [s["step"] for s in run.steps][:3] == ["reward", "build", "train"]
+    reward = run.steps[0]
+    assert reward["outcome"] == "trained" and reward["usable"], reward
+    assert reward["heldout"]["accuracy"] >= 0.8 and reward["current"] == "coach-r1"
+    manifest = json.loads((Path(run.steps[1]["path"]) / "manifest.json").read_text())
+    assert manifest["signals"]["reward_pairs"] > 0, manifest
+    assert manifest["sources"]["dpo"]["reward_model"] == manifest["signals"]["reward_pairs"]
+    # the reward model's own build is no dataset build of the persona's (new votes since the last build count on)
+    assert crud.latest_event(loopbot.engine, kind="dataset_build", persona="coach").data["build_id"] == \
+        manifest["build_id"]
