@@ -41,7 +41,7 @@ DISLIKED = ["Start slower than you think, your legs will thank you.", "After int
             "Easy runs build mileage slowly.", "Sleep well and listen to your body.", "Run easy, then a tempo week.",
             "Stretch well after a run.", "Good pacing makes you faster.", "Take a rest day and drink water."]
 # the tiny model learns in seconds at a rate a 135M model would not take
-FAST_REWARD = {"learning_rate": 2e-3, "max_steps": 40, "batch_size": 8, "min_heldout_comparisons": 16}
+FAST_REWARD = {"learning_rate": 2e-3, "max_steps": 40, "max_epochs": 8, "batch_size": 8, "min_heldout_comparisons": 16}
 
 
 def _msg(text: str) -> list[dict]:
@@ -122,6 +122,7 @@ async def test_a_reward_model_trained_on_a_planted_taste_ranks_heldout_replies_b
     r1 = await train_reward_version(loopbot.engine, reward_settings, "coach", base_model=tiny_model_dir,
                                     dataset_dir=planted_dataset(tmp_path / "planted"))
     held = r1.info["heldout"]
+    print("planted taste:", held, {k: v for k, v in r1.info["train"].items() if k != "losses"})
     assert held["comparisons"] == 4 * 3 * 4 * 3 and held["accuracy"] >= 0.8, held
     assert held["mean_liked"] > held["mean_disliked"]
     assert r1.usable and r1.info["gate"]["passed"] and (r1.path / USABLE).is_file()
@@ -255,9 +256,11 @@ async def test_a_cycle_with_the_reward_model_trains_it_first_and_its_pairs_reach
     run = crud.get_training_run(loopbot.engine, run_id=result.run_id)
     assert [s["step"] for s in run.steps][:3] == ["reward", "build", "train"]
     reward = run.steps[0]
+    print("cycle reward step:", reward)
     assert reward["outcome"] == "trained" and reward["usable"], reward
     assert reward["heldout"]["accuracy"] >= 0.8 and reward["current"] == "coach-r1"
     manifest = json.loads((Path(run.steps[1]["path"]) / "manifest.json").read_text())
+    print("cycle build:", manifest["signals"], manifest["counts"], manifest["notes"])
     assert manifest["signals"]["reward_pairs"] > 0, manifest
     assert manifest["sources"]["dpo"]["reward_model"] == manifest["signals"]["reward_pairs"]
     # the reward model's own build is no dataset build of the persona's (new votes since the last build count on)
