@@ -37,8 +37,25 @@ class Loopbot:
 
     @cached_property
     def router(self):
-        """persona -> live adapter, initialised from the database's active adapters (loaded on first use)."""
-        return build_router(self.settings, self.backend, self.active_routes())
+        """persona -> live adapter, initialised from the database's active adapters (loaded on first use); with
+        `serving.best_of_n` > 1, wrapped so replies are the best of n by the persona's usable reward model."""
+        router = build_router(self.settings, self.backend, self.active_routes())
+        if self.settings.serving.best_of_n > 1:
+            from loopbot.serving.rerank import BestOfN
+
+            router = BestOfN(router, n=self.settings.serving.best_of_n, locate=self.reward_model_location,
+                             max_length=self.settings.trainer.max_length)
+        return router
+
+    def reward_model_location(self, persona: str) -> tuple[str, str] | None:
+        """(base model directory, usable reward model directory) of the persona, or None (docs/reward-model.md)."""
+        from loopbot.trainer.reward import current_reward_model
+
+        model = current_reward_model(self.settings, persona)
+        if model is None:
+            return None
+        base = model.info.get("base_model") or self.settings.models[self.settings.persona(persona).base_model].path
+        return str(base), str(model.path)
 
     def active_routes(self) -> dict[str, tuple[str, str] | None]:
         """{persona: (served name, adapter path or remote model id) | None = base model} from the database."""

@@ -22,6 +22,7 @@ import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,13 +66,16 @@ class DatasetBuild:
 
 def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
-                   write: bool = True, since: dict | None = None) -> DatasetBuild:
+                   write: bool = True, since: dict | None = None, record: bool = True,
+                   augment: Callable | None = None) -> DatasetBuild:
     """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
     (default: a cheap estimate). `write=False` counts what a build would hold without writing anything.
 
     `since` (the manifest of the build the live version was trained on) keeps only what came after it: votes,
     arena picks and retries newer than that build, for a cycle that continues the live version. The seed corpus'
-    training examples are left out then (the live version learnt them); its held-out ones stay for evaluation."""
+    training examples are left out then (the live version learnt them); its held-out ones stay for evaluation.
+    `record=False` leaves no dataset_build event (a reward model's own build). `augment(engine, persona, snap, sink,
+    excluded, nets)` adds rows last (the reward model's pairs and labels, `trainer.reward_pairs`)."""
     persona_cfg = settings.persona(persona)
     cfg = settings.trainer.dataset
     snap = take_snapshot(engine, since=since)
@@ -98,6 +102,8 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
         add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
                           unusable=unusable_reason)
+        if augment is not None:
+            augment(engine, persona, snap, sink, excluded, nets)
     except BaseException:
         sink.close()
         if staging:
@@ -142,7 +148,8 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         final.rmdir()
     os.replace(staging, final)
     paths = {name: final / f"{name}.jsonl" for name in FILES}
-    _record_build(engine, persona, final, manifest)
+    if record:
+        _record_build(engine, persona, final, manifest)
     return DatasetBuild(persona, build_id, final, paths, dict(sink.counts), manifest)
 
 

@@ -18,9 +18,9 @@ from loopbot.trainer.splits import conversation_key, heldout_score, is_heldout
 
 # manifest key -> the builder's row sources that count for it ("vote_pairs" etc. are DPO rows, the rest KTO rows)
 PAIR_SIGNALS = {"vote_pairs": ("opposite_votes",), "retry_pairs": ("retry_vote", "retry_kept"),
-                "arena_pairs": ("arena",)}
+                "arena_pairs": ("arena",), "reward_pairs": ("reward_model",)}
 KTO_SIGNALS = {"votes": ("feedback", "feedback_cut_off"), "retried_unvoted": ("retried_unvoted",),
-               "follow_up": ("follow_up",)}
+               "follow_up": ("follow_up",), "reward_labels": ("reward_label",)}
 
 
 def keep_follow_up(generation_id: int, weight: float) -> bool:

@@ -26,6 +26,7 @@ from loopbot.trainer.gate import GateResult, apply_gate
 from loopbot.trainer.launch import train_new_version
 from loopbot.trainer.mistral_ft import train_on_mistral
 from loopbot.trainer.registry import promote as promote_version
+from loopbot.trainer.reward_pairs import reward_step
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 2 * 3600
@@ -137,7 +138,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     new_votes = new["votes"]
     live = crud.active_adapter(engine, persona=persona)
     start, since = continue_from(cfg.start_from, live)
-    build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since)
+    augment = None
+    if cfg.reward.enabled:  # a reward model from the votes: its pairs and labels join the build (reward_pairs.py)
+        augment = await reward_step(loopbot, persona, run_id=run_id, live_adapter=live.path if live else None,
+                                    echo=echo, on_spawn=on_spawn, heartbeat=lambda: _touch(engine, run_id, persona,
+                                                                                          holder))
+    build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since, augment=augment)
     sizes = {**build.counts, "feedback_id_max": build.manifest.get("feedback_id_max"), "new_votes": new_votes,
              "generation_id_max": build.manifest.get("generation_id_max"), "new_feedback": new["total"],
              "new_retried_unvoted": new["retried_unvoted"], "new_follow_ups": new["follow_up"],

@@ -63,6 +63,8 @@ class ServingSettings(Section):
     local: LocalServingSettings = LocalServingSettings()
     vllm: VllmSettings = VllmSettings()
     mistral: MistralSettings = MistralSettings()
+    best_of_n: int = Field(1, ge=1, le=16, description="sample this many replies and send the one the usable "
+                           "reward model scores best (1 = off; the reply is sent whole, not streamed)")
 
 
 class SamplingSettings(Section):
@@ -210,6 +212,34 @@ class SignalSettings(Section):
                                     "a weaker signal than a vote; trl's KTO has no per-row weights")
 
 
+class RewardSettings(Section):
+    """A reward model trained from the votes, gated like an adapter, that makes DPO pairs and KTO labels
+    (docs/reward-model.md)."""
+
+    enabled: bool = Field(False, description="train/refresh a reward model in each cycle and use it for pairs")
+    min_votes: int = Field(20, ge=0, description="consented votes needed before a first reward model is trained")
+    min_new_votes: int = Field(20, ge=0, description="retrain when this many new consented votes came since the "
+                               "current reward model's data")
+    min_heldout_accuracy: float = Field(0.6, ge=0, le=1, description="held-out (liked, disliked) vote pairs ranked "
+                                        "correctly (AUC, ties half) needed before the model is used")
+    min_heldout_comparisons: int = Field(20, ge=1, description="held-out (liked, disliked) pairs needed to judge it")
+    cross_pairs_per_vote: int = Field(2, ge=0, description="pairs each unpaired vote makes with opposite-voted "
+                                      "replies to other prompts (Bradley-Terry across prompts)")
+    learning_rate: float = Field(2e-4, gt=0)
+    max_steps: int = Field(60, gt=0)
+    max_epochs: float = Field(3.0, gt=0, description="at most this many passes over the pairs")
+    batch_size: int = Field(4, gt=0)
+    make_pairs: bool = Field(True, description="a liked reply in no pair: chosen, against the worst of "
+                             "`candidates` replies sampled from the live model (rejected)")
+    candidates: int = Field(4, ge=1, description="alternatives sampled per liked reply")
+    max_liked_replies: int = Field(32, ge=0, description="liked replies given sampled rivals per build (newest)")
+    min_margin: float = Field(0.0, ge=0, description="the worst candidate must score this far below the liked reply")
+    label_unvoted: bool = Field(False, description="the reward model's top / bottom quantile of replies nobody "
+                                "voted on become desirable / undesirable KTO rows (off: untested on real data)")
+    label_quantile: float = Field(0.1, gt=0, le=0.5)
+    max_unvoted: int = Field(500, ge=0, description="newest unvoted replies scored per build")
+
+
 class TrainerSettings(Section):
     method: Literal["sft", "sft+dpo", "sft+kto", "dpo", "kto"] = "sft+dpo"
     backend: Literal["local", "mistral"] = "local"
@@ -235,6 +265,7 @@ class TrainerSettings(Section):
     judge: JudgeSettings = JudgeSettings()
     dataset: DatasetSettings = DatasetSettings()
     signals: SignalSettings = SignalSettings()
+    reward: RewardSettings = RewardSettings()
 
 
 class ScheduleSettings(Section):

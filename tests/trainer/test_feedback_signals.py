@@ -38,7 +38,8 @@ def test_each_signal_gives_its_rows_and_the_manifest_counts_them(engine, setting
     f.exchange(eve, "And naps?", "Short ones help.")  # eve went on after "Eight hours": a follow-up row
     build = build_datasets(engine, _settings(settings), "coach")
     assert build.manifest["signals"] == {"vote_pairs": 1, "retry_pairs": 1, "arena_pairs": 1, "votes": 4,
-                                         "votes_unpaired": 1, "retried_unvoted": 1, "follow_up": 1}
+                                         "votes_unpaired": 1, "retried_unvoted": 1, "follow_up": 1,
+                                         "reward_pairs": 0, "reward_labels": 0}
     assert _kto(build) == {"Tested ones.": True, "Brand new ones.": False, "About three weeks.": True,
                            "Hill repeats once a week.": True, "Dunno.": False, "Eight hours a night.": True}
     assert build.manifest["sources"]["kto"] == {"feedback": 4, "retried_unvoted": 1, "follow_up": 1}
