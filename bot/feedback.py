@@ -4,6 +4,7 @@ and 👍/👎 reactions, which count as votes. Handlers over the ChatCore (bot/c
 from __future__ import annotations
 
 from loopbot.bot import buttons
+from loopbot.bot.access import PRIVATE
 from loopbot.bot.core import ChatCore
 from loopbot.bot.messages import Press, PressOutcome, Reaction
 from loopbot.storage import crud
@@ -15,7 +16,10 @@ REACTION_VALUES = {"👍": 1, "👎": -1}
 
 
 async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
-    """What a press does; only for a row of the chat it was pressed in, by someone in that chat."""
+    """What a press does; only for an allowed user in an allowed chat (else the private-bot answer, before
+    anything is stored or generated), for a row of the chat it was pressed in, by someone in that chat."""
+    if not core.access.allows(press.platform, press.user_id, press.chat_id):
+        return PressOutcome(PRIVATE)
     action = buttons.parse(press.data)
     if action is None:
         return PressOutcome(EXPIRED)
@@ -37,7 +41,8 @@ async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
 
 def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
     """Record the vote a reaction means: the vote now recorded (None = none), or None if not one of our replies."""
-    if not core.settings.feedback.reactions:
+    if not core.settings.feedback.reactions or not core.access.allows(reaction.platform, reaction.user_id,
+                                                                      reaction.chat_id):
         return None
     engine = core.engine
     chat = crud.get_or_create_chat(engine, platform=reaction.platform, platform_chat_id=reaction.chat_id)
