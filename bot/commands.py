@@ -128,8 +128,9 @@ async def _consent(service, inc, user, chat, args):
 
 
 async def _forget(service, inc, user, chat, args):
-    yield _say("Delete all your messages, the replies to them and your votes, on this platform? This cannot be undone.",
-               buttons=buttons.forget_buttons(user.id))
+    yield _say("Delete all your messages, the replies to them and your votes on this platform, and take your messages "
+               "out of everything they were copied into (other replies' context, training datasets)? "
+               "This cannot be undone.", buttons=buttons.forget_buttons(user.id))
 
 
 async def _stats(service, inc, user, chat, args):

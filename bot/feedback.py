@@ -3,11 +3,14 @@ and 👍/👎 reactions, which count as votes. Handlers over the ChatCore (bot/c
 
 from __future__ import annotations
 
+import asyncio
+
 from loopbot.bot import buttons
 from loopbot.bot.access import PRIVATE
 from loopbot.bot.core import ChatCore
 from loopbot.bot.messages import Press, PressOutcome, Reaction
 from loopbot.storage import crud
+from loopbot.storage.forget_files import forget_in_files
 
 EXPIRED = "This button has expired."
 PICK_THANKS = {"a": "Thanks! A is kept.", "b": "Thanks! B is kept.", "tie": "Thanks! Noted as a tie.",
@@ -28,7 +31,7 @@ async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
     if chat.type == "private" and not crud.user_in_chat(engine, user_id=user.id, chat_id=chat.id):
         return PressOutcome(EXPIRED)
     if action.kind == "forget":
-        return _forget(core, user, action)
+        return await _forget(core, user, action)
     if action.kind == "pick":
         return _pick(core, chat, action)
     gen = crud.get_generation(engine, generation_id=action.id)
@@ -94,13 +97,28 @@ def _pick(core: ChatCore, chat, action) -> PressOutcome:
     return PressOutcome(PICK_THANKS[action.arg], buttons=buttons.vote_buttons(kept))
 
 
-def _forget(core: ChatCore, user, action) -> PressOutcome:
+async def _forget(core: ChatCore, user, action) -> PressOutcome:
     if action.id != user.id:
         return PressOutcome("Only the person who asked can confirm this.")
     if action.arg == "n":
         return PressOutcome("Cancelled.", buttons=[], edit_text="Nothing was deleted.")
-    counts = crud.forget_user(core.engine, user_id=user.id)
+    engine, settings = core.engine, core.settings
+    # the files first: the texts that find them are gone once the rows are (a failure here deletes no row, so
+    # the user can confirm again)
+    texts = crud.forgotten_texts(engine, user_id=user.id)
+    files = await asyncio.to_thread(forget_in_files, texts, datasets_dir=settings.datasets_dir,
+                                    reports_dir=settings.reports_dir, build_dirs=crud.dataset_build_paths(engine))
+    counts = crud.forget_user(engine, user_id=user.id, files=files)
     core.changed(user_id=user.id)
+    prompts, builds = counts["prompts"], len(files["dataset_builds"])
     text = (f"Done: deleted {counts['messages']} messages (yours and my {counts['generations']} replies to them), "
-            f"{counts['votes']} votes and {counts['comparisons']} comparisons.")
+            f"{counts['votes']} votes and {counts['comparisons']} comparisons"
+            + (f"; took your messages out of the context of {prompts} other {_plural(prompts, 'reply', 'replies')}"
+               if prompts else "")
+            + (f"; deleted {builds} training dataset {_plural(builds, 'build', 'builds')} that contained them"
+               if builds else "") + ".")
     return PressOutcome("Deleted.", buttons=[], edit_text=text)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
