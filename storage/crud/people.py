@@ -21,6 +21,7 @@ __all__ = [
     "new_conversation",
     "record_event",
     "set_admin",
+    "set_arena_consent",
     "set_chat_persona",
     "set_consent",
 ]
@@ -84,6 +85,13 @@ def set_consent(db: DB, *, user_id: int, consent: bool) -> None:
     with transaction(db) as s:
         s.execute(update(User).where(User.id == user_id).values(consent=consent))
         s.add(Event(kind="consent", data={"user_id": user_id, "consent": consent}))
+
+
+def set_arena_consent(db: DB, *, user_id: int, consent: bool) -> None:
+    """/arena on|off: whether the user's chat messages (and the replies to them) may be shown in the public arena."""
+    with transaction(db) as s:
+        s.execute(update(User).where(User.id == user_id).values(arena_consent=consent))
+        s.add(Event(kind="arena_consent", data={"user_id": user_id, "consent": consent}))
 
 
 def set_admin(db: DB, *, user_id: int, is_admin: bool) -> None:

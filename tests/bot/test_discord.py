@@ -376,3 +376,13 @@ async def test_a_stranger_cannot_vote_retry_or_react_on_a_reply(fake, start_bot,
     assert rows(sqlite_engine, Feedback) == [] and len(rows(sqlite_engine, Generation)) == 1
     assert labels(fake.messages[int(reply["id"])]) == ["👍", "👎", "🔄"]
     assert [u.platform_user_id for u in rows(sqlite_engine, User)] == [str(alice.id)]
+
+
+async def test_arena_slash_command_takes_on_or_off(fake, start_bot, sqlite_engine):
+    await start_bot()
+    option = next(c for c in fake.global_commands if c["name"] == "arena")["options"][0]
+    assert option["name"] == "choice" and {c["value"] for c in option["choices"]} == {"on", "off"}
+    alice = fake.user("alice")
+    shown = await fake.response_of(await fake.slash(alice, "arena", {"choice": "on"}))
+    assert "may now be shown" in shown["content"]
+    assert [u.arena_consent for u in rows(sqlite_engine, User)] == [True]

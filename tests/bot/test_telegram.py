@@ -67,7 +67,7 @@ async def test_start_answers_with_help_and_sets_the_command_menu(fake, start_bot
     reply = await fake.wait_for(lambda: fake.bot_messages(7))
     assert "Rate every answer with 👍 or 👎" in reply[0].text and "/consent" in reply[0].text
     assert "/train" not in reply[0].text  # not an admin
-    assert {c["command"] for c in fake.commands} >= {"start", "help", "persona", "forget"}
+    assert {c["command"] for c in fake.commands} >= {"start", "help", "persona", "forget", "arena"}
     assert "train" not in {c["command"] for c in fake.commands}
 
 

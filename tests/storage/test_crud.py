@@ -79,7 +79,7 @@ def test_forget_deletes_messages_generations_and_votes(engine):
     crud.upsert_vote(engine, generation_id=gen.id, user_id=other.id, value=1)
     crud.upsert_vote(engine, generation_id=other_gen.id, user_id=user.id, value=-1)
     counts = crud.forget_user(engine, user_id=user.id)
-    assert counts == {"messages": 2, "generations": 1, "votes": 3, "comparisons": 0}
+    assert counts == {"messages": 2, "generations": 1, "votes": 3, "comparisons": 0, "prompts": 0}
     with session_scope(engine) as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar() == 2  # u2's message and reply remain
         assert s.execute(select(func.count()).select_from(Generation)).scalar() == 1
