@@ -109,6 +109,12 @@ async def _forget(core: ChatCore, user, action) -> PressOutcome:
     files = await asyncio.to_thread(forget_in_files, texts, datasets_dir=settings.datasets_dir,
                                     reports_dir=settings.reports_dir, build_dirs=crud.dataset_build_paths(engine))
     counts = crud.forget_user(engine, user_id=user.id, files=files)
+    # once more: a build that finished during the first look (one that starts reading later sees the forget event)
+    again = await asyncio.to_thread(forget_in_files, texts, datasets_dir=settings.datasets_dir,
+                                    reports_dir=settings.reports_dir, build_dirs=crud.dataset_build_paths(engine))
+    if any(again.values()):
+        crud.record_event(engine, kind="forget_files", data={"user_id": user.id, **again})
+    files = {k: files[k] + again[k] for k in files}
     core.changed(user_id=user.id)
     prompts, builds = counts["prompts"], len(files["dataset_builds"])
     text = (f"Done: deleted {counts['messages']} messages (yours and my {counts['generations']} replies to them), "

@@ -47,6 +47,8 @@ KINDS = ("sft", "dpo", "kto")
 FILES = KINDS + tuple(f"heldout_{k}" for k in KINDS)
 MAX_PAIRS_PER_PROMPT = 4
 BUILD_EVENT = "dataset_build"
+FORGET_EVENT = "forget"  # a /forget (storage.crud.forget_user) that ran while a build read the database
+BUILD_ATTEMPTS = 3
 
 
 @dataclass
@@ -63,14 +65,18 @@ class DatasetBuild:
 
 def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
-                   write: bool = True, since: dict | None = None) -> DatasetBuild:
+                   write: bool = True, since: dict | None = None, _attempt: int = 1) -> DatasetBuild:
     """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
     (default: a cheap estimate). `write=False` counts what a build would hold without writing anything.
 
     `since` (the manifest of the build the live version was trained on) keeps only what came after it: votes,
     arena picks and retries newer than that build, for a cycle that continues the live version. The seed corpus'
-    training examples are left out then (the live version learnt them); its held-out ones stay for evaluation."""
+    training examples are left out then (the live version learnt them); its held-out ones stay for evaluation.
+
+    A /forget that runs while the build reads the database may leave the forgotten texts in what it read: such a
+    build is thrown away and made again (up to BUILD_ATTEMPTS times) before its files become visible."""
     persona_cfg = settings.persona(persona)
+    forgets = crud.last_event_id(engine, kind=FORGET_EVENT)
     cfg = settings.trainer.dataset
     snap = take_snapshot(engine, since=since)
     created = datetime.now(UTC)
@@ -132,6 +138,13 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         final = final.with_name(f"{final.name}-{uuid.uuid4().hex[:4]}")
         manifest["build_id"] = build_id = final.name
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if crud.last_event_id(engine, kind=FORGET_EVENT) != forgets:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _attempt >= BUILD_ATTEMPTS:
+            raise UsageError(f"users asked to be forgotten during {BUILD_ATTEMPTS} builds of {persona}'s dataset in a "
+                             "row: build it again")
+        return build_datasets(engine, settings, persona, out_dir, count_tokens=count_tokens,
+                              tokenizer_name=tokenizer_name, write=write, since=since, _attempt=_attempt + 1)
     if final.exists():
         final.rmdir()
     os.replace(staging, final)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
@@ -18,6 +18,7 @@ __all__ = [
     "get_or_create_chat",
     "get_or_create_user",
     "get_user",
+    "last_event_id",
     "new_conversation",
     "record_event",
     "set_admin",
@@ -174,6 +175,13 @@ def dataset_build_paths(db: DB) -> list[str]:
     with transaction(db) as s:
         data = s.execute(select(Event.data).where(Event.kind == "dataset_build")).scalars()
         return sorted({d["path"] for d in data if isinstance(d, dict) and d.get("path")})
+
+
+def last_event_id(db: DB, *, kind: str) -> int:
+    """The id of the newest event of this kind (0 = none): a dataset build compares it before and after, to know
+    whether a /forget ran meanwhile."""
+    with transaction(db) as s:
+        return s.execute(select(func.max(Event.id)).where(Event.kind == kind)).scalar() or 0
 
 
 def record_event(db: DB, *, kind: str, persona: str | None = None, data: dict | None = None) -> None:

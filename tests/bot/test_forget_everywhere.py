@@ -9,7 +9,9 @@ import json
 from sqlalchemy import Text, cast, select
 from sqlmodel import SQLModel
 
+from loopbot.base.tokens import estimate_tokens
 from loopbot.bot.messages import Incoming
+from loopbot.storage import crud
 from loopbot.storage.db import session_scope
 from loopbot.storage.models import Feedback, Generation, Message, User
 from loopbot.trainer.datasets import build_datasets
@@ -91,3 +93,23 @@ async def test_forget_takes_the_text_out_of_other_replies_datasets_reports_and_t
             == [(other.generation_ids[0], 1), (bea_gen, 1)]
         ana = s.execute(select(User).where(User.platform_user_id == "1")).scalar_one()
         assert ana.display_name == "" and ana.consent is True
+
+
+async def test_a_build_reading_the_database_while_a_user_is_forgotten_is_made_again_without_them(engine, settings):
+    settings.trainer.dataset.heldout_fraction = 0.0
+    service = make_service(engine, settings)
+    for user, text in (("1", f"my secret {MARKER}"), ("2", "How do I pace a marathon?")):
+        reply = (await final(service, say(text, user, user)))[0]
+        await service.press(press(f"v:{reply.generation_ids[0]}:+1", user=user))
+    ana = crud.get_or_create_user(engine, platform="telegram", platform_user_id="1")
+    forgotten = []
+
+    def count(text: str) -> int:  # the first row being counted: the user is forgotten meanwhile
+        if not forgotten:
+            forgotten.append(crud.forget_user(engine, user_id=ana.id))
+        return estimate_tokens(text)
+
+    build = build_datasets(engine, settings, "coach", count_tokens=count)
+    assert forgotten and MARKER not in (build.out_dir / "sft.jsonl").read_text("utf-8")
+    assert build.counts["sft"] == 1 and found_in_files(settings.datasets_dir, MARKER) == []
+    assert [p.name for p in (settings.datasets_dir / "coach").iterdir()] == [build.out_dir.name]  # no staging left
