@@ -96,11 +96,10 @@ def test_exactly_one_active_adapter(engine):
     with pytest.raises(LookupError):
         crud.activate_adapter(engine, persona="coach", version=9)
     assert crud.active_adapter(engine, persona="coach").version == 2  # the failed flip changed nothing
-    with pytest.raises(IntegrityError):  # the database itself refuses a second active row
-        with session_scope(engine) as s:
-            from loopbot.storage.models import Adapter
+    with pytest.raises(IntegrityError), session_scope(engine) as s:  # the database refuses a second active row
+        from loopbot.storage.models import Adapter
 
-            s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
+        s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
 
 
 def test_run_lock_is_exclusive_until_released(engine):
