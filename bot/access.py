@@ -9,12 +9,18 @@ from collections.abc import Callable
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import AccessSettings
 
+PRIVATE = "Sorry, this bot is private: you are not on its list of allowed users or chats."
+
 
 class Access:
     """Allow-lists and admins from `[access]`: entries are "platform:id"; an empty list allows everyone."""
 
     def __init__(self, settings: AccessSettings):
         self.settings = settings
+
+    def allows(self, platform: str, user_id: str, chat_id: str) -> bool:
+        """Whether this user may use the bot in this chat: messages, commands, presses and reactions alike."""
+        return self.user_allowed(platform, user_id) and self.chat_allowed(platform, chat_id)
 
     def user_allowed(self, platform: str, user_id: str) -> bool:
         allowed = self.settings.allowed_users

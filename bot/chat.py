@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from loopbot.bot.access import PRIVATE
 from loopbot.bot.commands import run_command
 from loopbot.bot.core import ChatCore, NewPrompt
 from loopbot.bot.feedback import handle_press, handle_reaction
@@ -31,10 +32,8 @@ class ChatService(ChatCore):
         or a streamed reply. The user's message is stored before the model is called."""
         if not inc.addressed:
             return
-        if not (self.access.user_allowed(inc.platform, inc.user_id)
-                and self.access.chat_allowed(inc.platform, inc.chat_id)):
-            yield Reply(0, "Sorry, this bot is private: you are not on its list of allowed users or chats.",
-                        final=True, plain=True)
+        if not self.access.allows(inc.platform, inc.user_id, inc.chat_id):
+            yield Reply(0, PRIVATE, final=True, plain=True)
             return
         if inc.text is None:
             yield Reply(0, NON_TEXT_ANSWER.format(kind=inc.kind or "message"), final=True, plain=True)
@@ -95,10 +94,12 @@ class ChatService(ChatCore):
         return [(m.role, m.text) for m in rows if m.text]
 
     async def press(self, press: Press) -> PressOutcome:
-        """A button press. Accepted only for a row of the chat it was pressed in, by someone in that chat."""
+        """A button press. Accepted only from an allowed user in an allowed chat, for a row of the chat it was
+        pressed in, by someone in that chat."""
         return await handle_press(self, press)
 
     def reaction(self, reaction: Reaction) -> int | None:
-        """👍/👎 reactions on a reply count as votes (removing the reaction withdraws it).
+        """👍/👎 reactions on a reply count as votes (removing the reaction withdraws it); ignored from users or
+        chats outside the allow-lists.
         Returns the vote now recorded (None = none), or None if the message is not one of our replies."""
         return handle_reaction(self, reaction)

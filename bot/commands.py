@@ -1,4 +1,4 @@
-"""The chat commands, the same on every platform: /start /help /persona /new /retry /consent /forget /stats,
+"""The chat commands, the same on every platform: /start /help /persona /new /retry /consent /arena /forget /stats,
 and for admins /train /adapters /rollback. Handlers over the ChatCore (bot/core.py); chat.py dispatches to them."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {  # name -> (description, admin only)
     "new": ("start a fresh conversation", False),
     "retry": ("another answer to your last message", False),
     "consent": ("may your chats train the bot: /consent on|off", False),
+    "arena": ("may your messages be shown in the public web arena: /arena on|off", False),
     "forget": ("delete your messages, replies and votes", False),
     "stats": ("replies, 👍 rate and the live version", False),
     "train": ("admin: start a training cycle now: /train [persona]", True),
@@ -32,11 +33,14 @@ COMMANDS: dict[str, tuple[str, bool]] = {  # name -> (description, admin only)
 HELP = """Hi! I'm {display} ({persona}): {description}
 
 Just write to me and I'll answer.{group_note}
-Rate every answer with 👍 or 👎, or press 🔄 for another one. Sometimes I show two answers, A and B: pick the better one.
+Rate every answer with 👍 or 👎, or press 🔄 for another one.
+Sometimes I show two answers, A and B: pick the better one.
 Your votes train me: every night the ratings become a better version of me.
 
 What is stored: your messages, my answers and your votes, to answer in context and to train me.{consent}
 /consent off keeps your chats out of training; /forget deletes everything of yours.
+Your messages appear in the public web arena only if you say /arena on (with phone numbers and e-mail addresses
+masked).{arena}
 
 Commands:
 {commands}"""
@@ -73,8 +77,9 @@ async def _help(service, inc, user, chat, args):
     group_note = " In a group, mention me or reply to one of my messages." if inc.chat_type != "private" else ""
     consent = (" You currently allow training on your chats." if user.consent
                else " You have opted out of training.")
+    arena = " You currently allow it." if user.arena_consent else " You currently do not."
     yield _say(HELP.format(display=p.display_name, persona=persona, description=p.description or "",
-                           group_note=group_note, consent=consent, commands=commands))
+                           group_note=group_note, consent=consent, arena=arena, commands=commands))
 
 
 async def _persona(service, inc, user, chat, args):
@@ -127,9 +132,27 @@ async def _consent(service, inc, user, chat, args):
                else "Done: your chats and votes will not be used for training from now on.")
 
 
+async def _arena(service, inc, user, chat, args):
+    choice = args[0].lower() if args else ""
+    if choice not in ("on", "off"):
+        state = ("on: your messages and my replies to them may be shown in the public web arena" if user.arena_consent
+                 else "off: your messages are never shown in the public web arena")
+        yield _say(f"Arena sharing is {state}. Change it with /arena on or /arena off.")
+        return
+    crud.set_arena_consent(service.engine, user_id=user.id, consent=choice == "on")
+    service.changed(user_id=user.id)
+    if choice == "off":
+        yield _say("Done: your messages will not be shown in the public web arena any more.")
+        return
+    note = "" if user.consent else " (Not while you keep your chats out of training: /consent on allows both.)"
+    yield _say("Thanks! Your messages and my replies to them may now be shown to visitors of the public web arena, "
+               "with phone numbers and e-mail addresses masked." + note)
+
+
 async def _forget(service, inc, user, chat, args):
-    yield _say("Delete all your messages, the replies to them and your votes, on this platform? This cannot be undone.",
-               buttons=buttons.forget_buttons(user.id))
+    yield _say("Delete all your messages, the replies to them and your votes on this platform, and take your messages "
+               "out of everything they were copied into (other replies' context, training datasets)? "
+               "This cannot be undone.", buttons=buttons.forget_buttons(user.id))
 
 
 async def _stats(service, inc, user, chat, args):
@@ -184,4 +207,5 @@ async def _adapters(service, inc, user, chat, args):
 
 
 _HANDLERS = {"start": _help, "help": _help, "persona": _persona, "new": _new, "retry": _retry, "consent": _consent,
-             "forget": _forget, "stats": _stats, "train": _train, "adapters": _adapters, "rollback": _rollback}
+             "arena": _arena, "forget": _forget, "stats": _stats, "train": _train, "adapters": _adapters,
+             "rollback": _rollback}

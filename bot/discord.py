@@ -32,6 +32,7 @@ SKIN_TONES = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
 COMMAND_OPTIONS: dict[str, tuple[str, str, bool]] = {  # command -> (option name, description, required)
     "persona": ("name", "the persona to talk to (leave empty to list them)", False),
     "consent": ("choice", "on: your chats may train the bot; off: they may not", True),
+    "arena": ("choice", "on: your messages may be shown in the public web arena; off: they may not", True),
     "train": ("persona", "the persona to train (default: this chat's)", False),
     "adapters": ("persona", "only this persona's versions", False),
     "rollback": ("persona", "the persona to roll back", True),
@@ -372,7 +373,7 @@ class DiscordBot:
                 await self.on_command(interaction, name, None)
             return app_commands.Command(name=name, description=description[:100], callback=run)
         option_name, option_description, required = option
-        if name == "consent":
+        if name in ("consent", "arena"):
             async def run(interaction: discord.Interaction, value: Literal["on", "off"]) -> None:
                 await self.on_command(interaction, name, value)
         elif required:
@@ -399,7 +400,8 @@ class DiscordBot:
             await interaction.edit_original_response(content="Done.")
 
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        self.record_error(getattr(error, "original", error), f"/{interaction.command.name if interaction.command else '?'}")
+        command = interaction.command.name if interaction.command else "?"
+        self.record_error(getattr(error, "original", error), f"/{command}")
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(FAILED, ephemeral=True)

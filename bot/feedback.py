@@ -3,10 +3,14 @@ and 👍/👎 reactions, which count as votes. Handlers over the ChatCore (bot/c
 
 from __future__ import annotations
 
+import asyncio
+
 from loopbot.bot import buttons
+from loopbot.bot.access import PRIVATE
 from loopbot.bot.core import ChatCore
 from loopbot.bot.messages import Press, PressOutcome, Reaction
 from loopbot.storage import crud
+from loopbot.storage.forget_files import forget_in_files
 
 EXPIRED = "This button has expired."
 PICK_THANKS = {"a": "Thanks! A is kept.", "b": "Thanks! B is kept.", "tie": "Thanks! Noted as a tie.",
@@ -15,7 +19,10 @@ REACTION_VALUES = {"👍": 1, "👎": -1}
 
 
 async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
-    """What a press does; only for a row of the chat it was pressed in, by someone in that chat."""
+    """What a press does; only for an allowed user in an allowed chat (else the private-bot answer, before
+    anything is stored or generated), for a row of the chat it was pressed in, by someone in that chat."""
+    if not core.access.allows(press.platform, press.user_id, press.chat_id):
+        return PressOutcome(PRIVATE)
     action = buttons.parse(press.data)
     if action is None:
         return PressOutcome(EXPIRED)
@@ -24,7 +31,7 @@ async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
     if chat.type == "private" and not crud.user_in_chat(engine, user_id=user.id, chat_id=chat.id):
         return PressOutcome(EXPIRED)
     if action.kind == "forget":
-        return _forget(core, user, action)
+        return await _forget(core, user, action)
     if action.kind == "pick":
         return _pick(core, chat, action)
     gen = crud.get_generation(engine, generation_id=action.id)
@@ -37,7 +44,8 @@ async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
 
 def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
     """Record the vote a reaction means: the vote now recorded (None = none), or None if not one of our replies."""
-    if not core.settings.feedback.reactions:
+    if not core.settings.feedback.reactions or not core.access.allows(reaction.platform, reaction.user_id,
+                                                                      reaction.chat_id):
         return None
     engine = core.engine
     chat = crud.get_or_create_chat(engine, platform=reaction.platform, platform_chat_id=reaction.chat_id)
@@ -89,13 +97,34 @@ def _pick(core: ChatCore, chat, action) -> PressOutcome:
     return PressOutcome(PICK_THANKS[action.arg], buttons=buttons.vote_buttons(kept))
 
 
-def _forget(core: ChatCore, user, action) -> PressOutcome:
+async def _forget(core: ChatCore, user, action) -> PressOutcome:
     if action.id != user.id:
         return PressOutcome("Only the person who asked can confirm this.")
     if action.arg == "n":
         return PressOutcome("Cancelled.", buttons=[], edit_text="Nothing was deleted.")
-    counts = crud.forget_user(core.engine, user_id=user.id)
+    engine, settings = core.engine, core.settings
+    # the files first: the texts that find them are gone once the rows are (a failure here deletes no row, so
+    # the user can confirm again)
+    texts = crud.forgotten_texts(engine, user_id=user.id)
+    files = await asyncio.to_thread(forget_in_files, texts, datasets_dir=settings.datasets_dir,
+                                    reports_dir=settings.reports_dir, build_dirs=crud.dataset_build_paths(engine))
+    counts = crud.forget_user(engine, user_id=user.id, files=files)
+    # once more: a build that finished during the first look (one that starts reading later sees the forget event)
+    again = await asyncio.to_thread(forget_in_files, texts, datasets_dir=settings.datasets_dir,
+                                    reports_dir=settings.reports_dir, build_dirs=crud.dataset_build_paths(engine))
+    if any(again.values()):
+        crud.record_event(engine, kind="forget_files", data={"user_id": user.id, **again})
+    files = {k: files[k] + again[k] for k in files}
     core.changed(user_id=user.id)
+    prompts, builds = counts["prompts"], len(files["dataset_builds"])
     text = (f"Done: deleted {counts['messages']} messages (yours and my {counts['generations']} replies to them), "
-            f"{counts['votes']} votes and {counts['comparisons']} comparisons.")
+            f"{counts['votes']} votes and {counts['comparisons']} comparisons"
+            + (f"; took your messages out of the context of {prompts} other {_plural(prompts, 'reply', 'replies')}"
+               if prompts else "")
+            + (f"; deleted {builds} training dataset {_plural(builds, 'build', 'builds')} that contained them"
+               if builds else "") + ".")
     return PressOutcome("Deleted.", buttons=[], edit_text=text)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many

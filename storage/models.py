@@ -26,6 +26,8 @@ class User(SQLModel, table=True):
     platform_user_id: str = Field(max_length=128)
     display_name: str = Field(default="", max_length=256)
     consent: bool = Field(default=True, description="may this user's data be used for training")
+    arena_consent: bool = Field(default=False, description="may this user's chat messages appear in the public "
+                                                           "web arena (/arena on); separate from `consent`")
     is_admin: bool = False
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -50,6 +50,8 @@ FILES = KINDS + tuple(f"heldout_{k}" for k in KINDS)
 MAX_PAIRS_PER_PROMPT = 4
 SOURCES_SUFFIX = ".sources"  # beside each held-out file: the source of each row, one a line (for the evaluation)
 BUILD_EVENT = "dataset_build"
+FORGET_EVENT = "forget"  # a /forget (storage.crud.forget_user) that ran while a build read the database
+BUILD_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,7 +69,7 @@ class DatasetBuild:
 def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path | None = None, *,
                    count_tokens: TokenCounter | None = None, tokenizer_name: str | None = None,
                    write: bool = True, since: dict | None = None, record: bool = True,
-                   augment: Callable | None = None) -> DatasetBuild:
+                   augment: Callable | None = None, _attempt: int = 1) -> DatasetBuild:
     """Build the persona's datasets from the database. `count_tokens` measures text in the persona's tokens
     (default: a cheap estimate). `write=False` counts what a build would hold without writing anything.
 
@@ -75,8 +77,12 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
     arena picks and retries newer than that build, for a cycle that continues the live version. The seed corpus'
     training examples are left out then (the live version learnt them); its held-out ones stay for evaluation.
     `record=False` leaves no dataset_build event (a reward model's own build). `augment(engine, persona, snap, sink,
-    excluded, nets)` adds rows last (the reward model's pairs and labels, `trainer.reward_pairs`)."""
+    excluded, nets)` adds rows last (the reward model's pairs and labels, `trainer.reward_pairs`).
+
+    A /forget that runs while the build reads the database may leave the forgotten texts in what it read: such a
+    build is thrown away and made again (up to BUILD_ATTEMPTS times) before its files become visible."""
     persona_cfg = settings.persona(persona)
+    forgets = crud.last_event_id(engine, kind=FORGET_EVENT)
     cfg = settings.trainer.dataset
     snap = take_snapshot(engine, since=since)
     created = datetime.now(UTC)
@@ -144,6 +150,14 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         final = final.with_name(f"{final.name}-{uuid.uuid4().hex[:4]}")
         manifest["build_id"] = build_id = final.name
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if crud.last_event_id(engine, kind=FORGET_EVENT) != forgets:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _attempt >= BUILD_ATTEMPTS:
+            raise UsageError(f"users asked to be forgotten during {BUILD_ATTEMPTS} builds of {persona}'s dataset in a "
+                             "row: build it again")
+        return build_datasets(engine, settings, persona, out_dir, count_tokens=count_tokens,
+                              tokenizer_name=tokenizer_name, write=write, since=since, record=record,
+                              augment=augment, _attempt=_attempt + 1)
     if final.exists():
         final.rmdir()
     os.replace(staging, final)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
+from loopbot.trainer.cleaning import scrub_pii
 from loopbot.web.versions import version_label
 
 ARENA_PLATFORM = "web"  # the user and chat that fresh arena pairs are stored under
@@ -45,15 +46,16 @@ class VoteRefused(Exception):
 def arena_groups(engine: Engine, *, persona: str, limit: int = 2000, chats: bool = True) -> list[PromptGroup]:
     """Recent finished replies grouped by prompt text, keeping prompts answered by at least two versions.
 
-    Only prompts written by users whose consent is on (or by the arena itself) are shown; `chats=False` keeps
-    only the arena's own fresh pairs.
+    Only prompts written by users whose consent and arena consent (/arena on) are on, or by the arena itself, are
+    shown, with e-mail addresses and phone numbers masked as in the datasets; `chats=False` keeps only the arena's
+    own fresh pairs.
     """
     rows = crud.arena_replies(engine, persona=persona, limit=limit, platform=None if chats else ARENA_PLATFORM)
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for gen_id, version, text, asked_text in rows:
-        key = (asked_text or "").strip()
+        key = scrub_pii((asked_text or "").strip())
         if key:
-            groups[key].append(Candidate(gen_id, version_label(version), text))
+            groups[key].append(Candidate(gen_id, version_label(version), scrub_pii(text)))
     return [PromptGroup(p, c) for p, c in groups.items() if len({x.version for x in c}) >= 2]
 
 

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
+from loopbot.storage.crud.arena_consent import shown_on_arena
 from loopbot.storage.crud.feedback import create_comparison, record_pick
 from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Comparison, Generation, Message, User
@@ -24,7 +25,7 @@ def arena_replies(db: DB, *, persona: str, limit: int = 2000,
          .join(asked, asked.id == Generation.prompt_message_id)
          .join(User, User.id == asked.user_id)
          .where(Generation.persona == persona, Generation.status.in_(["ok", "cut_off"]), reply.text != "",
-                User.consent.is_(True)))
+                User.consent.is_(True), shown_on_arena()))
     if platform is not None:
         q = q.where(User.platform == platform)
     with transaction(db) as s:

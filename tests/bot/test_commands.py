@@ -117,3 +117,20 @@ async def test_admin_rollback_goes_through_the_trainer_registry(settings, tmp_pa
     assert text_of(await final(service, dm("/rollback coach", user="42"))) == \
         "Rollback of coach: now serving coach-v1."
     assert crud.active_adapter(engine, persona="coach").version == 1
+
+
+async def test_arena_sharing_is_off_until_the_user_says_arena_on(engine, service):
+    help_text = text_of(await final(service, dm("/help")))
+    assert "/arena: may your messages be shown in the public web arena" in help_text
+    assert "only if you say /arena on" in help_text and "You currently do not." in help_text
+    assert "Arena sharing is off" in text_of(await final(service, dm("/arena")))
+    assert "may now be shown" in text_of(await final(service, dm("/arena on")))
+    assert "Arena sharing is on" in text_of(await final(service, dm("/arena maybe")))
+    with session_scope(engine) as s:
+        user = s.execute(select(User)).scalar_one()
+        events = s.execute(select(Event).where(Event.kind == "arena_consent")).scalars().all()
+    assert user.arena_consent is True and user.consent is True and [e.data["consent"] for e in events] == [True]
+    await final(service, dm("/consent off"))
+    assert "Not while you keep your chats out of training" in text_of(await final(service, dm("/arena on")))
+    assert "will not be shown" in text_of(await final(service, dm("/arena off")))
+    assert crud.get_user(engine, user_id=user.id).arena_consent is False

@@ -361,3 +361,28 @@ async def test_a_bare_mention_gets_the_empty_message_answer(fake, start_bot, sql
     reply = await fake.wait_for_message(lambda m: bool(m["content"]), timeout=5)
     assert reply["content"] == "That message is empty. Send me some text and I'll answer."
     assert rows(sqlite_engine, Generation) == []
+
+
+async def test_a_stranger_cannot_vote_retry_or_react_on_a_reply(fake, start_bot, sqlite_engine):
+    alice, mallory = fake.user("alice"), fake.user("mallory")
+    await start_bot(allowed_users=[f"discord:{alice.id}"])
+    await fake.say(alice, "rate this", mention_bot=True)
+    reply = await fake.wait_for_message(final)
+    for label in ("👍", "🔄"):
+        pressed = await fake.wait_answered(await fake.press(mallory, reply, label=label))
+        assert pressed.ephemeral and pressed.responses[0]["data"]["content"].startswith("Sorry, this bot is private")
+    await fake.react(mallory, reply, "👍")
+    await asyncio.sleep(0.3)
+    assert rows(sqlite_engine, Feedback) == [] and len(rows(sqlite_engine, Generation)) == 1
+    assert labels(fake.messages[int(reply["id"])]) == ["👍", "👎", "🔄"]
+    assert [u.platform_user_id for u in rows(sqlite_engine, User)] == [str(alice.id)]
+
+
+async def test_arena_slash_command_takes_on_or_off(fake, start_bot, sqlite_engine):
+    await start_bot()
+    option = next(c for c in fake.global_commands if c["name"] == "arena")["options"][0]
+    assert option["name"] == "choice" and {c["value"] for c in option["choices"]} == {"on", "off"}
+    alice = fake.user("alice")
+    shown = await fake.response_of(await fake.slash(alice, "arena", {"choice": "on"}))
+    assert "may now be shown" in shown["content"]
+    assert [u.arena_consent for u in rows(sqlite_engine, User)] == [True]

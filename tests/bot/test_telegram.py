@@ -67,7 +67,7 @@ async def test_start_answers_with_help_and_sets_the_command_menu(fake, start_bot
     reply = await fake.wait_for(lambda: fake.bot_messages(7))
     assert "Rate every answer with 👍 or 👎" in reply[0].text and "/consent" in reply[0].text
     assert "/train" not in reply[0].text  # not an admin
-    assert {c["command"] for c in fake.commands} >= {"start", "help", "persona", "forget"}
+    assert {c["command"] for c in fake.commands} >= {"start", "help", "persona", "forget", "arena"}
     assert "train" not in {c["command"] for c in fake.commands}
 
 
@@ -367,3 +367,20 @@ async def test_a_429_in_one_chat_does_not_hold_up_another(fake, start_bot):
     await fake.final_reply(37, timeout=15)
     assert time.monotonic() - started < 3
     assert (await fake.final_reply(36, timeout=15)).text == text
+
+
+async def test_a_stranger_in_an_allowed_group_cannot_vote_retry_or_react(fake, start_bot, sqlite_engine):
+    await start_bot(allowed_users=["telegram:20"])
+    fake.send("@loopbot_test_bot rate this", user_id=20, chat_id=-300, chat_type="group")
+    reply = await fake.final_reply(-300)
+    await fake.wait_for(lambda: any(m.platform_message_id == str(reply.message_id)
+                                    for m in rows(sqlite_engine, Message)))
+    for label in ("👍", "🔄"):
+        q = fake.press(reply, reply.data(label), user_id=21)
+        await fake.wait_for(lambda q=q: q in fake.callback_answers)
+        assert fake.callback_answers[q]["text"].startswith("Sorry, this bot is private"), label
+    fake.react(reply, ["👍"], user_id=21)
+    fake.react(reply, ["👎"], user_id=20)  # the allowed user's reaction, handled after the stranger's
+    await fake.wait_for(lambda: rows(sqlite_engine, Feedback))
+    assert [(v.value, v.source) for v in rows(sqlite_engine, Feedback)] == [(-1, "reaction")]
+    assert len(rows(sqlite_engine, Generation)) == 1 and len(fake.bot_messages(-300)) == 1

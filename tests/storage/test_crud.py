@@ -79,7 +79,7 @@ def test_forget_deletes_messages_generations_and_votes(engine):
     crud.upsert_vote(engine, generation_id=gen.id, user_id=other.id, value=1)
     crud.upsert_vote(engine, generation_id=other_gen.id, user_id=user.id, value=-1)
     counts = crud.forget_user(engine, user_id=user.id)
-    assert counts == {"messages": 2, "generations": 1, "votes": 3, "comparisons": 0}
+    assert counts == {"messages": 2, "generations": 1, "votes": 3, "comparisons": 0, "prompts": 0}
     with session_scope(engine) as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar() == 2  # u2's message and reply remain
         assert s.execute(select(func.count()).select_from(Generation)).scalar() == 1
@@ -96,11 +96,10 @@ def test_exactly_one_active_adapter(engine):
     with pytest.raises(LookupError):
         crud.activate_adapter(engine, persona="coach", version=9)
     assert crud.active_adapter(engine, persona="coach").version == 2  # the failed flip changed nothing
-    with pytest.raises(IntegrityError):  # the database itself refuses a second active row
-        with session_scope(engine) as s:
-            from loopbot.storage.models import Adapter
+    with pytest.raises(IntegrityError), session_scope(engine) as s:  # the database refuses a second active row
+        from loopbot.storage.models import Adapter
 
-            s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
+        s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
 
 
 def test_run_lock_is_exclusive_until_released(engine):

@@ -11,6 +11,7 @@ def reply(engine, *, persona: str, prompt: str, text: str, version: str | None, 
           latency_ms: float = 800.0) -> int:
     """A user message and one finished reply to it by `version` (None = base); returns the generation id."""
     u = crud.get_or_create_user(engine, platform="telegram", platform_user_id=user, display_name=user)
+    crud.set_arena_consent(engine, user_id=u.id, consent=True)  # chat users who agreed to the arena (/arena on)
     chat = crud.get_or_create_chat(engine, platform="telegram", platform_chat_id=f"chat-{user}", persona=persona)
     msg = crud.record_message(engine, chat_id=chat.id, user_id=u.id, role="user", text=prompt, persona=persona,
                               conversation_id=chat.conversation_id)
