@@ -371,7 +371,9 @@ def test_length_limits_can_use_the_persona_tokenizer(sqlite_engine, settings, ti
 
 def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, settings):
     """What a cycle continuing the live version trains on: votes, retries and picks newer than its build; the
-    seed corpus' training examples (already learnt) are left out, its held-out ones kept for evaluation."""
+    seed corpus' training examples (already learnt) are left out, its held-out ones kept for evaluation. Replay
+    (a share of them mixed back in) is off here: tests/trainer/test_seeded.py covers it."""
+    settings.trainer.dataset.replay_seed_fraction = 0
     crud.add_seed_examples(engine, persona="coach", source="qa:coach.jsonl", kind="sft", examples=[
         {"messages": [{"role": "user", "content": "Q1?"}, {"role": "assistant", "content": "A1."}]}])
     crud.add_seed_examples(engine, persona="coach", source="qa:coach.jsonl", kind="sft", split="validation",
