@@ -37,6 +37,7 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     app.state.visitor_limit = RateLimiter(settings.votes_per_minute)
     app.state.ip_limit = RateLimiter(settings.votes_per_minute_per_ip)
     app.state.login_limit = RateLimiter(10)
+    app.state.page_limit = RateLimiter(settings.pages_per_minute_per_ip)
     app.state.fresh_limit = RateLimiter(settings.fresh_pairs_per_minute) if settings.fresh_pairs_per_minute else None
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
@@ -19,12 +20,14 @@ from loopbot.web.templating import render
 
 
 class Limits(NamedTuple):
-    """The app's rate limits: arena votes per visitor and per address, login attempts, fresh pairs (None = off)."""
+    """The app's rate limits: arena votes per visitor and per address, login attempts (the form's and Bearer
+    tokens'), fresh pairs (None = off), page loads per address."""
 
     visitor: RateLimiter
     ip: RateLimiter
     login: RateLimiter
     fresh: RateLimiter | None
+    pages: RateLimiter
 
 
 def get_loopbot(request: Request) -> Any:
@@ -59,7 +62,7 @@ SignerDep = Annotated[Signer, Depends(get_signer)]
 
 def get_limits(request: Request) -> Limits:
     state = request.app.state
-    return Limits(state.visitor_limit, state.ip_limit, state.login_limit, state.fresh_limit)
+    return Limits(state.visitor_limit, state.ip_limit, state.login_limit, state.fresh_limit, state.page_limit)
 
 
 LimitsDep = Annotated[Limits, Depends(get_limits)]
@@ -117,6 +120,22 @@ def client_ip(request: Request) -> str:
 
 
 ClientIpDep = Annotated[str, Depends(client_ip)]
+
+
+def too_many(wait: float, what: str) -> HTTPException:
+    """429 with Retry-After (whole seconds, at least 1)."""
+    seconds = max(1, math.ceil(wait))
+    return HTTPException(429, f"too many {what}; try again in {seconds} s", headers={"Retry-After": str(seconds)})
+
+
+def limit_page_loads(limits: LimitsDep, ip: ClientIpDep) -> None:
+    """At most `[web] pages_per_minute_per_ip` loads of the arena and leaderboard pages per address, else 429."""
+    wait = limits.pages.retry_after("page:" + ip)
+    if wait:
+        raise too_many(wait, "page loads from your address")
+
+
+PageLoadLimit = Annotated[None, Depends(limit_page_loads)]
 
 
 def get_admin_token(settings: SettingsDep) -> str | None:
