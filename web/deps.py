@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import Settings
 from loopbot.web import admin
-from loopbot.web.security import Signer
+from loopbot.web.security import Signer, admin_token_matches
 from loopbot.web.templating import render
 
 
@@ -146,8 +146,26 @@ def get_admin_token(settings: SettingsDep) -> str | None:
 AdminTokenDep = Annotated[str | None, Depends(get_admin_token)]
 
 
-def get_is_admin(request: Request, token: AdminTokenDep, signer: SignerDep) -> bool:
-    return admin.is_admin(request, token, signer)
+def get_is_admin(request: Request, token: AdminTokenDep, signer: SignerDep, limits: LimitsDep, ip: ClientIpDep,
+                 loopbot: LoopbotDep) -> bool:
+    """A session cookie the database still has, or `Authorization: Bearer <token>`. Bearer attempts share the login
+    form's per-address limit: a wrong token counts, and over the limit every attempt gets 429 (so a guess cannot be
+    told right from wrong there)."""
+    if not token:
+        return False
+    bearer = admin.bearer_token(request)
+    if bearer is None:
+        return admin.has_session(loopbot.engine, request, token, signer)
+    key = "login:" + ip
+    wait = limits.login.wait(key)
+    if wait:
+        raise too_many(wait, "login attempts")
+    if admin_token_matches(token, bearer):
+        return True
+    wait = limits.login.retry_after(key)  # counts this wrong token
+    if wait:
+        raise too_many(wait, "login attempts")
+    return False
 
 
 IsAdminDep = Annotated[bool, Depends(get_is_admin)]
