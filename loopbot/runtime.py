@@ -22,6 +22,7 @@ from loopbot.web.server import serve
 log = logging.getLogger("loopbot.run")
 
 Stopper = Callable[[], Awaitable[None]]
+MIN_ADMIN_TOKEN_CHARS = 24
 
 
 def run_forever(loopbot) -> None:
@@ -33,13 +34,12 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
     """Start every enabled part, wait for `stop` (set by SIGINT/SIGTERM), then stop them in reverse order.
     Returns the names of the parts that ran."""
     env = os.environ if env is None else env
+    check_admin_token(loopbot.settings, env)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, no signals
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
-            pass
     stoppers: list[tuple[str, Stopper]] = []
     watched: list[asyncio.Task] = []
     try:
@@ -61,6 +61,17 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
     return [name for name, _ in stoppers]
+
+
+def check_admin_token(settings, env: Mapping[str, str]) -> None:
+    """Refuse to start with a guessable admin token: one set in `[web] admin_token_env` must have 24 characters or
+    more (unset = the admin pages stay closed)."""
+    name = settings.web.admin_token_env
+    token = env.get(name)
+    if token and len(token.strip()) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(f"the admin token in {name} ([web] admin_token_env) has {len(token.strip())} characters; "
+                          f"use at least {MIN_ADMIN_TOKEN_CHARS}, e.g. the output of "
+                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or unset it")
 
 
 async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task]) -> None:

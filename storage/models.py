@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
 
@@ -101,13 +101,20 @@ class Feedback(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+PAIR_ORDER_CHECK = ("pair_low = CASE WHEN generation_a_id < generation_b_id THEN generation_a_id "
+                    "ELSE generation_b_id END AND pair_high = CASE WHEN generation_a_id < generation_b_id "
+                    "THEN generation_b_id ELSE generation_a_id END")
+
+
 class Comparison(SQLModel, table=True):
     """Two generations shown side by side and the pick between them."""
 
     __tablename__ = "comparisons"
     __table_args__ = (
         UniqueConstraint("generation_a_id", "generation_b_id", "user_id"),
-        UniqueConstraint("generation_a_id", "generation_b_id", "visitor_id"),
+        # one pick per web visitor per pair in either order; pair_low / pair_high are the pair's ids in order
+        UniqueConstraint("visitor_id", "pair_low", "pair_high", name="uq_comparisons_visitor_pair"),
+        CheckConstraint(PAIR_ORDER_CHECK, name="ck_comparisons_pair_order"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -120,6 +127,15 @@ class Comparison(SQLModel, table=True):
     source: str = Field(default="chat", max_length=16, description="chat | web")
     created_at: datetime = Field(default_factory=utcnow)
     picked_at: datetime | None = None
+    pair_low: int | None = Field(default=None, nullable=False, description="min(generation_a_id, generation_b_id)")
+    pair_high: int | None = Field(default=None, nullable=False, description="max(generation_a_id, generation_b_id)")
+
+
+@event.listens_for(Comparison, "before_insert")
+def _unordered_pair(_mapper, _connection, row: Comparison) -> None:
+    """Fill the pair columns from the two generations (the database checks they agree)."""
+    row.pair_low = min(row.generation_a_id, row.generation_b_id)
+    row.pair_high = max(row.generation_a_id, row.generation_b_id)
 
 
 class Adapter(SQLModel, table=True):
@@ -206,3 +222,26 @@ class Event(SQLModel, table=True):
     persona: str | None = Field(default=None, max_length=64)
     data: dict = _json()
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AdminSession(SQLModel, table=True):
+    """A logged-in admin dashboard session; the cookie carries its id, and logging out deletes the row, so a copy of
+    the cookie is refused afterwards by every process."""
+
+    __tablename__ = "admin_sessions"
+
+    id: str = Field(primary_key=True, max_length=64, description="sha256 of the session id in the cookie")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+class AdminNonce(SQLModel, table=True):
+    """A one-time confirmation of one admin action (e.g. promote coach v3), consumed when the action is posted."""
+
+    __tablename__ = "admin_nonces"
+
+    id: str = Field(primary_key=True, max_length=64, description="sha256 of the nonce in the confirmation form")
+    action: str = Field(max_length=256, description="what it confirms: session, persona, action, version")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None

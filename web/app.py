@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopbot.base.ratelimit import RateLimiter
+from loopbot.web.bodylimit import BodyLimit
 from loopbot.web.routes import admin, arena, health, home, leaderboard
 from loopbot.web.security import Signer, load_secret
 from loopbot.web.templating import make_templates, render
@@ -37,6 +38,7 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     app.state.visitor_limit = RateLimiter(settings.votes_per_minute)
     app.state.ip_limit = RateLimiter(settings.votes_per_minute_per_ip)
     app.state.login_limit = RateLimiter(10)
+    app.state.page_limit = RateLimiter(settings.pages_per_minute_per_ip)
     app.state.fresh_limit = RateLimiter(settings.fresh_pairs_per_minute) if settings.fresh_pairs_per_minute else None
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}
@@ -53,6 +55,8 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # the outermost of ours: before any read
 
     @app.exception_handler(StarletteHTTPException)
     async def _error_page(request: Request, exc: StarletteHTTPException):

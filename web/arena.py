@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -23,12 +22,6 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class PromptGroup:
-    prompt: str
-    candidates: list[Candidate]
-
-
-@dataclass(frozen=True)
 class Matchup:
     prompt: str
     a: Candidate
@@ -43,40 +36,54 @@ class VoteRefused(Exception):
         self.status = status
 
 
-def arena_groups(engine: Engine, *, persona: str, limit: int = 2000, chats: bool = True) -> list[PromptGroup]:
-    """Recent finished replies grouped by prompt text, keeping prompts answered by at least two versions.
-
-    Only prompts written by users whose consent and arena consent (/arena on) are on, or by the arena itself, are
-    shown, with e-mail addresses and phone numbers masked as in the datasets; `chats=False` keeps only the arena's
-    own fresh pairs.
-    """
-    rows = crud.arena_replies(engine, persona=persona, limit=limit, platform=None if chats else ARENA_PLATFORM)
-    groups: dict[str, list[Candidate]] = defaultdict(list)
-    for gen_id, version, text, asked_text in rows:
-        key = scrub_pii((asked_text or "").strip())
-        if key:
-            groups[key].append(Candidate(gen_id, version_label(version), scrub_pii(text)))
-    return [PromptGroup(p, c) for p, c in groups.items() if len({x.version for x in c}) >= 2]
+SLICE = 12  # replies per version read for one page's pair
+VERSIONS_PER_TRY = 4  # versions of one prompt looked at per try
+TRIES = 3  # prompts tried per page before saying there is nothing left
 
 
 def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None,
                    chats: bool = True) -> Matchup | None:
-    """A random pair of replies to one prompt from two different versions that this visitor has not judged."""
+    """A random pair of replies to one prompt from two different versions that this visitor has not judged.
+
+    The cost does not grow with the replies to one prompt: grouped counts choose a prompt (weighted by the pairs
+    the visitor has left there), then at most SLICE replies per version (a random run of them) are read and paired.
+    """
     rng = rng or random.Random()
-    seen = crud.voted_pairs(engine, visitor_id=visitor_id)
-    options: list[tuple[str, Candidate, Candidate]] = []
-    for group in arena_groups(engine, persona=persona, chats=chats):
-        cands = group.candidates
-        for i, x in enumerate(cands):
-            for y in cands[i + 1:]:
-                if x.version != y.version and _key(x.generation_id, y.generation_id) not in seen:
-                    options.append((group.prompt, x, y))
+    platform = None if chats else ARENA_PLATFORM
+    prompts = [p for p in crud.arena_prompts(engine, persona=persona, visitor_id=visitor_id, platform=platform)
+               if p.pairs > p.judged]
+    for _ in range(TRIES):
+        if not prompts:
+            return None
+        prompt = rng.choices(prompts, weights=[p.pairs - p.judged for p in prompts])[0]
+        prompts.remove(prompt)
+        matchup = _pair_in(engine, persona, prompt, visitor_id, rng, platform)
+        if matchup is not None:
+            return matchup
+    return None
+
+
+def _pair_in(engine: Engine, persona: str, prompt: crud.ArenaPrompt, visitor_id: str, rng: random.Random,
+             platform: str | None) -> Matchup | None:
+    keys = list(prompt.versions)
+    if len(keys) > VERSIONS_PER_TRY:
+        keys = rng.sample(keys, VERSIONS_PER_TRY)
+    cands: list[Candidate] = []
+    for key in keys:
+        n, low, high = prompt.versions[key]
+        offset = rng.randrange(n - SLICE + 1) if n > SLICE else 0
+        for gen_id, text in crud.arena_slice(engine, persona=persona, prompt=prompt.text, version=key, low=low,
+                                             high=high, offset=offset, limit=SLICE, platform=platform):
+            cands.append(Candidate(gen_id, version_label(key or None), scrub_pii(text)))
+    seen = crud.voted_pairs(engine, visitor_id=visitor_id, among=[c.generation_id for c in cands])
+    options = [(x, y) for i, x in enumerate(cands) for y in cands[i + 1:]
+               if x.version != y.version and _key(x.generation_id, y.generation_id) not in seen]
     if not options:
         return None
-    prompt, x, y = rng.choice(options)
+    x, y = rng.choice(options)
     if rng.random() < 0.5:
         x, y = y, x
-    return Matchup(prompt, x, y)
+    return Matchup(scrub_pii(prompt.text), x, y)  # shown as the datasets see it: no e-mail, no phone number
 
 
 def pair_value(persona: str, a_id: int, b_id: int, visitor_id: str) -> str:
@@ -91,10 +98,8 @@ def record_vote(engine: Engine, *, persona: str, a_id: int, b_id: int, pick: str
     a, b = crud.get_generation(engine, generation_id=a_id), crud.get_generation(engine, generation_id=b_id)
     if a is None or b is None or a.persona != persona or b.persona != persona or a_id == b_id:
         raise VoteRefused(400, "these replies are not an arena pair of this persona")
-    if _key(a_id, b_id) in crud.voted_pairs(engine, visitor_id=visitor_id):
-        raise VoteRefused(409, "you already voted on this pair")
-    # stored in the order shown (position bias stays measurable); the check above covers the other order,
-    # the database's unique key a concurrent replay of this one
+    # stored in the order shown (position bias stays measurable); the database's unique key on the visitor and the
+    # unordered pair refuses a second pick in either order, concurrent ones included
     comparison_id = crud.record_web_pick(engine, persona=persona, generation_a_id=a_id, generation_b_id=b_id,
                                          visitor_id=visitor_id, pick=pick)
     if comparison_id is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
@@ -14,17 +15,19 @@ from sqlalchemy.engine import Engine
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import Settings
 from loopbot.web import admin
-from loopbot.web.security import Signer
+from loopbot.web.security import Signer, admin_token_matches
 from loopbot.web.templating import render
 
 
 class Limits(NamedTuple):
-    """The app's rate limits: arena votes per visitor and per address, login attempts, fresh pairs (None = off)."""
+    """The app's rate limits: arena votes per visitor and per address, login attempts (the form's and Bearer
+    tokens'), fresh pairs (None = off), page loads per address."""
 
     visitor: RateLimiter
     ip: RateLimiter
     login: RateLimiter
     fresh: RateLimiter | None
+    pages: RateLimiter
 
 
 def get_loopbot(request: Request) -> Any:
@@ -59,7 +62,7 @@ SignerDep = Annotated[Signer, Depends(get_signer)]
 
 def get_limits(request: Request) -> Limits:
     state = request.app.state
-    return Limits(state.visitor_limit, state.ip_limit, state.login_limit, state.fresh_limit)
+    return Limits(state.visitor_limit, state.ip_limit, state.login_limit, state.fresh_limit, state.page_limit)
 
 
 LimitsDep = Annotated[Limits, Depends(get_limits)]
@@ -119,6 +122,22 @@ def client_ip(request: Request) -> str:
 ClientIpDep = Annotated[str, Depends(client_ip)]
 
 
+def too_many(wait: float, what: str) -> HTTPException:
+    """429 with Retry-After (whole seconds, at least 1)."""
+    seconds = max(1, math.ceil(wait))
+    return HTTPException(429, f"too many {what}; try again in {seconds} s", headers={"Retry-After": str(seconds)})
+
+
+def limit_page_loads(limits: LimitsDep, ip: ClientIpDep) -> None:
+    """At most `[web] pages_per_minute_per_ip` loads of the arena and leaderboard pages per address, else 429."""
+    wait = limits.pages.retry_after("page:" + ip)
+    if wait:
+        raise too_many(wait, "page loads from your address")
+
+
+PageLoadLimit = Annotated[None, Depends(limit_page_loads)]
+
+
 def get_admin_token(settings: SettingsDep) -> str | None:
     """The configured admin token, read at each request (None = the admin pages are closed)."""
     return admin.admin_token(settings)
@@ -127,8 +146,26 @@ def get_admin_token(settings: SettingsDep) -> str | None:
 AdminTokenDep = Annotated[str | None, Depends(get_admin_token)]
 
 
-def get_is_admin(request: Request, token: AdminTokenDep, signer: SignerDep) -> bool:
-    return admin.is_admin(request, token, signer)
+def get_is_admin(request: Request, token: AdminTokenDep, signer: SignerDep, limits: LimitsDep, ip: ClientIpDep,
+                 loopbot: LoopbotDep) -> bool:
+    """A session cookie the database still has, or `Authorization: Bearer <token>`. Bearer attempts share the login
+    form's per-address limit: a wrong token counts, and over the limit every attempt gets 429 (so a guess cannot be
+    told right from wrong there)."""
+    if not token:
+        return False
+    bearer = admin.bearer_token(request)
+    if bearer is None:
+        return admin.has_session(loopbot.engine, request, token, signer)
+    key = "login:" + ip
+    wait = limits.login.wait(key)
+    if wait:
+        raise too_many(wait, "login attempts")
+    if admin_token_matches(token, bearer):
+        return True
+    wait = limits.login.retry_after(key)  # counts this wrong token
+    if wait:
+        raise too_many(wait, "login attempts")
+    return False
 
 
 IsAdminDep = Annotated[bool, Depends(get_is_admin)]

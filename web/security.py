@@ -59,19 +59,27 @@ class Signer:
     def check_csrf(self, session: str | None, token: str | None) -> bool:
         return bool(session) and self.verify("csrf", session, token)
 
-    # admin sessions: "<expiry>.<nonce>.<sig>", signed with a key that includes the admin token,
-    # so changing the token logs everyone out
-    def admin_session(self, admin_token: str, ttl_s: float) -> str:
-        value = f"{int(time.time() + ttl_s)}.{secrets.token_urlsafe(8)}"
-        return f"{value}.{self.sign('admin:' + _digest(admin_token), value)}"
+    # admin sessions: "<expiry>.<session id>.<sig>", signed with a key that includes the admin token, so changing
+    # the token logs everyone out; the session must also be in the database (logout deletes it there)
+    def admin_session(self, admin_token: str, ttl_s: float) -> tuple[str, str]:
+        """(the session's value to store server-side, the cookie)."""
+        value = f"{int(time.time() + ttl_s)}.{secrets.token_urlsafe(24)}"
+        return value, f"{value}.{self.sign('admin:' + _digest(admin_token), value)}"
 
-    def check_admin_session(self, admin_token: str, cookie: str | None) -> bool:
+    def admin_session_value(self, admin_token: str, cookie: str | None) -> str | None:
+        """The session value of a cookie made here with this token and not expired, else None."""
         if not cookie or cookie.count(".") < 2:
-            return False
+            return None
         value, sig = cookie.rsplit(".", 1)
         expiry = value.split(".", 1)[0]
-        return (expiry.isdigit() and int(expiry) > time.time()
-                and self.verify("admin:" + _digest(admin_token), value, sig))
+        ok = (expiry.isdigit() and int(expiry) > time.time()
+              and self.verify("admin:" + _digest(admin_token), value, sig))
+        return value if ok else None
+
+
+def digest(text: str) -> str:
+    """sha256 hex: what the database keeps of a session id or a nonce."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _digest(text: str) -> str:

@@ -32,6 +32,14 @@ class RateLimiter:
             self._hits.move_to_end(key)
             return 0.0
 
+    def wait(self, key: str) -> float:
+        """The seconds until `key` may act (0 = now), without counting anything: a check before an attempt whose
+        outcome must not show while the key is over its limit (a guessed token)."""
+        now = self.clock()
+        with self._lock:
+            live = [t for t in self._hits.get(key, ()) if t > now - self.window_s]
+            return live[0] + self.window_s - now if len(live) >= self.limit else 0.0
+
     def __len__(self) -> int:
         """How many keys it remembers now."""
         return len(self._hits)

@@ -299,6 +299,10 @@ class WebSettings(Section):
     arena_from_chats: bool = Field(True, description="arena shows replies to chat messages of consenting users")
     arena_prompts: list[str] = Field([], description="prompts the arena may answer afresh (with smoke_prompts)")
     fresh_pairs_per_minute: int = Field(6, ge=0, description="fresh arena pairs generated per minute; 0 = none")
+    pages_per_minute_per_ip: int = Field(120, gt=0, description="arena and leaderboard page loads per IP address "
+                                         "per minute (429 with Retry-After over it)")
+    max_body_bytes: int = Field(65536, gt=0, description="request bodies over this many bytes are refused (413) "
+                                "before they are read")
 
 
 class Settings(Section):

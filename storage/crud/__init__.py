@@ -7,6 +7,7 @@ A few take an Engine only: the chat's hot path (Core on a connection), streamed 
 or expect a duplicate-key error (`upsert_vote`, `acquire_run_lock`), which would spoil a caller's transaction."""
 
 from loopbot.storage.crud.adapters import *  # noqa: F403
+from loopbot.storage.crud.admin_sessions import *  # noqa: F403
 from loopbot.storage.crud.arena import *  # noqa: F403
 from loopbot.storage.crud.chat_queries import *  # noqa: F403
 from loopbot.storage.crud.chat_turns import *  # noqa: F403

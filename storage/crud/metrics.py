@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, create_engine, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Adapter, Comparison, Event, Feedback, Generation, Message, TrainingRun
 
-__all__ = ["DatabaseCounts", "database_counts"]
+__all__ = ["DatabaseCounts", "database_counts", "probe_live_adapters"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class DatabaseError(Exception):
+    """The database is there but broken."""
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,26 @@ def database_counts(db: DB, *, latency_buckets_s: tuple[float, ...]) -> Database
             swap_events=rows(select(Event.kind, Event.persona, Event.data)
                              .where(Event.kind.in_(["activate", "swap"])).order_by(Event.id)),
         )
+
+
+def probe_live_adapters(engine: Engine, *, timeout_s: int = 5) -> list[str]:
+    """The served names of the live versions, read on a new connection outside the engine's pool: a readiness probe
+    (a broken SQLite file or an unreachable server fails here even while pooled connections answer from caches).
+    A SQLite file must exist (the probe never creates one) and start with SQLite's header: in WAL mode a fresh
+    connection may still read every page it needs from the -wal file while the main file is garbage."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            with open(url.database, "rb") as f:
+                if f.read(16) != SQLITE_HEADER:
+                    raise DatabaseError("the SQLite file does not start with SQLite's header")
+            url = url.set(database=f"file:{url.database}", query={**url.query, "mode": "rw", "uri": "true"})
+        args = {"timeout": timeout_s}
+    else:
+        args = {} if "connect_timeout" in url.query else {"connect_timeout": timeout_s}
+    probe = create_engine(url, poolclass=NullPool, connect_args=args)
+    try:
+        with probe.connect() as conn:
+            return list(conn.execute(select(Adapter.name).where(Adapter.status == "active")).scalars())
+    finally:
+        probe.dispose()

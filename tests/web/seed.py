@@ -47,3 +47,26 @@ def arena_world(loopbot, *, persona: str = "coach", prompts: int = 3) -> dict[st
                                        text=f"{style}, then faster (#{i}).",
                                        version=None if version == "base" else version))
     return gens
+
+
+def many_replies(engine, *, persona: str, prompt: str, n: int, versions=(None, "coach-v1")) -> None:
+    """One user message `prompt` and `n` finished replies to it, by `versions` in turn (bulk inserts: fast)."""
+    from sqlalchemy import insert, select
+
+    from loopbot.storage.db import session_scope
+    from loopbot.storage.models import Generation, Message
+
+    u = crud.get_or_create_user(engine, platform="telegram", platform_user_id="many", display_name="many")
+    chat = crud.get_or_create_chat(engine, platform="telegram", platform_chat_id="chat-many", persona=persona)
+    asked = crud.record_message(engine, chat_id=chat.id, user_id=u.id, role="user", text=prompt, persona=persona,
+                                conversation_id=chat.conversation_id)
+    with session_scope(engine) as s:
+        s.execute(insert(Message), [{"chat_id": chat.id, "role": "assistant", "text": f"reply {i} to {prompt}",
+                                     "persona": persona, "conversation_id": chat.conversation_id,
+                                     "reply_to_id": asked.id} for i in range(n)])
+        ids = s.execute(select(Message.id).where(Message.reply_to_id == asked.id, Message.role == "assistant")
+                        .order_by(Message.id)).scalars().all()
+        s.execute(insert(Generation), [{"message_id": mid, "prompt_message_id": asked.id, "chat_id": chat.id,
+                                        "persona": persona, "adapter_version": versions[i % len(versions)],
+                                        "backend": "local", "sampling": {}, "prompt": [], "status": "ok",
+                                        "in_history": True} for i, mid in enumerate(ids)])

@@ -149,8 +149,8 @@ def test_promote_refuses_a_version_whose_files_are_gone(client, loopbot):
     arena_world(loopbot)
     shutil.rmtree(loopbot.settings.adapters_dir / "coach" / "v1")
     _login(client)
-    csrf = hidden_fields(client.get("/admin").text, "/admin/coach/promote")["csrf"]
-    r = client.post("/admin/coach/promote", data={"csrf": csrf, "version": "1", "confirm": "yes"})
+    ask = client.post("/admin/coach/promote", data=hidden_fields(client.get("/admin").text, "/admin/coach/promote"))
+    r = client.post("/admin/coach/promote", data=hidden_fields(ask.text))
     assert r.status_code == 409 and "no adapter files" in r.text
     assert crud.active_adapter(loopbot.engine, persona="coach").version == 2
 
@@ -158,3 +158,83 @@ def test_promote_refuses_a_version_whose_files_are_gone(client, loopbot):
 def test_login_attempts_are_rate_limited(client):
     codes = [_login(client, f"guess-{i}").status_code for i in range(12)]
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+
+
+BEARER = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_wrong_bearer_tokens_count_against_the_login_limit(client):
+    codes = [client.get("/admin", headers={"authorization": f"Bearer guess-{i}"}).status_code for i in range(12)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+    # the same per-address budget as the login form; over it even the right token waits (no oracle for guesses)
+    assert _login(client).status_code == 429
+    r = client.get("/admin", headers=BEARER)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    assert "loopbot_admin" not in client.cookies
+
+
+def test_the_right_bearer_token_is_not_counted(client):
+    assert [client.get("/admin", headers=BEARER).status_code for _ in range(12)] == [200] * 12
+    assert _login(client).status_code == 303
+
+
+def test_a_session_cookie_replayed_after_logout_is_refused(client, loopbot):
+    from loopbot.web.app import create_app
+
+    assert _login(client).status_code == 303
+    cookie = client.cookies.get("loopbot_admin")
+    with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as other:  # a second admin (process)
+        assert _login(other).status_code == 303
+        assert client.post("/admin/logout", follow_redirects=False).status_code == 303
+        assert other.get("/admin").status_code == 200  # only the session that logged out ends
+    client.cookies.clear()
+    client.cookies.set("loopbot_admin", cookie, path="/admin")
+    r = client.get("/admin")
+    assert r.status_code == 401 and 'name="token"' in r.text
+    assert client.post("/admin/coach/rollback", data={"confirm": "yes"}).status_code == 401
+
+
+def test_a_confirmed_action_cannot_be_replayed(client, loopbot):
+    eng = loopbot.engine
+    arena_world(loopbot)
+    _login(client)
+    ask = client.post("/admin/coach/promote", data=hidden_fields(client.get("/admin").text, "/admin/coach/promote"))
+    confirm = hidden_fields(ask.text)
+    assert client.post("/admin/coach/promote", data=confirm).status_code == 200
+    assert crud.active_adapter(eng, persona="coach").version == 1
+    crud.activate_adapter(eng, persona="coach", version=2)  # someone made v2 live again meanwhile
+    again = client.post("/admin/coach/promote", data=confirm)
+    assert again.status_code == 409 and "already used" in again.text
+    assert crud.active_adapter(eng, persona="coach").version == 2
+    # a confirmation is for its own action only
+    ask = client.post("/admin/coach/promote", data=hidden_fields(client.get("/admin").text, "/admin/coach/promote"))
+    other = client.post("/admin/coach/rollback", data=hidden_fields(ask.text))
+    assert other.status_code == 409 and crud.active_adapter(eng, persona="coach").version == 2
+    assert client.post("/admin/coach/promote", data={**hidden_fields(ask.text), "version": "2"}).status_code == 409
+    assert client.post("/admin/coach/promote", data=hidden_fields(ask.text)).status_code == 200
+    assert crud.active_adapter(eng, persona="coach").version == 1
+
+
+def test_run_refuses_a_short_admin_token(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def cli(*args, **env_extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPBOT_")}
+        return subprocess.run([sys.executable, "-m", "loopbot.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env={**env, **env_extra}, timeout=60)
+
+    assert cli("init", str(tmp_path / "bot")).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    try:
+        r = cli("--config", str(tmp_path / "bot" / "config.toml"), "run", LOOPBOT_ADMIN_TOKEN="short-token-1234",
+                LOOPBOT_WEB__PORT=port, LOOPBOT_SCHEDULE__ENABLED="false")
+    except subprocess.TimeoutExpired:
+        raise AssertionError("`loopbot run` started with a 16-character admin token") from None
+    assert r.returncode == 2, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert "LOOPBOT_ADMIN_TOKEN" in line and "24" in line and "short-token-1234" not in line

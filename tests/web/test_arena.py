@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import random
+
+from sqlalchemy import select, text
 
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.storage import crud
@@ -215,3 +217,114 @@ async def test_fresh_pairs_are_capped_per_minute(client, loopbot):
         fresh = s.execute(select(Generation.adapter_version)).scalars().all()
     assert len(backend.requests) == len(fresh) == 2 * cap  # one live and one base reply per fresh pair
     assert fresh.count("coach-v2") == fresh.count(None) == cap
+
+
+def test_the_database_keeps_one_pick_per_visitor_per_unordered_pair(loopbot):
+    gens = arena_world(loopbot, prompts=1)
+    x, y = gens["base"][0], gens["coach-v1"][0]
+    first = crud.record_web_pick(loopbot.engine, persona="coach", generation_a_id=x, generation_b_id=y,
+                                 visitor_id="v-1", pick="a")
+    assert first is not None
+    # the other order, past the application's own check: the database's unique key refuses it
+    assert crud.record_web_pick(loopbot.engine, persona="coach", generation_a_id=y, generation_b_id=x,
+                                visitor_id="v-1", pick="b") is None
+    assert crud.record_web_pick(loopbot.engine, persona="coach", generation_a_id=y, generation_b_id=x,
+                                visitor_id="v-2", pick="b") is not None  # another visitor may judge it
+    assert sorted((c.visitor_id, c.pick) for c in _comparisons(loopbot.engine)) == [("v-1", "a"), ("v-2", "b")]
+
+
+def test_concurrent_votes_on_a_pair_in_both_orders_store_one(loopbot, serve_app):
+    import threading
+
+    import httpx
+
+    from loopbot.web.arena import pair_value
+
+    gens = arena_world(loopbot, prompts=3)
+    url, app = serve_app()
+    signer = app.state.signer
+    with httpx.Client(base_url=url) as c:
+        csrf = hidden_fields(c.get("/arena/coach").text, "/arena/coach/vote")["csrf"]
+        cookie = c.cookies["loopbot_visitor"]
+    vid = signer.visitor_id(cookie)
+    pairs = [(gens[v][i], gens[w][i]) for i in range(3) for v, w in (("base", "coach-v1"), ("base", "coach-v2"),
+                                                                     ("coach-v1", "coach-v2"))]
+    codes: dict[tuple, list[int]] = {p: [] for p in pairs}
+
+    def post(pair, a, b, barrier):
+        form = {"a": a, "b": b, "pick": "a", "csrf": csrf,
+                "pair_sig": signer.sign("pair", pair_value("coach", a, b, vid))}
+        with httpx.Client(base_url=url, cookies={"loopbot_visitor": cookie}) as c:
+            barrier.wait()
+            codes[pair].append(c.post("/arena/coach/vote", data=form).status_code)
+
+    for x, y in pairs:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=post, args=((x, y), a, b, barrier)) for a, b in ((x, y), (y, x))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert all(sorted(c) == [303, 409] for c in codes.values()), codes
+    rows = _comparisons(loopbot.engine)
+    assert len(rows) == len(pairs) and {frozenset((r.generation_a_id, r.generation_b_id)) for r in rows} == \
+        {frozenset(p) for p in pairs}
+
+
+def _timed_choice(engine, visitor_id: str) -> tuple[float, int, int]:
+    """Seconds (best of 3), statements and rows returned (PostgreSQL; -1 rows on SQLite) of one pair choice."""
+    import time
+
+    from sqlalchemy import event
+
+    from loopbot.web.arena import choose_matchup
+
+    seen = {"queries": 0, "rows": 0}
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        seen["queries"] += 1
+        seen["rows"] += cursor.rowcount if cursor.rowcount and cursor.rowcount > 0 else 0
+
+    best = float("inf")
+    event.listen(engine, "after_cursor_execute", count)
+    try:
+        for _ in range(3):
+            seen.update(queries=0, rows=0)
+            t0 = time.perf_counter()
+            assert choose_matchup(engine, persona="coach", visitor_id=visitor_id, rng=random.Random(1)) is not None
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+    return best, seen["queries"], seen["rows"] if engine.dialect.name == "postgresql" else -1
+
+
+def test_choosing_a_pair_costs_the_same_with_thousands_of_replies_to_one_message(loopbot):
+    from tests.web.seed import many_replies
+
+    eng = loopbot.engine
+    many_replies(eng, persona="coach", prompt="hola", n=10)
+    small = _timed_choice(eng, "v-small")
+    with session_scope(eng) as s:  # start over: only the crowded prompt
+        for table in ("generations", "messages"):
+            s.execute(text(f"DELETE FROM {table}"))
+    many_replies(eng, persona="coach", prompt="hola", n=5000)
+    big = _timed_choice(eng, "v-big")
+    assert big[1] <= 10 and big[1] <= small[1] + 2, (small, big)  # statements
+    assert big[2] <= 100, (small, big)  # rows read back (PostgreSQL counts them)
+    assert big[0] < 5 * small[0] + 0.25, (small, big)  # seconds, generously
+
+
+def test_arena_page_loads_are_rate_limited_per_address(loopbot):
+    from fastapi.testclient import TestClient
+
+    from loopbot.web.app import create_app
+
+    arena_world(loopbot)
+    loopbot.settings.web.pages_per_minute_per_ip = 3
+    with TestClient(create_app(loopbot), headers={"accept": "text/html"}) as c:
+        codes = []
+        for _ in range(5):
+            c.cookies.clear()  # new visitors from the same address count too
+            codes.append(c.get("/arena/coach"))
+    assert [r.status_code for r in codes] == [200, 200, 200, 429, 429]
+    assert int(codes[-1].headers["retry-after"]) > 0 and "too many" in codes[-1].text

@@ -106,3 +106,39 @@ def test_refused_votes_are_counted(client, loopbot):
     client.post("/arena/coach/vote", data={"a": 1, "b": 2, "pick": "a"})
     after = _samples(client.get("/metrics").text)[("loopbot_web_votes_refused_total", (("reason", "csrf"),))]
     assert after == before + 1
+
+
+def test_readyz_fails_when_the_sqlite_file_turns_to_garbage(settings):
+    from pathlib import Path
+
+    from loopbot.app import Loopbot
+
+    bot = Loopbot(settings)
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    with TestClient(create_app(bot)) as c:
+        assert c.get("/readyz").status_code == 200  # the pool now holds an open connection
+        path.write_bytes(b"this is not a database " * 4096)
+        r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["database"]["ok"] is False
+    assert str(path) not in r.text
+
+
+def test_readyz_never_shows_the_database_address(settings, postgres_url):
+    from loopbot.app import Loopbot
+    from loopbot.storage.db import make_engine
+
+    good_name = postgres_url.rsplit("/", 1)[1]
+    bot = Loopbot(settings)
+    bot.engine = make_engine(postgres_url)
+    with TestClient(create_app(bot)) as c:
+        ok = c.get("/readyz")
+    missing = "loopbot_no_such_database_x7"
+    broken = Loopbot(settings)
+    broken.engine = make_engine(postgres_url.rsplit("/", 1)[0] + f"/{missing}")
+    with TestClient(create_app(broken)) as c:
+        bad = c.get("/readyz")
+    assert ok.status_code == 200 and bad.status_code == 503
+    assert bad.json()["checks"]["database"]["ok"] is False
+    for body in (ok.text, bad.text):
+        for secret in ("127.0.0.1", "5432", good_name, missing, "postgres"):
+            assert secret not in body, (secret, body)

@@ -26,6 +26,7 @@ from loopbot.web.deps import (
     RequireAdmin,
     SettingsDep,
     SignerDep,
+    too_many,
 )
 from loopbot.web.security import ADMIN_COOKIE, admin_token_matches
 from loopbot.web.versions import thumbs_by_version
@@ -52,26 +53,38 @@ def login_form(page: PageDep, settings: SettingsDep, token: AdminTokenDep):
 
 @router.post("/admin/login")
 def login(page: PageDep, settings: SettingsDep, expected: AdminTokenDep, limits: LimitsDep, ip: ClientIpDep,
-          signer: SignerDep, token: str = Form("")):
+          signer: SignerDep, eng: EngineDep, token: str = Form("")):
     if not expected:
         return _closed(page, settings)
-    wait = limits.login.retry_after("login:" + ip)
+    wait = limits.login.retry_after("login:" + ip)  # the same per-address budget as Bearer tokens (deps)
     if wait:
-        raise HTTPException(429, f"too many login attempts; try again in {int(wait) + 1} s")
+        raise too_many(wait, "login attempts")
     if not admin_token_matches(expected, token.strip()):
         return page("admin_login.html", status_code=401, error="wrong token")
     ttl = settings.web.admin_session_hours * 3600
     response = RedirectResponse("/admin", status_code=303)
-    response.set_cookie(ADMIN_COOKIE, signer.admin_session(expected, ttl), max_age=int(ttl), httponly=True,
-                        samesite="strict", secure=settings.web.secure_cookies, path="/admin")
+    response.set_cookie(ADMIN_COOKIE, admin.start_session(eng, signer, expected, ttl), max_age=int(ttl),
+                        httponly=True, samesite="strict", secure=settings.web.secure_cookies, path="/admin")
     return response
 
 
 @router.post("/admin/logout")
-def logout():
+def logout(request: Request, token: AdminTokenDep, signer: SignerDep, eng: EngineDep):
+    """Ends the session on the server too: the cookie, kept or copied, no longer logs anyone in."""
+    admin.end_session(eng, request, token, signer)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(ADMIN_COOKIE, path="/admin")
     return response
+
+
+REPLAYED = ("this confirmation was already used, has expired, or is for another action: nothing was done; "
+            "start again from the dashboard")
+
+
+async def _confirmed(request: Request, eng, nonce: str, action: str) -> None:
+    """Consume the confirmation's one-time nonce, or refuse (409) a re-posted or foreign confirmation form."""
+    if not await run_in_threadpool(admin.use_confirmation, eng, nonce, action):
+        raise HTTPException(409, REPLAYED)
 
 
 def _persona_view(eng, persona: str) -> dict:
@@ -105,11 +118,15 @@ def dashboard(request: Request, page: PageDep, settings: SettingsDep, token: Adm
 
 @router.post("/admin/{persona}/promote")
 async def promote(request: Request, _: RequireAdmin, persona: PersonaDep, page: PageDep, signer: SignerDep,
-                  loopbot: LoopbotDep, version: int = Form(...), csrf: str = Form(""), confirm: str = Form("")):
+                  loopbot: LoopbotDep, eng: EngineDep, version: int = Form(...), csrf: str = Form(""),
+                  confirm: str = Form(""), nonce: str = Form("")):
     _check_admin_csrf(request, signer, csrf)
+    action = admin.action_key(request, persona, "promote", f"v{version}")
     if confirm != "yes":
         return page("admin_confirm.html", action="promote", persona=persona, version=version, csrf=csrf,
+                    nonce=await run_in_threadpool(admin.confirmation, eng, action),
                     question=f"Make {persona}-v{version} the live version for every chat?")
+    await _confirmed(request, eng, nonce, action)
     try:
         done = await admin.promote(loopbot, persona=persona, version=version,
                                    reason="promoted from the admin dashboard")
@@ -122,16 +139,20 @@ async def promote(request: Request, _: RequireAdmin, persona: PersonaDep, page: 
 
 @router.post("/admin/{persona}/rollback")
 async def rollback(request: Request, _: RequireAdmin, persona: PersonaDep, page: PageDep, signer: SignerDep,
-                   loopbot: LoopbotDep, eng: EngineDep, csrf: str = Form(""), confirm: str = Form("")):
+                   loopbot: LoopbotDep, eng: EngineDep, csrf: str = Form(""), confirm: str = Form(""),
+                   nonce: str = Form("")):
     _check_admin_csrf(request, signer, csrf)
     try:
-        _, target = await run_in_threadpool(registry.rollback_target, eng, persona)
+        live, target = await run_in_threadpool(registry.rollback_target, eng, persona)
     except UsageError as e:
         raise HTTPException(409, str(e)) from None
+    to = target.name if target is not None else "the base model"
+    action = admin.action_key(request, persona, "rollback", f"{live.name}>{to}")
     if confirm != "yes":
-        to = target.name if target is not None else "the base model"
         return page("admin_confirm.html", action="rollback", persona=persona, version=None, csrf=csrf,
+                    nonce=await run_in_threadpool(admin.confirmation, eng, action),
                     question=f"Roll {persona} back to {to}? The live version will be marked rolled_back.")
+    await _confirmed(request, eng, nonce, action)
     try:
         done = await admin.rollback(loopbot, persona=persona, reason="rolled back from the admin dashboard")
     except (LookupError, LoopbotError) as e:

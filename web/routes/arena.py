@@ -18,6 +18,7 @@ from loopbot.web.deps import (
     LimitsDep,
     LoopbotDep,
     PageDep,
+    PageLoadLimit,
     PersonaDep,
     RngDep,
     SettingsDep,
@@ -45,8 +46,8 @@ def arena_default(settings: SettingsDep):
 
 
 @router.get("/arena/{persona}")
-async def arena_page(request: Request, persona: PersonaDep, loopbot: LoopbotDep, eng: EngineDep, signer: SignerDep,
-                     limits: LimitsDep, rng: RngDep, fresh_lock: FreshLockDep, page: PageDep,
+async def arena_page(request: Request, _: PageLoadLimit, persona: PersonaDep, loopbot: LoopbotDep, eng: EngineDep,
+                     signer: SignerDep, limits: LimitsDep, rng: RngDep, fresh_lock: FreshLockDep, page: PageDep,
                      last: int | None = None):
     vid, new_cookie = _visitor(request, signer)
     chats = loopbot.settings.web.arena_from_chats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +16,7 @@ from loopbot.web.deps import EngineDep, LoopbotDep
 from loopbot.web.metrics import render
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -23,8 +25,15 @@ async def healthz():
 
 
 def _database(loopbot) -> list[str]:
-    """The served names the database says are live (raises if the database is unreachable)."""
-    return crud.active_adapter_names(loopbot.engine)
+    """The served names the database says are live, on a fresh connection (raises if the database is broken)."""
+    return crud.probe_live_adapters(loopbot.engine)
+
+
+def _failed(check: str, e: Exception) -> dict:
+    """A failed check as the public answer shows it: the error's type only (a message may hold the database's host,
+    port or name, or a server's address); the whole message goes to the log."""
+    log.warning("/readyz: the %s check failed: %s: %s", check, type(e).__name__, e)
+    return {"ok": False, "error": f"{type(e).__name__} (details in the server log)"}
 
 
 def _built_backend(loopbot):
@@ -43,7 +52,7 @@ async def readyz(loopbot: LoopbotDep):
         checks["database"] = {"ok": True}
     except Exception as e:
         live = []
-        checks["database"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+        checks["database"] = _failed("database", e)
     backend = _built_backend(loopbot)
     if backend is None:
         checks["serving"] = {"ok": True, "note": "no serving backend in this process"}
@@ -58,7 +67,7 @@ async def readyz(loopbot: LoopbotDep):
                 checks["adapters"] = {"ok": not missing and not problems, "live": sorted(live), "missing": missing,
                                       **({"problems": problems} if problems else {})}
         except Exception as e:
-            checks["serving"] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+            checks["serving"] = _failed("serving", e)
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
 

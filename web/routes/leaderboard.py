@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from loopbot.web.charts import ratings_svg
-from loopbot.web.deps import EngineDep, LeaderboardCacheDep, PageDep, PersonaDep, SettingsDep
+from loopbot.web.deps import EngineDep, LeaderboardCacheDep, PageDep, PageLoadLimit, PersonaDep, SettingsDep
 from loopbot.web.leaderboard import build_board
 
 router = APIRouter()
@@ -20,7 +20,8 @@ def leaderboard_default(settings: SettingsDep):
 
 
 @router.get("/leaderboard/{persona}.json")
-def leaderboard_json(persona: PersonaDep, eng: EngineDep, settings: SettingsDep, cache: LeaderboardCacheDep):
+def leaderboard_json(_: PageLoadLimit, persona: PersonaDep, eng: EngineDep, settings: SettingsDep,
+                     cache: LeaderboardCacheDep):
     board = build_board(eng, persona=persona, rounds=settings.web.bootstrap_rounds, cache=cache)
     return JSONResponse({"persona": persona, "comparisons": board.comparisons,
                          "rows": [{"version": r.version, "live": r.live, "up": r.up, "down": r.down,
@@ -29,7 +30,7 @@ def leaderboard_json(persona: PersonaDep, eng: EngineDep, settings: SettingsDep,
 
 
 @router.get("/leaderboard/{persona}")
-def leaderboard_page(persona: PersonaDep, eng: EngineDep, settings: SettingsDep, cache: LeaderboardCacheDep,
-                     page: PageDep):
+def leaderboard_page(_: PageLoadLimit, persona: PersonaDep, eng: EngineDep, settings: SettingsDep,
+                     cache: LeaderboardCacheDep, page: PageDep):
     board = build_board(eng, persona=persona, rounds=settings.web.bootstrap_rounds, cache=cache)
     return page("leaderboard.html", persona=persona, board=board, chart=ratings_svg(board.ratings))
