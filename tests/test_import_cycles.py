@@ -6,10 +6,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# folder -> the package it installs as (pyproject.toml's package-dir); web/ is not covered yet: web/app.py and
-# web/routes/ still import each other
+# folder -> the package it installs as (pyproject.toml's package-dir)
 PACKAGES = {"loopbot": "loopbot", "bot": "loopbot.bot", "serving": "loopbot.serving", "storage": "loopbot.storage",
-            "trainer": "loopbot.trainer"}
+            "trainer": "loopbot.trainer", "web": "loopbot.web"}
 
 
 def module_files(root: Path, packages: dict[str, str]) -> dict[str, Path]:
