@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, bool]] = {  # name -> (description, admin only)
 HELP = """Hi! I'm {display} ({persona}): {description}
 
 Just write to me and I'll answer.{group_note}
-Rate every answer with 👍 or 👎, or press 🔄 for another one. Sometimes I show two answers, A and B: pick the better one.
+Rate every answer with 👍 or 👎, or press 🔄 for another one. \
+Sometimes I show two answers, A and B: pick the better one.
 Your votes train me: every night the ratings become a better version of me.
 
 What is stored: your messages, my answers and your votes, to answer in context and to train me.{consent}

@@ -399,7 +399,8 @@ class DiscordBot:
             await interaction.edit_original_response(content="Done.")
 
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        self.record_error(getattr(error, "original", error), f"/{interaction.command.name if interaction.command else '?'}")
+        self.record_error(getattr(error, "original", error),
+                          f"/{interaction.command.name if interaction.command else '?'}")
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(FAILED, ephemeral=True)

@@ -68,7 +68,8 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
         better.append(Check("judge", judge["win_rate"] >= gate.min_judge_win_rate,
                             f"judge win rate {judge['win_rate']:.3f} (needs >= {gate.min_judge_win_rate:.3f})"))
     if not better:
-        checks.append(Check("better", False, "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
+        checks.append(Check("better", False,
+                            "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
     else:
         ok = any(c.passed for c in better)
         checks.append(Check("better", ok, " or ".join(c.detail for c in better)))
