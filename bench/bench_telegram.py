@@ -1,7 +1,8 @@
 """The Telegram bot's own overhead: messages through the real path (python-telegram-bot -> chat core -> database ->
 serving router -> instant backend -> rendered reply with buttons) against a bare python-telegram-bot echo bot, both on
 the same loopback Bot API in the same run. Throughput: a burst of messages from many users; latency: one message at a
-time. Both rounds come from users who have talked to the bot before (a warm-up round), as most messages to a live bot do."""
+time. Both rounds come from users who have talked to the bot before (a warm-up round), as most messages to a live bot
+do."""
 
 from __future__ import annotations
 
