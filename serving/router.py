@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from loopbot.serving.base import Backend, SamplingParams, StreamItem, complete
+from loopbot.serving.base import DEFAULT_SAMPLING, Backend, SamplingParams, StreamItem, complete
 from loopbot.serving.errors import ServingError, SwapFailed
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Router:
                 await self.reconcile(self._initial or {})
                 self._started = True
 
-    async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+    async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = DEFAULT_SAMPLING,
                      adapter: str | _Live | None = LIVE) -> AsyncIterator[StreamItem]:
         await self.start()
         name = self._routes.get(persona) if adapter is LIVE else adapter
@@ -92,7 +92,7 @@ class Router:
         finally:
             self.in_flight[name] -= 1
 
-    async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+    async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = DEFAULT_SAMPLING,
                        adapter: str | _Live | None = LIVE):
         """The whole reply: (text, Finished)."""
         parts, finished = [], None
