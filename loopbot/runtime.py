@@ -36,10 +36,9 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        # not the main thread, or no signals here
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
-            pass
     stoppers: list[tuple[str, Stopper]] = []
     watched: list[asyncio.Task] = []
     try:
