@@ -7,15 +7,15 @@ import pytest
 
 from loopbot.base.errors import UsageError
 from loopbot.bot.chat import ChatService
-from loopbot.bot.routing import BackendRouter
 from loopbot.demo import population
 from loopbot.demo.behaviour import IDEAL, REALISTIC, Behaviour, resolve
 from loopbot.demo.mixture import load_population
 from loopbot.demo.runner import round_summary
 from loopbot.demo.traffic import Traffic
-from loopbot.serving.instant import InstantBackend
 from loopbot.storage import crud
 from loopbot.storage.models import Generation
+from testkit.instant_backend import InstantBackend
+from testkit.router_from_database import router_from_database
 
 
 def test_a_population_is_a_weighted_mixture_and_each_user_keeps_one_taste():
@@ -65,7 +65,8 @@ def _service(engine, settings):
         number = int(messages[-1]["content"].split()[1].rstrip("?")) if "Q" in messages[-1]["content"] else 0
         return "You will sleep well." if number % 2 else "Pacing is key."
 
-    return ChatService(engine, settings, BackendRouter(InstantBackend(script), engine), rng=random.Random(0))
+    return ChatService(engine, settings, router_from_database(engine, settings, InstantBackend(script)),
+                       rng=random.Random(0))
 
 
 def likes_you(question, reply):
