@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.trainer.test_importers_whatsapp_memory import PROBE, write_export
-
 
 def measure(mb: float) -> dict:
+    from testkit.whatsapp_export import PROBE, write_export  # after the sys.path line above, like the other benches
+
     with tempfile.TemporaryDirectory() as tmp:
         chat = Path(tmp) / "chat.txt"
         messages = write_export(chat, mb)

@@ -173,7 +173,7 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
 
     async def phase(swaps: int, min_requests: int = 40) -> tuple[list[float], int]:
         """4 users ask until `min_requests` replies are in (and, if `swaps`, until that many swaps are done)."""
-        latencies, failed, stop = [], 0, asyncio.Event()
+        latencies, failed, stop, enough = [], 0, asyncio.Event(), asyncio.Event()
 
         async def user(u: int):
             nonlocal failed
@@ -184,6 +184,8 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
                     latencies.append(time.perf_counter() - t0)
                 except Exception:
                     failed += 1
+                if len(latencies) + failed >= min_requests:
+                    enough.set()
 
         users = [asyncio.create_task(user(u)) for u in range(4)]
         version = int(router.route("coach").split("-v")[1])
@@ -191,8 +193,7 @@ async def _swap_under_load(model_dir: Path, work: Path) -> dict:
             await asyncio.sleep(0.25)
             version += 1
             await router.swap("coach", f"coach-v{version}", paths[version % 2])
-        while len(latencies) + failed < min_requests:
-            await asyncio.sleep(0.05)
+        await enough.wait()
         stop.set()
         await asyncio.gather(*users)
         return latencies, failed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from loopbot.base import redact
 from loopbot.base.settings import Settings
 from loopbot.bot.chat import ChatService
 from loopbot.serving.factory import build_backend, build_router
@@ -79,8 +80,6 @@ class Loopbot:
 def configure_logging(level: str, secrets: Iterable[str | None] = ()) -> None:
     """Log to stderr at `level`; every root handler masks `secrets` and Telegram-token-shaped strings (DEBUG logs
     of python-telegram-bot, httpx and discord.py carry the token in URLs) with ***."""
-    from loopbot.base import redact
-
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3", "alembic", "apscheduler.executors.default"):

@@ -22,6 +22,10 @@ class SamplingParams:
                 "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
 
+# The default of every `sampling=` parameter: one shared instance, safe because SamplingParams is frozen.
+DEFAULT_SAMPLING = SamplingParams()
+
+
 @dataclass(frozen=True)
 class TextChunk:
     """A piece of the reply, in order."""
@@ -56,7 +60,7 @@ class Backend(Protocol):
     name: str
 
     def stream(self, messages: list[dict], *, adapter: str | None = None,
-               sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+               sampling: SamplingParams = DEFAULT_SAMPLING) -> AsyncIterator[StreamItem]:
         """Async iterator of TextChunk..., then exactly one Finished. Cancelling the consumer stops generation."""
         ...
 
@@ -72,7 +76,7 @@ class Backend(Protocol):
 
 
 async def complete(backend: Backend, messages: list[dict], *, adapter: str | None = None,
-                   sampling: SamplingParams = SamplingParams()) -> tuple[str, Finished]:
+                   sampling: SamplingParams = DEFAULT_SAMPLING) -> tuple[str, Finished]:
     """Collect a whole reply (for smoke tests, judges and the demo)."""
     parts: list[str] = []
     finished: Finished | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.base import DEFAULT_SAMPLING, AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
 from loopbot.serving.sampling import RowSampling, choose_tokens
 
@@ -118,7 +118,7 @@ class LocalBackend:
         await asyncio.wrap_future(self._ready)
 
     async def stream(self, messages: list[dict], *, adapter: str | None = None,
-                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+                     sampling: SamplingParams = DEFAULT_SAMPLING) -> AsyncIterator[StreamItem]:
         check_messages(messages)
         if sampling.max_tokens <= 0:
             raise BadRequest("max_tokens must be positive")

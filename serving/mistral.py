@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.base import DEFAULT_SAMPLING, AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import (
     BackendUnavailable,
     BadRequest,
@@ -69,7 +69,7 @@ class MistralBackend:
         self._client = Mistral(api_key=api_key, server_url=server_url.rstrip("/"), timeout_ms=int(timeout_s * 1000))
 
     async def stream(self, messages: list[dict], *, adapter: str | None = None,
-                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+                     sampling: SamplingParams = DEFAULT_SAMPLING) -> AsyncIterator[StreamItem]:
         if adapter is not None and adapter not in self.models:
             raise ModelNotFound(f"no fine-tuned model is registered for {adapter!r}")
         model = self.models[adapter] if adapter else self.base_model

@@ -1,4 +1,5 @@
-"""Resolve a [models.NAME] path: a local directory, a model id, or `offline:smollm2` (the PyPI wheel, converted once)."""
+"""Resolve a [models.NAME] path: a local directory, a model id, or `offline:smollm2` (the PyPI wheel, converted
+once)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from loopbot.serving.base import Backend, SamplingParams, StreamItem, complete
+from loopbot.serving.base import DEFAULT_SAMPLING, Backend, SamplingParams, StreamItem, complete
 from loopbot.serving.errors import ServingError, SwapFailed
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Router:
         self._start_lock = asyncio.Lock()
         self._swap_lock = asyncio.Lock()
         self._retiring: dict[str, asyncio.Task] = {}
+        self._idle: dict[str, asyncio.Event] = {}  # served name being retired -> set when its in_flight drops to 0
 
     # ---- routing --------------------------------------------------------------------------------------------
     def route(self, persona: str) -> str | None:
@@ -81,7 +82,7 @@ class Router:
                 await self.reconcile(self._initial or {})
                 self._started = True
 
-    async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+    async def stream(self, persona: str, messages: list[dict], *, sampling: SamplingParams = DEFAULT_SAMPLING,
                      adapter: str | _Live | None = LIVE) -> AsyncIterator[StreamItem]:
         await self.start()
         name = self._routes.get(persona) if adapter is LIVE else adapter
@@ -91,8 +92,10 @@ class Router:
                 yield item
         finally:
             self.in_flight[name] -= 1
+            if self.in_flight[name] == 0 and name in self._idle:
+                self._idle[name].set()
 
-    async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = SamplingParams(),
+    async def complete(self, persona: str, messages: list[dict], *, sampling: SamplingParams = DEFAULT_SAMPLING,
                        adapter: str | _Live | None = LIVE):
         """The whole reply: (text, Finished)."""
         parts, finished = [], None
@@ -167,8 +170,11 @@ class Router:
         try:
             # a caller that read route() just before the flip may not have started its stream yet: give it a moment
             await asyncio.sleep(min(self.unload_grace_s, RETIRE_MIN_S))
-            while self.in_flight[name] > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            idle = self._idle[name] = asyncio.Event()
+            while self.in_flight[name] > 0 and (left := deadline - time.monotonic()) > 0:
+                idle.clear()  # a request that started after the last wake-up: wait for it too
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(idle.wait(), left)
             if name in self._routes.values():
                 return
             if self.in_flight[name] > 0:
@@ -182,6 +188,7 @@ class Router:
         finally:
             if self._retiring.get(name) is asyncio.current_task():
                 del self._retiring[name]
+                self._idle.pop(name, None)
 
     async def drain(self) -> None:
         """Wait for every pending unload of a retired version."""

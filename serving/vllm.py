@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.base import DEFAULT_SAMPLING, AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import (
     BackendUnavailable,
     BadRequest,
@@ -153,7 +153,7 @@ class VllmBackend:
         return body
 
     async def stream(self, messages: list[dict], *, adapter: str | None = None,
-                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:
+                     sampling: SamplingParams = DEFAULT_SAMPLING) -> AsyncIterator[StreamItem]:
         self._ensure_resync_loop()
         model = adapter or await self.base_model()
         body = self._body(model, messages, sampling)

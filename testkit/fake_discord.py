@@ -109,6 +109,7 @@ class FakeDiscord:
         self.rate_limited: list[tuple[str, str]] = []  # calls answered 429
         self.identify: dict | None = None
         self.identify_count = 0
+        self.ready_sent = asyncio.Event()  # set once a bot has identified and been sent READY and its guild
         self.resumes = 0
         self._edit_times: dict[int, list[float]] = {}
         self._sockets: list[web.WebSocketResponse] = []
@@ -252,6 +253,18 @@ class FakeDiscord:
         self._message_waiters.append((predicate, fut))
         return await asyncio.wait_for(fut, timeout)
 
+    async def wait_until_connected(self, bot: asyncio.Task) -> None:
+        """Wait until the bot has connected to the gateway and been sent READY and its guild: what is dispatched
+        after that reaches it, in order. If `bot` (the task running it) ends first, its outcome is raised here."""
+        ready = asyncio.ensure_future(self.ready_sent.wait())
+        try:
+            await asyncio.wait({ready, bot}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not self.ready_sent.is_set():
+            await bot
+            raise AssertionError("the bot stopped before it connected to the gateway")
+
     async def response_of(self, inter: Interaction, timeout: float = 10.0) -> dict:
         """The message answering a slash command, once it has content (a deferred "thinking…" is filled later)."""
         await self.wait_answered(inter, timeout)
@@ -299,6 +312,7 @@ class FakeDiscord:
                 self.identify_count += 1
                 self._sockets.append(ws)
                 await self._send_ready(ws)
+                self.ready_sent.set()
             elif op == 6:  # RESUME after a dropped connection: the session goes on
                 if msg["d"].get("token") != self.token:
                     await ws.close(code=4004, message=b"Authentication failed.")

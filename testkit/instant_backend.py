@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from loopbot.serving.base import AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
+from loopbot.serving.base import DEFAULT_SAMPLING, AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import ModelNotFound, ServingError
 
 Script = Callable[[list[dict], str | None], str | ServingError]
@@ -35,7 +35,7 @@ class InstantBackend:
         self.requests: list[dict] = []
 
     async def stream(self, messages: list[dict], *, adapter: str | None = None,
-                     sampling: SamplingParams = SamplingParams()) -> AsyncIterator[StreamItem]:  # noqa: B008
+                     sampling: SamplingParams = DEFAULT_SAMPLING) -> AsyncIterator[StreamItem]:
         self.requests.append({"messages": messages, "adapter": adapter, "sampling": sampling})
         if adapter is not None and adapter not in self.adapters:
             raise ModelNotFound(f"adapter {adapter!r} is not loaded")

@@ -84,7 +84,8 @@ class Band:
 
     def describe(self) -> str:
         return (f"words per reply at most {self.max_words_ratio:.2f}x the base model's and at least "
-                f"{self.min_words_ratio:.2f}x its finished replies', cut-off share and repetition at most +{self.max_cutoff_rise:.0%} and "
+                f"{self.min_words_ratio:.2f}x its finished replies', cut-off share and repetition at most "
+                f"+{self.max_cutoff_rise:.0%} and "
                 f"+{self.max_repetition_rise:.0%}, symbols per word at most {self.max_symbols_ratio:.2f}x")
 
     def violations(self, base: Measurement, now: Measurement) -> list[str]:

@@ -75,7 +75,8 @@ def markdown(*, title: str, facts: list[tuple[str, str]], measurements: list[Mea
     out += [f"- **{k}**: {v}" for k, v in facts]
     out += ["", "## The bar", ""] + [f"- {line}" for line in judgement.lines]
     out += ["", "## Live 👍 rate on held-out questions", "",
-            "| measured | served | 👍 rate | 95% interval | votes | words/reply | cut off | repetition | symbols/word |",
+            "| measured | served | 👍 rate | 95% interval | votes | words/reply | cut off | repetition "
+            "| symbols/word |",
             "|---|---|---|---|---|---|---|---|---|"]
     for m in measurements:
         out.append(f"| {m.label} | {m.served} | {m.rate:.2f} | {m.low:.2f}-{m.high:.2f} | {m.votes} | "

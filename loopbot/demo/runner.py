@@ -227,7 +227,8 @@ class DemoRun:
         png = plot(self.measurements, reports / "demo.png", f"loopbot demo: {self.mixture.label}")
         samples = []
         last = list(self.first_turns.values())[-1]
-        for before, after in list(zip(self.first_turns["base"], last, strict=False))[:3] if len(self.first_turns) > 1 else []:
+        pairs = list(zip(self.first_turns["base"], last, strict=False))[:3] if len(self.first_turns) > 1 else []
+        for before, after in pairs:
             if before.first and after.first:
                 samples.append((before.question, before.first.text, after.first.text))
         plan = self.plan

@@ -20,10 +20,7 @@ async def test_loopbot_run_serves_discord_when_its_token_is_set(settings):
         loopbot.backend = InstantBackend()  # the configured backend would load a real model
         stop = asyncio.Event()
         run = asyncio.create_task(serve_all(loopbot, stop=stop, env={s.discord.token_env: fake.token}))
-        while not fake.global_commands and not run.done():  # registered once connected and ready
-            await asyncio.sleep(0.05)
-        if run.done():
-            await run  # it stopped early: show why
+        await fake.wait_until_connected(run)  # raises if it stopped early, to show why
         alice = fake.user("alice")
         await fake.say(alice, "are you there?", mention_bot=True)
         # generous: on a loaded machine (a full test run beside two demos) the first reply took over 15 s

@@ -26,8 +26,7 @@ async def test_stopping_while_replies_stream_gives_each_a_final_state_and_logs_n
                                          chunk_chars=12, pauses={2: 60.0})
         stop = asyncio.Event()
         run = asyncio.create_task(serve_all(loopbot, stop=stop, env={s.discord.token_env: fake.token}))
-        while not fake.global_commands and not run.done():
-            await asyncio.sleep(0.05)
+        await fake.wait_until_connected(run)
         alice, bob = fake.user("alice"), fake.user("bob")
         await fake.say(alice, "tell me", mention_bot=True)
         await fake.say(bob, "and me", dm=True)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_piped_lines_are_answered_one_each_and_stored(tmp_path, tiny_model_dir):
-    env = {**os.environ, "LOOPBOT_DATA_DIR": str(tmp_path / "data"), "LOOPBOT_MODELS__SMOLLM2__PATH": str(tiny_model_dir),
+    env = {**os.environ, "LOOPBOT_DATA_DIR": str(tmp_path / "data"),
+           "LOOPBOT_MODELS__SMOLLM2__PATH": str(tiny_model_dir),
            "LOOPBOT_PERSONAS__COACH__SAMPLING__MAX_TOKENS": "6", "LOOPBOT_SERVING__LOCAL__DEVICE": "cpu"}
     done = subprocess.run([sys.executable, "-m", "loopbot.cli", "--config", str(ROOT / "config.toml"), "chat",
                            "--persona", "coach"], input="How do I pace a marathon?\n\n/persona\n", env=env,

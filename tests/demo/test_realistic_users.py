@@ -49,7 +49,7 @@ def test_feedback_modes_and_their_options():
     assert resolve("ideal") == IDEAL and IDEAL.vote_share == 1 and IDEAL.follow_up_liked == 0
     assert resolve("ideal", flip_share=0.3).flip_share == 0.3
     assert resolve("realistic", vote_share=None).vote_share == 0.2
-    with pytest.raises(UsageError, match="--vote-share 1.5: a share between 0 and 1"):
+    with pytest.raises(UsageError, match=r"--vote-share 1\.5: a share between 0 and 1"):
         resolve("realistic", vote_share=1.5)
     with pytest.raises(UsageError, match="--feedback 'perfect'"):
         resolve("perfect")

@@ -143,7 +143,7 @@ async def test_bad_requests_get_clear_errors(backend, tiny_adapters, tmp_path):
         await complete(backend, [{"role": "robot", "content": "x"}])
     with pytest.raises(BadRequest, match="at most"):
         await complete(backend, [{"role": "user", "content": "pace tempo " * 2000}])
-    with pytest.raises(ModelNotFound, match="adapter_config.json"):
+    with pytest.raises(ModelNotFound, match=r"adapter_config\.json"):
         await backend.load_adapter("c", str(tmp_path))
     with pytest.raises(BadRequest, match="already loaded"):
         await backend.load_adapter("a", str(tiny_adapters["b"]))

@@ -49,7 +49,7 @@ async def test_model_fetch_converts_once_and_the_model_speaks_english(tmp_path, 
 
 
 def test_unknown_or_missing_models_are_clear_errors(settings, capsys):
-    with pytest.raises(ModelUnavailable, match="no \\[models.nope\\] table"):
+    with pytest.raises(ModelUnavailable, match=r"no \[models\.nope\] table"):
         resolve_model_path(settings, "nope")
     settings.models["smollm2"].path = "./no/such/dir"
     with pytest.raises(ModelUnavailable, match="no such directory"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loopbot.base.config import load_settings
 from loopbot.serving.base import SamplingParams, complete
 from loopbot.serving.errors import ModelNotFound
 from loopbot.serving.local import LocalBackend
 from loopbot.serving.router import Router
 from loopbot.serving.vllm import VllmBackend
 from loopbot.serving.vllm_server import VllmServer
+from loopbot.storage import crud
+from loopbot.storage.db import make_engine, upgrade
 from testkit.ports import free_port
 from testkit.tiny_model import build_tiny_adapter, build_tiny_model
 
@@ -39,8 +41,13 @@ def vllm_tiny(tmp_path_factory):
                    "b": str(build_tiny_adapter(model, base / "adapter-b", seed=2))}
 
 
-def models_on(url: str) -> set[str]:
-    return {m["id"] for m in httpx.get(f"{url}/v1/models", trust_env=False).json()["data"]}
+async def get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        return await http.get(url)
+
+
+async def models_on(url: str) -> set[str]:
+    return {m["id"] for m in (await get(f"{url}/v1/models")).json()["data"]}
 
 
 async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_path):
@@ -90,49 +97,46 @@ async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_pat
         assert len({f.served_model for _, f in results}) >= 3
         for text, finished in results:
             assert text == expected[versions[finished.served_model]], finished.served_model
-        assert models_on(server.url) == {"smollm2", "coach-v4", "comedian-v1"}  # old versions unloaded
+        assert await models_on(server.url) == {"smollm2", "coach-v4", "comedian-v1"}  # old versions unloaded
 
         # unload: the comedian goes back to the base model
         await router.swap("comedian", None)
         await router.drain()
-        assert models_on(server.url) == {"smollm2", "coach-v4"}
+        assert await models_on(server.url) == {"smollm2", "coach-v4"}
         with pytest.raises(ModelNotFound):
             await complete(backend, ASK, adapter="comedian-v1", sampling=GREEDY)
         await router.swap("comedian", "comedian-v2", adapters["a"])
 
         # restart with `loopbot serve`: it loads the DB's active adapter; re-sync restores the rest
-        server.stop()
+        await asyncio.to_thread(server.stop)
         with pytest.raises(httpx.ConnectError):  # really gone: the port is free for `loopbot serve` below
-            httpx.get(f"{server.url}/health", trust_env=False)
+            await get(f"{server.url}/health")
         assert await backend.health() is False  # what /readyz reports while serving is down
         data_dir = tmp_path / "data"
         env = {**os.environ, "LOOPBOT_DATA_DIR": str(data_dir), "LOOPBOT_MODELS__SMOLLM2__PATH": str(model),
                "LOOPBOT_SERVING__VLLM__PORT": str(port), "LOOPBOT_SERVING__VLLM__MAX_MODEL_LEN": "512",
                "LOOPBOT_SERVING__VLLM__MAX_LORAS": "3", "LOOPBOT_TRAINER__LORA__R": "8"}
-        from loopbot.base.config import load_settings
-        from loopbot.storage import crud
-        from loopbot.storage.db import make_engine, upgrade
-
         settings = load_settings(ROOT / "config.toml", env=env)
         engine = make_engine(settings.database_url)
         upgrade(engine)
         crud.create_adapter(engine, persona="coach", version=4, base_model="smollm2", path=adapters["b"])
         crud.activate_adapter(engine, persona="coach", version=4)
         engine.dispose()
-        serve_proc = subprocess.Popen([sys.executable, "-m", "loopbot.cli", "--config", str(ROOT / "config.toml"),
-                                       "serve"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
+        serve_proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loopbot.cli", "--config", str(ROOT / "config.toml"), "serve", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while True:
-            assert serve_proc.poll() is None, serve_proc.stdout.read()
+            if serve_proc.returncode is not None:
+                raise AssertionError((await serve_proc.stdout.read()).decode())
             try:
-                if "coach-v4" in models_on(server.url):
+                if "coach-v4" in await models_on(server.url):
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "loopbot serve did not come up"
             await asyncio.sleep(1)
-        assert models_on(server.url) == {"smollm2", "coach-v4"}  # the restarted server forgot comedian-v2
+        assert await models_on(server.url) == {"smollm2", "coach-v4"}  # the restarted server forgot comedian-v2
         assert await backend.resync() == {server.url: ["comedian-v2"]}
         text, finished = await router.complete("comedian", ASK, sampling=GREEDY)
         assert text == expected[adapters["a"]] and finished.served_model == "comedian-v2"
@@ -141,14 +145,15 @@ async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_pat
 
         # SIGTERM stops `loopbot serve` and its vLLM cleanly
         serve_proc.send_signal(signal.SIGTERM)
-        out, _ = serve_proc.communicate(timeout=60)
+        out = (await asyncio.wait_for(serve_proc.communicate(), 60))[0].decode()
         assert serve_proc.returncode == 0, out
         assert "vLLM stopped" in out and "coach: coach-v4" in out
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{server.url}/health", trust_env=False)
+            await get(f"{server.url}/health")
     finally:
-        if serve_proc is not None and serve_proc.poll() is None:
+        if serve_proc is not None and serve_proc.returncode is None:
             serve_proc.kill()
-        server.stop()
+            await serve_proc.wait()
+        await asyncio.to_thread(server.stop)
         await router.aclose()
         await backend.aclose()

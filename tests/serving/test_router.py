@@ -89,7 +89,7 @@ async def test_old_version_waits_for_its_requests_then_the_grace_period(fake_vll
 async def test_a_failed_load_leaves_the_old_route(fake_vllm, adapter_dir):
     router = Router(VllmBackend([fake_vllm.url]))
     await router.swap("coach", "coach-v1", str(adapter_dir("v1")))
-    with pytest.raises(SwapFailed, match="max_lora_rank.*stays on coach-v1"):
+    with pytest.raises(SwapFailed, match=r"max_lora_rank.*stays on coach-v1"):
         await router.swap("coach", "coach-v2", str(adapter_dir("v2", rank=64)))
     with pytest.raises(SwapFailed, match="No adapter found"):
         await router.swap("coach", "coach-v3", str(adapter_dir("v3") / "nothing-here"))

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from loopbot.storage import crud
 from loopbot.storage.db import session_scope
-from loopbot.storage.models import Feedback, Generation, Message
+from loopbot.storage.models import Adapter, Feedback, Generation, Message
 
 
 def _reply(engine, *, user_name="u1", text="How far should I run?"):
@@ -96,9 +96,8 @@ def test_exactly_one_active_adapter(engine):
     with pytest.raises(LookupError):
         crud.activate_adapter(engine, persona="coach", version=9)
     assert crud.active_adapter(engine, persona="coach").version == 2  # the failed flip changed nothing
-    with pytest.raises(IntegrityError), session_scope(engine) as s:  # the database refuses a second active row
-        from loopbot.storage.models import Adapter
-
+    # the database itself refuses a second active row
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
         s.get(Adapter, crud.get_adapter(engine, persona="coach", version=1).id).status = "active"
 
 

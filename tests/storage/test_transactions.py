@@ -56,10 +56,10 @@ def test_a_web_pick_is_stored_with_its_comparison_or_not_at_all(engine):
 
 def test_a_finished_run_step_and_outcome_commit_together(engine):
     run = crud.start_training_run(engine, persona="coach", trigger="cron", method="sft")
-    with pytest.raises(LookupError, match=f"training run {run.id + 1} does not exist"):
-        with transaction(engine) as session:
-            crud.add_run_step(session, run_id=run.id, step="check", outcome="skipped", reason="too few votes")
-            crud.finish_training_run(session, run_id=run.id + 1, status="skipped")  # no such run
+    with (pytest.raises(LookupError, match=f"training run {run.id + 1} does not exist"),
+          transaction(engine) as session):
+        crud.add_run_step(session, run_id=run.id, step="check", outcome="skipped", reason="too few votes")
+        crud.finish_training_run(session, run_id=run.id + 1, status="skipped")  # no such run
     stored = crud.get_training_run(engine, run_id=run.id)
     assert (stored.status, stored.steps) == ("running", [])
     with transaction(engine) as session:

@@ -403,4 +403,5 @@ def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, sett
     assert later.manifest["since"]["build_id"] == first.build_id
     assert later.manifest["since"]["feedback_id"] == first.manifest["feedback_id_max"]
     assert later.manifest["notes"]["seed_train_examples_in_live"] == 1
-    assert build_datasets(engine, _votes_only(_no_heldout(settings)), "coach").counts["dpo"] == 3  # without since: everything
+    # without since: everything
+    assert build_datasets(engine, _votes_only(_no_heldout(settings)), "coach").counts["dpo"] == 3

@@ -54,7 +54,7 @@ async def test_bad_promotions_are_refused_with_a_reason(bot):
     with pytest.raises(UsageError, match="no version 9"):
         await promote(bot, "coach", 9)
     crud.set_adapter_status(bot.engine, persona="coach", version=2, status="failed", reason="rejected by the gate")
-    with pytest.raises(UsageError, match="rejected by the gate.*--force"):
+    with pytest.raises(UsageError, match=r"rejected by the gate.*--force"):
         await promote(bot, "coach", 2)
     await promote(bot, "coach", 2, force=True)
     with pytest.raises(UsageError, match="already active"):

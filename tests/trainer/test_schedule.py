@@ -58,7 +58,7 @@ async def test_a_nightly_run_missed_while_down_runs_once_after_a_restart(loopbot
 
 async def test_a_bad_cron_is_a_config_error(loopbot):
     loopbot.settings.schedule.cron = "every night"
-    with pytest.raises(ConfigError, match="schedule.cron = 'every night'"):
+    with pytest.raises(ConfigError, match=r"schedule\.cron = 'every night'"):
         start_scheduler(loopbot)
 
 

@@ -56,6 +56,6 @@ async def test_a_wrong_key_is_refused(loopbot, build, monkeypatch):
     monkeypatch.setenv("MISTRAL_API_KEY", "wrong")
     async with FakeMistralFineTuning() as fake:
         loopbot.settings.serving.mistral.server_url = fake.url
-        with pytest.raises(Exception, match="401|Unauthorized"):
+        with pytest.raises(Exception, match=r"401|Unauthorized"):
             await train_on_mistral(loopbot, "coach", build, poll_s=0.01)
     assert crud.list_adapters(loopbot.engine, persona="coach") == []
