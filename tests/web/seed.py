@@ -57,6 +57,7 @@ def many_replies(engine, *, persona: str, prompt: str, n: int, versions=(None, "
     from loopbot.storage.models import Generation, Message
 
     u = crud.get_or_create_user(engine, platform="telegram", platform_user_id="many", display_name="many")
+    crud.set_arena_consent(engine, user_id=u.id, consent=True)  # /arena on: their messages may be shown
     chat = crud.get_or_create_chat(engine, platform="telegram", platform_chat_id="chat-many", persona=persona)
     asked = crud.record_message(engine, chat_id=chat.id, user_id=u.id, role="user", text=prompt, persona=persona,
                                 conversation_id=chat.conversation_id)

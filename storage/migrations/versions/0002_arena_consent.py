@@ -15,10 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('users') as batch_op:
-        batch_op.add_column(sa.Column('arena_consent', sa.Boolean(), nullable=False, server_default=sa.false()))
+    # a plain ADD COLUMN on both databases: a batch (copy-and-move) of `users` on SQLite would drop a table that
+    # messages, chats and votes point to, which SQLite refuses once foreign keys are on and rows exist
+    op.add_column('users', sa.Column('arena_consent', sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('users') as batch_op:
-        batch_op.drop_column('arena_consent')
+    op.drop_column('users', 'arena_consent')  # SQLite has DROP COLUMN since 3.35 (2021)
