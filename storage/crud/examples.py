@@ -6,10 +6,12 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from loopbot.storage.db import DB, transaction
-from loopbot.storage.models import SeedExample
+from loopbot.storage.models import SeedExample, utcnow
+
+STORE_BATCH = 1000  # rows per bulk insert when storing imported examples
 
 __all__ = ["add_seed_examples", "content_hash", "list_seed_examples", "seed_example_counts", "store_seed_examples"]
 
@@ -28,8 +30,10 @@ def add_seed_examples(db: DB, *, persona: str, source: str, kind: str,
 def store_seed_examples(db: DB, *, persona: str, source: str,
                         examples: Iterable[tuple[str, str, dict]]) -> tuple[int, int]:
     """Insert (kind, split, data) examples in ONE transaction: all or nothing; an example already stored for the
-    persona with the same kind and content is skipped. Returns (added, already present)."""
+    persona with the same kind and content is skipped. Returns (added, already present). Rows go in as bulk inserts
+    of STORE_BATCH, so memory holds one batch of rows, not an object per example of a large export."""
     added = dupes = 0
+    batch: list[dict] = []
     with transaction(db) as s:
         existing = set(s.execute(select(SeedExample.kind, SeedExample.content_hash)
                                  .where(SeedExample.persona == persona)).tuples())
@@ -39,8 +43,14 @@ def store_seed_examples(db: DB, *, persona: str, source: str,
                 dupes += 1
                 continue
             existing.add((kind, h))
-            s.add(SeedExample(persona=persona, kind=kind, split=split, source=source, data=data, content_hash=h))
+            batch.append({"persona": persona, "kind": kind, "split": split, "source": source, "data": data,
+                          "content_hash": h, "created_at": utcnow()})
             added += 1
+            if len(batch) >= STORE_BATCH:
+                s.execute(insert(SeedExample), batch)
+                batch = []
+        if batch:
+            s.execute(insert(SeedExample), batch)
     return added, dupes
 
 
