@@ -17,6 +17,6 @@ from loopbot.storage.crud.feedback import *  # noqa: F403
 from loopbot.storage.crud.messages import *  # noqa: F403
 from loopbot.storage.crud.metrics import *  # noqa: F403
 from loopbot.storage.crud.people import *  # noqa: F403
-from loopbot.storage.crud.reward_rows import *  # noqa: F403
+from loopbot.storage.crud.signals import *  # noqa: F403
 from loopbot.storage.crud.stats import *  # noqa: F403
 from loopbot.storage.crud.training import *  # noqa: F403
