@@ -18,7 +18,7 @@ from loopbot.trainer.train import TrainJob, train_adapter
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.train_worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loopbot.trainer.train_worker", description=__doc__)
     parser.add_argument("--job", required=True, type=Path, help="TrainJob JSON written by trainer.launch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
