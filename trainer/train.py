@@ -1,6 +1,6 @@
 """LoRA training with trl (SFT, DPO, KTO and their chains), run in the trainer's own process.
 
-`train_adapter(job)` does the work inside the worker process (`python -m trainer.train_worker --job FILE`);
+`train_adapter(job)` does the work inside the worker process (`python -m loopbot.trainer.train_worker --job FILE`);
 `trainer.launch` starts that process and turns its outcome into a new versioned adapter directory.
 """
 

@@ -1,4 +1,4 @@
-"""The training process: `python -m trainer.train_worker --job JOB.json` (or under `accelerate launch -m`).
+"""The training process: `python -m loopbot.trainer.train_worker --job JOB.json` (or under `accelerate launch -m`).
 
 Reads a TrainJob, trains, writes the adapter into the job's out_dir and a result JSON; exit 0 only on success.
 """
