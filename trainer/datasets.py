@@ -23,7 +23,7 @@ import shutil
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,12 +100,17 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
                            replay_fraction=cfg.replay_seed_fraction if since is not None else 0.0,
                            replay_salt=str((since or {}).get("build_id") or ""))
         excluded = unconsented_conversations(engine)
+        history = since is not None and cfg.heldout_history
+        if history:
+            sink.splits = ("train",)  # the held-out split comes from the whole history, below
         nets, by_prompt, fids, liked_cut, trimmed = _add_voted_replies(engine, persona, snap, cfg.heldout_fraction,
                                                                        sink, excluded)
         signals = settings.trainer.signals
         pairs = _preference_pairs(engine, persona, snap, nets, by_prompt, liked_cut,
                                   retries=signals.retry_pairs)
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
+        if history:
+            _add_heldout_history(engine, persona, snap, cfg.heldout_fraction, sink, excluded, signals.retry_pairs)
         add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
                           unusable=unusable_reason)
         if augment is not None:
@@ -277,6 +282,24 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
     return nets, by_prompt, fids, liked_cut, trimmed
 
 
+def _add_heldout_history(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink,
+                         excluded: set[tuple[int, str]], retries: bool) -> None:
+    """The held-out votes and pairs of every round up to `snap` (a continuing build's own window, `snap`, trains
+    only): held-out conversations were never trained on by any version, so all of them are evidence for the gate.
+    What this pass drops or notes is not counted again: the training pass counted its own window."""
+    whole = replace(snap, feedback_id_min=0, comparison_id_min=0, generation_id_min=0)
+    counts = sink.counts["heldout_kto"] + sink.counts["heldout_dpo"] + sink.counts["heldout_sft"]
+    sink.splits = ("heldout",)
+    dropped, notes = sink.dropped.copy(), sink.notes.copy()
+    nets, by_prompt, _fids, liked_cut, trimmed = _add_voted_replies(engine, persona, whole, fraction, sink, excluded)
+    _add_pairs(engine, _preference_pairs(engine, persona, whole, nets, by_prompt, liked_cut, retries=retries),
+               fraction, sink, excluded, trimmed)
+    sink.dropped, sink.notes, sink.splits = dropped, notes, ("train", "heldout")
+    added = sink.counts["heldout_kto"] + sink.counts["heldout_dpo"] + sink.counts["heldout_sft"] - counts
+    if added:
+        sink.note("heldout_rows_from_all_rounds", added)
+
+
 def _preference_pairs(engine: Engine, persona: str, snap: Snapshot, nets: dict[int, int],
                       by_prompt: dict[int, list[int]], liked_cut: set[int] = frozenset(), *,
                       retries: bool = True) -> dict[tuple[int, int], str]:
@@ -360,6 +383,7 @@ class _Sink:
         self.voted_rows: set[int] = set()  # replies whose votes made a KTO row
         self.paired: set[int] = set()  # replies on either side of a written DPO pair
         self.replay_rows = 0  # seed training examples replayed in a cycle that continues the live version
+        self.splits: tuple[str, ...] = ("train", "heldout")  # which rows this pass writes
         self.dedup = {"sft": Deduper(cfg.near_duplicate_threshold), "dpo": Deduper(1.0), "kto": Deduper(1.0)}
         self.hashers = {name: hashlib.sha256() for name in FILES}
         self.files = {}
@@ -387,11 +411,17 @@ class _Sink:
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
 
-    def note(self, what: str) -> None:
+    def note(self, what: str, n: int = 1) -> None:
         """Count something kept in an altered form (e.g. a liked cut-off reply trimmed to its sentences)."""
-        self.notes[what] += 1
+        self.notes[what] += n
+
+    def _skips(self, heldout: bool) -> bool:
+        """Whether a row of this split is left out by this pass (see `_add_heldout_history`)."""
+        return ("heldout" if heldout else "train") not in self.splits
 
     def add_sft(self, prompt: list[dict], reply: dict, heldout: bool, source: str) -> None:
+        if self._skips(heldout):
+            return None
         completion = self._completion([reply])
         if completion is None:
             return self.drop("too_short")
@@ -406,6 +436,8 @@ class _Sink:
     def add_dpo(self, prompt: list[dict], chosen: list[dict], rejected: list[dict], heldout: bool,
                 source: str) -> bool | None:
         """Write the pair if it survives clean-up; True when written."""
+        if self._skips(heldout):
+            return None
         chosen, rejected = self._completion(chosen), self._completion(rejected)
         if chosen is None or rejected is None:
             return self.drop("too_short")
@@ -423,6 +455,8 @@ class _Sink:
     def add_kto(self, prompt: list[dict], completion: list[dict], label: bool, heldout: bool,
                 source: str) -> bool | None:
         """Write the row if it survives clean-up; True when written."""
+        if self._skips(heldout):
+            return None
         completion = self._completion(completion)
         if completion is None:
             return self.drop("too_short")

@@ -67,9 +67,7 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
                             f"accuracy {ca:.3f} vs live {la:.3f} (needs >= {need:.3f})"))
     votes = report.get("votes") or {}
     if votes.get("auc") is not None:
-        better.append(Check("votes", votes["auc"] >= gate.min_vote_auc - 1e-9,
-                            f"held-out votes: liked replies gained on disliked ones in {votes['auc']:.0%} of "
-                            f"{votes['liked']}x{votes['disliked']} comparisons (needs >= {gate.min_vote_auc:.0%})"))
+        better.append(_votes_check(votes, gate))
     judge = report.get("judge") or {}
     if judge.get("win_rate") is not None:
         better.append(Check("judge", judge["win_rate"] >= gate.min_judge_win_rate,
@@ -105,6 +103,18 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     else:
         checks.append(Check("degeneracy", False, "no held-out prompts to generate replies for"))
     return GateResult(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _votes_check(votes: dict, gate: GateSettings) -> Check:
+    """The held-out votes AUC, as evidence only over enough liked and disliked replies: with one vote in five the
+    held-out split of a round held 3 liked x 5 disliked replies, and an AUC over 15 comparisons promotes or rejects
+    by chance."""
+    n_liked, n_disliked, need = votes["liked"], votes["disliked"], gate.min_heldout_votes_per_side
+    detail = (f"held-out votes: liked replies gained on disliked ones in {votes['auc']:.0%} of "
+              f"{n_liked}x{n_disliked} comparisons (needs >= {gate.min_vote_auc:.0%}")
+    if min(n_liked, n_disliked) < need:
+        return Check("votes", False, detail + f"; too few to count: needs {need} liked and {need} disliked)")
+    return Check("votes", votes["auc"] >= gate.min_vote_auc - 1e-9, detail + ")")
 
 
 def _perplexity_check(cand: dict, live: dict, gate: GateSettings) -> Check:

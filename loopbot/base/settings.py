@@ -153,6 +153,8 @@ class GateSettings(Section):
     min_judge_win_rate: float = Field(0.55, ge=0, le=1)
     min_vote_auc: float = Field(0.65, ge=0, le=1, description="held-out votes: share of (liked, disliked) reply "
                                 "pairs whose log-probability the candidate moved apart, relative to live")
+    min_heldout_votes_per_side: int = Field(5, ge=1, description="held-out votes: liked and disliked replies each "
+                                            "needed before the votes check counts as evidence (3 x 5 is noise)")
     max_cutoff_rate_rise: float = Field(0.10, ge=0)
     max_words_ratio: float = Field(1.5, gt=1)
     min_words_ratio: float = Field(0.5, gt=0, lt=1, description="words per reply at least this share of the live "
@@ -197,6 +199,9 @@ class DatasetSettings(Section):
     replay_seed_fraction: float = Field(0.25, ge=0, le=1, description="start_from = live: this share of the seed "
                                         "corpus' training SFT examples is mixed into each cycle's SFT set (replay "
                                         "against drift from the persona); 0 = none")
+    heldout_history: bool = Field(True, description="start_from = live: the held-out split keeps every held-out "
+                                  "conversation so far, not only those since the live version's build (no version "
+                                  "ever trained on them), so the gate's evidence grows with each round")
 
 
 class SignalSettings(Section):

@@ -19,7 +19,8 @@ from loopbot.demo.runner import DemoOptions, run_demo
 def demo(ctx: typer.Context,
          quick: bool = typer.Option(False, "--quick", help="a tiny model built on the spot: the whole loop in "
                                                            "about two minutes, for CI and a first look"),
-         cycles: int = typer.Option(2, "--cycles", help="training cycles to run"),
+         cycles: int | None = typer.Option(None, "--cycles", help="training cycles to run [default: 3; with "
+                                                                   "--quick: 2]"),
          users: str | None = typer.Option(None, "--users", help="the simulated users' tastes: module:function "
                                                                    "taking (question, reply) and returning True "
                                                                    "when they like the reply, or a mixture "
@@ -51,6 +52,8 @@ def demo(ctx: typer.Context,
          seed: int = typer.Option(0, "--seed", help="seed for the questions, users' tastes and choices, and sampling"),
          verbose: bool = typer.Option(False, "--verbose", "-v", help="also show the parts' log lines")) -> None:
     """Show the loop improving a bot, offline: SQLite, the local backend, SmolLM2 from its PyPI wheel."""
+    if cycles is None:
+        cycles = 2 if quick else 3
     if cycles < 1:
         raise UsageError(f"--cycles {cycles}: run at least one cycle")
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):

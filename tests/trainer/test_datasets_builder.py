@@ -405,3 +405,39 @@ def test_a_build_since_an_earlier_one_holds_only_what_came_after_it(engine, sett
     assert later.manifest["notes"]["seed_train_examples_in_live"] == 1
     # without since: everything
     assert build_datasets(engine, _votes_only(_no_heldout(settings)), "coach").counts["dpo"] == 3
+
+
+def test_a_continuing_build_holds_out_every_rounds_held_out_votes(engine, settings):
+    """With one vote in five a round's held-out split is a handful of votes; a build continuing the live version
+    keeps the held-out conversations of every earlier round too (no version trained on them), and trains only on
+    what came after the live version's build."""
+    from loopbot.trainer.splits import conversation_key, is_heldout
+
+    settings.trainer.dataset.heldout_fraction = 0.4
+    settings.trainer.dataset.replay_seed_fraction = 0
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+
+    def round_of_votes(tag: str) -> tuple[set[str], set[str]]:
+        train, held = set(), set()
+        for i in range(12):
+            g = f.exchange(ana, f"{tag} question {i}?", f"{tag} answer {i}.", new_conversation=True)
+            f.vote(g, ana, +1 if i % 2 else -1)
+            key = conversation_key(chat_id=g.chat_id, conversation_id=f.conversations[ana.id].conversation_id)
+            (held if is_heldout(key, 0.4) else train).add(f"{tag} answer {i}.")
+        return train, held
+
+    train1, held1 = round_of_votes("first")
+    first = build_datasets(engine, _votes_only(settings), "coach")
+    train2, held2 = round_of_votes("second")
+    assert held1 and held2 and train2, "the draw must hold out some conversations of each round"
+    later = build_datasets(engine, _votes_only(settings), "coach", since=first.manifest)
+    assert {r["completion"][0]["content"] for r in _rows(later, "kto")} == train2
+    assert {r["completion"][0]["content"] for r in _rows(later, "heldout_kto")} == held1 | held2
+    assert later.manifest["notes"]["heldout_rows_from_all_rounds"] == len(_rows(later, "heldout_kto")) + \
+        len(_rows(later, "heldout_sft"))
+    assert later.manifest["dropped"] == {}  # the history pass counts nothing twice
+
+    settings.trainer.dataset.heldout_history = False
+    window = build_datasets(engine, _votes_only(settings), "coach", since=first.manifest)
+    assert {r["completion"][0]["content"] for r in _rows(window, "heldout_kto")} == held2

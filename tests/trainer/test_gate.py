@@ -87,6 +87,19 @@ def test_held_out_votes_can_show_the_candidate_is_better_when_pairs_are_too_few(
     assert unchanged.failed == ["better"]
 
 
+def test_a_high_votes_auc_over_a_handful_of_held_out_votes_is_not_evidence():
+    """The first realistic demo run promoted coach-v1 on AUC 0.73 over 3 liked x 5 disliked held-out replies."""
+    few = {"preference_accuracy": 0.75}
+    handful = apply_gate({**report(few, few), "votes": {"liked": 3, "disliked": 5, "auc": 0.73}}, GateSettings())
+    assert handful.failed == ["better"]
+    assert "73% of 3x5 comparisons" in handful.summary() and "too few to count: needs 5 liked" in handful.summary()
+    enough = apply_gate({**report(few, few), "votes": {"liked": 5, "disliked": 5, "auc": 0.73}}, GateSettings())
+    assert enough.passed, enough.summary()
+    stricter = apply_gate({**report(few, few), "votes": {"liked": 5, "disliked": 5, "auc": 0.73}},
+                          GateSettings(min_heldout_votes_per_side=6))
+    assert stricter.failed == ["better"]
+
+
 def test_perplexity_within_tolerance_is_not_worse():
     assert apply_gate(report({"perplexity": 21.9}), GateSettings()).passed
 
