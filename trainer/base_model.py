@@ -20,3 +20,24 @@ def base_model_dir(settings: Settings, persona: str) -> Path:
         raise UsageError(f"models.{key}.path = {settings.models[key].path!r}: training needs a local model "
                          f"directory (with config.json), not a hub id")
     return Path(path)
+
+
+def load_with_adapters(base_model: Path | str, adapters: dict[str, str]):
+    """(tokenizer, eval-mode model): the base model in float32 with each named LoRA adapter loaded (the first one
+    active), the tokenizer padding with end-of-sequence when it has no pad token. Evaluation scores and generates
+    with it; the reward model's pair sampler draws live replies from it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    if adapters:
+        from peft import PeftModel
+
+        (first, first_path), *rest = adapters.items()
+        model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
+        for name, path in rest:
+            model.load_adapter(path, adapter_name=name)
+    return tok, model.eval()

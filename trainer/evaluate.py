@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from loopbot.base.settings import Settings
+from loopbot.trainer.base_model import load_with_adapters
 from loopbot.trainer.datasets import SOURCES_SUFFIX
 from loopbot.trainer.degeneracy import degeneracy_figures
 from loopbot.trainer.judge import PairwiseJudge
@@ -30,21 +31,9 @@ class _Scorer:
 
     def __init__(self, base_model: Path, adapters: dict[str, str], max_length: int):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(base_model)
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-        if adapters:
-            from peft import PeftModel
-
-            (first, first_path), *rest = adapters.items()
-            model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
-            for name, path in rest:
-                model.load_adapter(path, adapter_name=name)
-        self.model = model.eval()
+        self.tok, self.model = load_with_adapters(base_model, adapters)
         self.max_length = max_length
 
     @contextmanager

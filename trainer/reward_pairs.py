@@ -20,7 +20,7 @@ from loopbot.base.errors import UsageError
 from loopbot.serving.rerank import RewardScorer
 from loopbot.storage import crud
 from loopbot.storage.crud.dataset_rows import generations_by_id
-from loopbot.trainer.base_model import base_model_dir
+from loopbot.trainer.base_model import base_model_dir, load_with_adapters
 from loopbot.trainer.datasets import unusable_reason
 from loopbot.trainer.reward import RewardModel, refresh_reward_model
 from loopbot.trainer.splits import conversation_key, is_heldout
@@ -35,18 +35,9 @@ class LocalSampler:
     def __init__(self, base_model: str | Path, adapter: str | None, *, temperature: float = 0.9, top_p: float = 0.95,
                  max_new_tokens: int = 96, seed: int = 0, batch_size: int = 8):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(base_model)
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
-        self.model = model.eval()
+        self.tok, self.model = load_with_adapters(base_model, {"live": adapter} if adapter else {})
         self.kw = {"do_sample": True, "temperature": max(temperature, 0.05), "top_p": top_p,
                    "max_new_tokens": max_new_tokens}
         self.seed, self.batch_size = seed, batch_size
