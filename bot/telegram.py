@@ -249,8 +249,9 @@ class TelegramBot:
         if r is None or r.user is None:
             return  # anonymous (an admin posting as the group): not a person's vote
         emoji = tuple(x.emoji for x in r.new_reaction if getattr(x, "emoji", None))
-        self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
-                                       message_id=str(r.message_id), emoji=emoji, user_name=r.user.full_name or ""))
+        await self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
+                                             message_id=str(r.message_id), emoji=emoji,
+                                             user_name=r.user.full_name or ""))
 
     async def _render(self, sink: TelegramSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)

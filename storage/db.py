@@ -30,7 +30,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    # 32 connections at most: storage/aio.py runs that many database threads for the asyncio side
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=24)
 
 
 DB = Engine | Session  # what a crud function writes with: a new transaction of its own, or the caller's
