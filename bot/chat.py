@@ -80,6 +80,7 @@ class ChatService(ChatCore):
     async def _replied_message(self, chat_id: int, platform_message_id: str | None):
         if not platform_message_id:
             return None
+        await self.db.settle()  # the platform ids of replies just delivered
         return await self.db.run(crud.find_message_by_platform_id, chat_id=chat_id,
                                  platform_message_id=platform_message_id)
 

@@ -55,6 +55,7 @@ class ChatCore:
         self.access = Access(settings.access)
         self.limiter = ReplyLimits(settings.access.messages_per_minute, settings.access.concurrent_generations,
                                    clock=clock)
+        self.reactions_in_order = asyncio.Lock()
         self._users: dict[tuple[str, str], tuple[float, object]] = {}
         self._chats: dict[tuple[str, str], tuple[float, object]] = {}
 
@@ -290,10 +291,11 @@ class ChatCore:
         return msg.user_id if msg else None
 
     async def delivered(self, reply: Reply, platform_message_id: str) -> None:
-        """The platform shows `reply` as `platform_message_id`: remember it (reply chains, reactions)."""
+        """The platform shows `reply` as `platform_message_id`: remember it (reply chains, reactions), written
+        behind, batched with the other replies of a burst; reading a platform id settles the queue first."""
         if reply.message_ids:
-            await self.db.run(crud.set_platform_message_ids, message_ids=reply.message_ids,
-                              platform_message_id=str(platform_message_id))
+            self.db.later(crud.set_platform_message_ids, message_ids=list(reply.message_ids),
+                          platform_message_id=str(platform_message_id))
 
 
 def _ab_text(texts: list[str], cut: list[bool] | None = None) -> str:

@@ -251,6 +251,7 @@ class DiscordBot:
             log.info("stopping %d Discord repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
         if self._task is not None:

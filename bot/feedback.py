@@ -47,8 +47,10 @@ async def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
                                                                       reaction.chat_id):
         return None
     values = [REACTION_VALUES[e] for e in reaction.emoji if e in REACTION_VALUES]
-    return await core.db.run(_react, reaction=reaction, value=values[-1] if values else None,
-                             default_consent=core.settings.feedback.consent_default)
+    async with core.reactions_in_order:  # a reaction and its removal right after land in the order they came
+        await core.db.settle()  # the platform ids of replies just delivered
+        return await core.db.run(_react, reaction=reaction, value=values[-1] if values else None,
+                                 default_consent=core.settings.feedback.consent_default)
 
 
 def _react(engine, *, reaction: Reaction, value: int | None, default_consent: bool) -> int | None:

@@ -167,6 +167,8 @@ class Renderer:
                 if isinstance(item, BaseException):
                     raise item
                 reply = item
+                if not reply.final and not reply.text.strip():
+                    continue  # nothing to show yet (a model's first token can be a bare newline)
                 st = shown.setdefault(reply.key, _Shown(last_change=start))
                 now = self.clock()
                 if not reply.final and (now - st.last_change < self.interval_s or now < st.blocked_until):

@@ -165,6 +165,7 @@ class TelegramBot:
             log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if app.running:
             await app.stop()
         await app.shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 POSTGRES_THREADS = 32  # at most the engine's pool (pool_size + max_overflow); see storage.db.make_engine
 
@@ -30,6 +32,8 @@ class AsyncDB:
         self.engine = engine
         self.threads = threads or default_threads(engine)
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="loopbot-db")
+        self._later: list[Callable[[], Any]] = []
+        self._flushing: asyncio.Task | None = None
 
     @classmethod
     def of(cls, engine: Engine | AsyncDB) -> AsyncDB:
@@ -52,8 +56,34 @@ class AsyncDB:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kw))
 
+    def later(self, fn: Callable[..., Any], /, **kw: Any) -> None:
+        """Write `fn(engine, **kw)` soon, in order, batched with the other writes queued meanwhile (one trip to the
+        threads for many replies in a burst). For writes nothing waits on: `settle()` before reading what they wrote."""
+        self._later.append(functools.partial(fn, self.engine, **kw))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def settle(self) -> None:
+        """Wait until every write queued with `later` is done."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._later:
+            batch, self._later = self._later, []
+            await loop.run_in_executor(self._executor, _each, batch)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _each(writes: list[Callable[[], Any]]) -> None:
+    for write in writes:
+        try:
+            write()
+        except Exception:  # one failed write must not lose the others
+            log.exception("a queued database write failed")
 
 
 def default_threads(engine: Engine) -> int:
