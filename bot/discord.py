@@ -175,10 +175,10 @@ class _Client(discord.Client):
         await self.owner.on_message(message)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        self.owner.on_reaction(payload, added=True)
+        await self.owner.on_reaction(payload, added=True)
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        self.owner.on_reaction(payload, added=False)
+        await self.owner.on_reaction(payload, added=False)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A button that is not ours (say, from an older version of the bot) is answered, not left to fail."""
@@ -251,6 +251,7 @@ class DiscordBot:
             log.info("stopping %d Discord repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -435,7 +436,7 @@ class DiscordBot:
         if outcome.replies is not None:
             await self._render(ChannelSink(interaction.channel, reply_to=message), outcome.replies)
 
-    def on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+    async def on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
         """👍/👎 reactions on a reply are votes; removing the reaction withdraws the vote."""
         if self.client.user is None or payload.user_id == self.client.user.id or payload.emoji.id is not None:
             return
@@ -453,9 +454,9 @@ class DiscordBot:
             return
         user_name = payload.member.display_name if payload.member else ""
         try:
-            self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
-                                           user_id=str(payload.user_id), message_id=str(payload.message_id),
-                                           emoji=tuple(current), user_name=user_name))
+            await self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
+                                                 user_id=str(payload.user_id), message_id=str(payload.message_id),
+                                                 emoji=tuple(current), user_name=user_name))
         except Exception as e:
             self.record_error(e, "reaction")
 

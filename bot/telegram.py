@@ -165,6 +165,7 @@ class TelegramBot:
             log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -249,8 +250,9 @@ class TelegramBot:
         if r is None or r.user is None:
             return  # anonymous (an admin posting as the group): not a person's vote
         emoji = tuple(x.emoji for x in r.new_reaction if getattr(x, "emoji", None))
-        self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
-                                       message_id=str(r.message_id), emoji=emoji, user_name=r.user.full_name or ""))
+        await self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
+                                             message_id=str(r.message_id), emoji=emoji,
+                                             user_name=r.user.full_name or ""))
 
     async def _render(self, sink: TelegramSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)
