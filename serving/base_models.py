@@ -13,12 +13,12 @@ from pathlib import Path
 
 from loopbot.base.errors import ConfigError
 from loopbot.serving.errors import WrongBaseModel
-from loopbot.serving.offline_model import OFFLINE_MODELS, OFFLINE_PREFIX, is_converted, offline_gguf, \
-    offline_model_dir
+from loopbot.serving.offline_model import OFFLINE_MODELS, OFFLINE_PREFIX, is_converted, offline_model_dir
 
 log = logging.getLogger(__name__)
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
+OFFLINE_PARAMETERS = {"smollm2": 134_515_008}  # counted from the wheel's GGUF tensors, as the converted copy has
 AUTO_BUDGET_SHARE = 0.8  # serving.local.memory_budget_gb unset: this share of the device's memory
 
 
@@ -31,7 +31,7 @@ def persona_models(settings) -> dict[str, str]:
 def used_models(settings) -> list[str]:
     """The base models the personas use, the default persona's first, then by name."""
     default = settings.personas.get(settings.default_persona) or next(iter(settings.personas.values()))
-    return [default.base_model] + sorted({p.base_model for p in settings.personas.values()} - {default.base_model})
+    return [default.base_model, *sorted({p.base_model for p in settings.personas.values()} - {default.base_model})]
 
 
 def vllm_urls(settings) -> dict[str, list[str]]:
@@ -147,20 +147,14 @@ def _config_parameters(model_dir: str | Path) -> int:
 
 
 def parameter_count(settings, model: str) -> int | None:
-    """The number of parameters of [models.MODEL] from its files (safetensors headers, else config.json, else the
-    offline wheel's GGUF before its conversion); None when there is nothing local to count from (a hub id)."""
+    """The number of parameters of [models.MODEL] from its files (safetensors headers, else config.json; an offline
+    model not converted yet: its known count); None when there is nothing local to count from (a hub id)."""
     path = settings.models[model].path
     if path.startswith(OFFLINE_PREFIX):
         offline = path[len(OFFLINE_PREFIX):]
         directory = offline_model_dir(settings.models_dir, offline)
-        if not is_converted(directory):
-            try:
-                from gguf import GGUFReader
-
-                return sum(int(math.prod(t.shape)) for t in GGUFReader(str(offline_gguf(offline))).tensors)
-            except Exception as e:  # no wheel, no gguf package: the conversion will say so when it runs
-                log.warning("models.%s: cannot count the parameters of %s: %s", model, path, e)
-                return None
+        if not is_converted(directory):  # not converted yet (the conversion reads the GGUF for ~10 s)
+            return OFFLINE_PARAMETERS.get(offline)
     else:
         directory = Path(path).expanduser()
     if not directory.is_dir():

@@ -120,7 +120,8 @@ def serve(ctx: typer.Context,
             server.start()
         for name, server, routes in servers:
             seconds = server.wait_ready(start_timeout, progress=typer.echo)
-            typer.echo(f"vLLM for {name} ready in {seconds:.0f} s")
+            which = f" for {name}" if len(servers) > 1 else ""
+            typer.echo(f"vLLM{which} ready in {seconds:.0f} s")
             if routes:
                 live, problems = asyncio.run(_load_active(server.url, name, routes, server.api_key, check,
                                                           settings))

@@ -140,9 +140,9 @@ def test_a_single_base_model_keeps_one_plain_backend(settings):
 
 
 def test_vllm_urls_per_base_model(tmp_path, two_models):
+    urls = '{ smollm2 = ["http://127.0.0.1:8001"], wide = ["http://127.0.0.1:8002", "http://127.0.0.1:8003"] }'
     settings = two_model_settings(tmp_path, two_models, LOOPBOT_SERVING__BACKEND="vllm",
-                                  LOOPBOT_SERVING__VLLM__URLS='{ smollm2 = ["http://127.0.0.1:8001"], '
-                                                              'wide = ["http://127.0.0.1:8002", "http://127.0.0.1:8003"] }')
+                                  LOOPBOT_SERVING__VLLM__URLS=urls)
     backend = build_backend(settings)
     assert isinstance(backend, ModelBackends) and backend.name == "vllm"
     assert {m: [r.url for r in b.replicas] for m, b in backend.backends.items()} == \
