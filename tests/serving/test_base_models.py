@@ -184,3 +184,22 @@ def test_a_configuration_that_cannot_be_served_stops_start_up_with_one_line(tmp_
     code = main(["--config", str(ROOT / "config.toml"), "chat", "--persona", "coach"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"loopbot: {key}"), err
+
+
+def test_loopbot_serve_plans_one_server_per_base_model(tmp_path, two_models, monkeypatch, capsys):
+    from loopbot.base.errors import UsageError
+    from loopbot.commands.serve import _plan
+
+    urls = '{ smollm2 = ["http://127.0.0.1:8101"], wide = ["http://10.0.0.7:8102", "http://10.0.0.8:8102"] }'
+    settings = two_model_settings(tmp_path, two_models, LOOPBOT_SERVING__VLLM__URLS=urls)
+    assert _plan(settings, None, None) == [("smollm2", 8101), ("wide", 8102)]
+    assert _plan(settings, "wide", None) == [("wide", 8102)]
+    assert _plan(settings, "wide", 9000) == [("wide", 9000)]
+    with pytest.raises(UsageError, match="--port with 2 base models"):
+        _plan(settings, None, 9000)
+    settings.serving.vllm.urls = ["http://127.0.0.1:8000"]  # today's list form: serving.vllm.port, +1 per model
+    assert _plan(settings, None, None) == [("smollm2", 8000), ("wide", 8001)]
+    monkeypatch.setenv("LOOPBOT_DATA_DIR", str(tmp_path / "data"))
+    assert main(["--config", str(ROOT / "config.toml"), "serve", "--model", "gpt9"]) == 2
+    assert capsys.readouterr().err.strip() == ("loopbot: --model 'gpt9': no such model (expected one of the "
+                                               "[models.*] tables: smollm2)")
