@@ -16,7 +16,7 @@ from loopbot.serving.base_models import base_model_check, used_models
 from loopbot.serving.offline_model import resolve_model_path
 from loopbot.serving.router import Router
 from loopbot.serving.vllm import VllmBackend
-from loopbot.serving.vllm_server import VllmServer
+from loopbot.serving.vllm_server import StartCancelled, VllmServer
 
 
 def _adapter_rank(path: str) -> int:
@@ -119,7 +119,7 @@ def serve(ctx: typer.Context,
             typer.echo(f"starting vLLM for {name} ({server.model_path}) at {server.url}; log: {server.log_path}")
             server.start()
         for name, server, routes in servers:
-            seconds = server.wait_ready(start_timeout, progress=typer.echo)
+            seconds = server.wait_ready(start_timeout, progress=typer.echo, stop=stop)
             which = f" for {name}" if len(servers) > 1 else ""
             typer.echo(f"vLLM{which} ready in {seconds:.0f} s")
             if routes:
@@ -137,7 +137,7 @@ def serve(ctx: typer.Context,
                     typer.echo(f"vLLM for {name} exited on its own:\n{server.log_tail()}", err=True)
                     raise typer.Exit(1)
             stop.wait(1.0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StartCancelled):  # Ctrl-C, or SIGTERM while a server was starting
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)

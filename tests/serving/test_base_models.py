@@ -203,3 +203,24 @@ def test_loopbot_serve_plans_one_server_per_base_model(tmp_path, two_models, mon
     assert main(["--config", str(ROOT / "config.toml"), "serve", "--model", "gpt9"]) == 2
     assert capsys.readouterr().err.strip() == ("loopbot: --model 'gpt9': no such model (expected one of the "
                                                "[models.*] tables: smollm2)")
+
+
+def test_a_stop_while_a_server_starts_ends_the_wait(tmp_path):
+    """SIGTERM to `loopbot serve` while its servers start (minutes each on a busy CPU) stops them at once."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from loopbot.serving.vllm_server import StartCancelled, VllmServer
+    from testkit.ports import free_port
+
+    server = VllmServer(tmp_path, served_name="x", port=free_port())
+    server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(StartCancelled):
+        server.wait_ready(60, stop=stop)
+    assert time.monotonic() - started < 10
+    assert server.stop(5) is not None and server.process is None
