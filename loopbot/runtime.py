@@ -76,6 +76,7 @@ def check_admin_token(settings, env: Mapping[str, str]) -> None:
 
 async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task]) -> None:
     settings = loopbot.settings
+    _ = loopbot.backend  # built now (models load on first use): a configuration that cannot be served stops here
     stoppers.append(("serving", lambda: _close_backend(loopbot)))
     platforms = 0
     redact.install()

@@ -33,10 +33,15 @@ class LocalServingSettings(Section):
     max_batch_size: int = Field(8, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
     threads: int | None = Field(None, gt=0)
+    memory_budget_gb: float | None = Field(None, gt=0, description="the base models the personas use (one worker "
+                                           "each) must fit: parameters x dtype size, checked at start; unset = 80% "
+                                           "of the device's memory (RAM on a CPU, the GPU's on cuda)")
 
 
 class VllmSettings(Section):
-    urls: list[str] = ["http://127.0.0.1:8000"]
+    urls: list[str] | dict[str, list[str]] = Field(["http://127.0.0.1:8000"], description="the replicas of the "
+                                                   "default persona's base model, or a table of replicas per "
+                                                   "[models.*] name: { smollm2 = [...], qwen = [...] }")
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     resync_interval_s: float = Field(60.0, gt=0)
