@@ -427,7 +427,7 @@ def test_a_continuing_build_holds_out_every_rounds_held_out_votes(engine, settin
             (held if is_heldout(key, 0.4) else train).add(f"{tag} answer {i}.")
         return train, held
 
-    train1, held1 = round_of_votes("first")
+    _train1, held1 = round_of_votes("first")
     first = build_datasets(engine, _votes_only(settings), "coach")
     train2, held2 = round_of_votes("second")
     assert held1 and held2 and train2, "the draw must hold out some conversations of each round"
