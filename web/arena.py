@@ -36,39 +36,32 @@ class VoteRefused(Exception):
         self.status = status
 
 
-BATCH = 64  # consecutive replies of the persona looked at per try
+WINDOWS = ((16, False), (64, True), (256, False))  # (replies, newest?): the windows tried in turn
 PARTNERS = 4  # replies of other versions read per direction (own message / other messages, after / before)
-TRIES = 3  # a window at a random place, the newest replies, another random window
 
 
 def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None,
                    chats: bool = True) -> Matchup | None:
     """A random pair of replies to one prompt text from two different versions that this visitor has not judged.
 
-    Its cost does not grow with the replies stored, nor with the replies to one message: a window of BATCH
-    consecutive replies at a random place (by id; the newest BATCH on the second try) keeps those that have an
-    unjudged partner (one index lookup each), one of them is drawn, then at most 4 x PARTNERS of its partners are
-    read and one is drawn. Two statements when the first window holds a pair. When the persona has at most BATCH
-    replies the window holds all of them, so "nothing left" is exact; beyond that a pair is found when one of its
-    two replies falls in one of the TRIES windows.
+    Its cost does not grow with the replies stored, nor with the replies to one message: a window of 16
+    consecutive replies at a random place (by id) keeps those that have an unjudged partner (one index lookup
+    each), one of them is drawn, then at most 4 x PARTNERS of its partners are read and one is drawn. When that
+    window holds no pair, the newest 64 replies, then 256 at another random place, are tried. With at most 64
+    replies of the persona the second window holds all of them, so "nothing left" is exact; beyond that a pair
+    is found when one of its two replies falls in one of the windows.
     """
     rng = rng or random.Random()
     platform = None if chats else ARENA_PLATFORM
-    for attempt in range(TRIES):
-        anchors = crud.arena_anchors(engine, persona=persona, visitor_id=visitor_id, at=rng.random(), batch=BATCH,
-                                     newest=attempt == 1, platform=platform)
-        if not anchors:
-            continue
-        anchor = rng.choice(anchors)
-        partners = crud.arena_partners(engine, persona=persona, visitor_id=visitor_id, anchor=anchor,
-                                       limit=PARTNERS, platform=platform)
-        if not partners:  # judged in another tab meanwhile
-            continue
-        x, y = _candidate(anchor), _candidate(rng.choice(partners))
-        if rng.random() < 0.5:
-            x, y = y, x
-        return Matchup(scrub_pii(anchor.prompt), x, y)  # shown as the datasets see it: no e-mail, no phone number
-    return None
+    found = crud.arena_pair(engine, persona=persona, visitor_id=visitor_id, pick=rng.choice, partners=PARTNERS,
+                            windows=[(rng.random(), size, newest) for size, newest in WINDOWS], platform=platform)
+    if found is None:
+        return None
+    anchor, partners = found
+    x, y = _candidate(anchor), _candidate(rng.choice(partners))
+    if rng.random() < 0.5:
+        x, y = y, x
+    return Matchup(scrub_pii(anchor.prompt), x, y)  # shown as the datasets see it: no e-mail, no phone number
 
 
 def _candidate(reply: crud.ArenaReply) -> Candidate:

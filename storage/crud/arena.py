@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from sqlalchemy import Float, Integer, bindparam, case, cast, exists, func, literal_column, select, union_all
+from sqlalchemy import Float, Integer, String, bindparam, case, cast, exists, func, literal_column, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -15,7 +16,7 @@ from loopbot.storage.crud.feedback import create_comparison, record_pick
 from loopbot.storage.db import DB, session_scope, transaction
 from loopbot.storage.models import Comparison, Generation, Message, User
 
-__all__ = ["ArenaReply", "arena_anchors", "arena_partners", "arena_replies", "pick_versions", "picks_stamp",
+__all__ = ["ArenaReply", "arena_pair", "arena_replies", "pick_versions", "picks_stamp",
            "record_web_pick", "voted_pairs"]
 
 ARENA_WINDOW = 2000  # arena_replies: the persona's newest finished replies, at most this many
@@ -47,12 +48,12 @@ def _shown(gen, reply, asked, user, *, platform: bool, persona_indexed: bool = T
     `persona_indexed=False` writes the persona test so that no index can serve it: where the replies are reached
     from their prompt (the partner lookups), a planner without statistics (SQLite; loopbot never runs ANALYZE) would
     otherwise walk all the persona's replies through (persona, id)."""
-    persona = bindparam("persona")
+    persona = bindparam("persona", type_=String)
     conds = [gen.persona == persona if persona_indexed else func.coalesce(gen.persona, "") == persona,
              gen.status.in_(ARENA_STATUSES), reply.text != "", asked.role == literal_column("'user'"),
              func.trim(asked.text) != "", user.consent.is_(True), shown_on_arena(user)]
     if platform:
-        conds.append(user.platform == bindparam("platform"))
+        conds.append(user.platform == bindparam("platform", type_=String))
     return conds
 
 
@@ -82,7 +83,7 @@ def _unjudged(x, y):
     lookup in the unique key (visitor_id, pair_low, pair_high)."""
     c = Comparison.__table__.c
     low, high = case((x < y, x), else_=y), case((x < y, y), else_=x)
-    return ~exists().where(c.visitor_id == bindparam("visitor_id"), c.pair_low == low,
+    return ~exists().where(c.visitor_id == bindparam("visitor_id", type_=String), c.pair_low == low,
                            c.pair_high == high).correlate_except(Comparison.__table__)
 
 
@@ -104,9 +105,10 @@ def _partner_rows(*, platform: bool, gen_id, version, prompt):
 
 
 @cache
-def _anchors_statement(*, newest: bool, platform: bool):
+def _anchors_statement(*, newest: bool, platform: bool, batch: int):
     g = Generation.__table__
-    persona, batch = bindparam("persona"), bindparam("batch", type_=Integer)
+    persona = bindparam("persona", type_=String)
+    batch = literal_column(str(int(batch)))  # inline: PostgreSQL's generic plan then knows the window is small
     if newest:
         ids = select(g.c.id.label("id")).where(g.c.persona == persona).order_by(g.c.id.desc()).limit(batch).subquery()
     else:
@@ -130,10 +132,9 @@ def _anchors_statement(*, newest: bool, platform: bool):
 
 @cache
 def _partners_statement(*, platform: bool):
-    q, g2, asked2 = _partner_rows(platform=platform, gen_id=bindparam("anchor_id", type_=Integer),
-                                  version=bindparam("anchor_version"), prompt=bindparam("anchor_prompt"))
-    msg, gid, limit = bindparam("anchor_msg", type_=Integer), bindparam("anchor_id", type_=Integer), \
-        bindparam("limit", type_=Integer)
+    gid, msg, limit = (bindparam(name, type_=Integer) for name in ("anchor_id", "anchor_msg", "limit"))
+    q, g2, asked2 = _partner_rows(platform=platform, gen_id=gid, version=bindparam("anchor_version", type_=String),
+                                  prompt=bindparam("anchor_prompt", type_=String))
     parts = [q.where(asked2.c.id == msg, g2.c.id > gid).order_by(g2.c.id).limit(limit),
              q.where(asked2.c.id == msg, g2.c.id < gid).order_by(g2.c.id.desc()).limit(limit),
              q.where(asked2.c.id > msg).limit(limit), q.where(asked2.c.id < msg).limit(limit)]
@@ -141,37 +142,42 @@ def _partners_statement(*, platform: bool):
     return union_all(*(select(sub.c.gid, sub.c.version, sub.c.reply) for sub in subs))
 
 
-def arena_anchors(engine: Engine, *, persona: str, visitor_id: str, at: float, batch: int = 64, newest: bool = False,
-                  platform: str | None = None) -> list[ArenaReply]:
-    """The replies among `batch` consecutive replies of the persona (by id, from the fraction `at` of its id range,
-    wrapping around to its first ones; or its newest `batch` if `newest`) that the arena may show and that have a
-    reply by another version to the same prompt text which this visitor has not judged.
+def arena_pair(engine: Engine, *, persona: str, visitor_id: str, windows: list[tuple[float, int, bool]],
+               pick: Callable[[list[ArenaReply]], ArenaReply], partners: int = 4,
+               platform: str | None = None) -> tuple[ArenaReply, list[ArenaReply]] | None:
+    """A reply the arena may show and replies of other versions to its prompt text that this visitor has not
+    judged, or None when none of the windows holds such a reply.
 
-    One statement (built once, run on a plain connection); its work is bounded by `batch`: the window is read from
-    the index on (persona, id), and each reply's partner check is a lookup in the index on user messages' text, then
-    in (prompt_message_id, id), stopping at the first partner found."""
-    params = {"persona": persona, "visitor_id": visitor_id, "at": float(at), "batch": batch}
-    if platform is not None:
-        params["platform"] = platform
-    with engine.connect() as conn:
-        rows = conn.execute(_anchors_statement(newest=newest, platform=platform is not None), params).all()
-    return [ArenaReply(*row) for row in rows]
-
-
-def arena_partners(engine: Engine, *, persona: str, visitor_id: str, anchor: ArenaReply, limit: int = 4,
-                   platform: str | None = None) -> list[ArenaReply]:
-    """Replies by another version to the anchor's prompt text that the arena may show and the visitor has not
-    judged: up to `limit` each of the next and the previous ones to the anchor's own message (by id), and of
-    other messages with the same text after and before it. One statement reading a bounded number of index rows
-    (the replies of the anchor's version that are skipped over are the only rows read and not returned)."""
-    params = {"persona": persona, "visitor_id": visitor_id, "anchor_id": anchor.generation_id,
-              "anchor_version": anchor.version, "anchor_prompt": anchor.prompt,
-              "anchor_msg": anchor.prompt_message_id, "limit": limit}
-    if platform is not None:
-        params["platform"] = platform
-    with engine.connect() as conn:
-        rows = conn.execute(_partners_statement(platform=platform is not None), params).all()
-    return [ArenaReply(gid, version, text, anchor.prompt, anchor.prompt_message_id) for gid, version, text in rows]
+    Each window `(at, size, newest)` is `size` consecutive replies of the persona, by id, from the fraction `at` of
+    its id range (wrapping around to its first ones), or its newest `size` if `newest`. The first window with
+    replies that have such a partner gives them to `pick`; then up to `partners` each of the next and the
+    previous partners to the picked reply's own message (by id), and of other messages with the same text after
+    and before it, are read. Two statements per window tried, in one transaction (on PostgreSQL, one more that
+    asks for generic plans: the statements are built once with the window's size inline, psycopg prepares them
+    after a few runs, and PostgreSQL then plans them once per connection instead of at every run).
+    Their work is bounded by the window's size and `partners`: the window is read from the index on (persona,
+    id); each reply's partner check, and the partners, come through the index on user messages' text and
+    (prompt_message_id, id). Only replies of the picked reply's own version to the same message are skipped over
+    unread-for-nothing, so a message with thousands of replies by one version and a handful by others costs more."""
+    base = {"persona": persona, "visitor_id": visitor_id, **({"platform": platform} if platform is not None else {})}
+    # committed, not rolled back: psycopg forgets its prepared statements at every rollback
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # planning these joins costs more than running them
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        for at, size, newest in windows:
+            anchors = [ArenaReply(*row) for row in conn.execute(
+                _anchors_statement(newest=newest, platform=platform is not None, batch=size),
+                {**base, "at": float(at)}).all()]
+            if not anchors:
+                continue
+            anchor = pick(anchors)
+            rows = conn.execute(_partners_statement(platform=platform is not None), {
+                **base, "anchor_id": anchor.generation_id, "anchor_version": anchor.version,
+                "anchor_prompt": anchor.prompt, "anchor_msg": anchor.prompt_message_id, "limit": partners}).all()
+            if rows:  # else judged in another tab meanwhile
+                return anchor, [ArenaReply(gid, version, text, anchor.prompt, anchor.prompt_message_id)
+                                for gid, version, text in rows]
+    return None
 
 
 def voted_pairs(db: DB, *, visitor_id: str, among: list[int] | None = None) -> set[tuple[int, int]]:
