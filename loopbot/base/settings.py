@@ -313,6 +313,8 @@ class WebSettings(Section):
                                          "per minute (429 with Retry-After over it)")
     max_body_bytes: int = Field(65536, gt=0, description="request bodies over this many bytes are refused (413) "
                                 "before they are read")
+    metrics_max_age_s: float = Field(30.0, ge=0, description="/metrics serves database counts at most this old "
+                                     "(plus one count's duration); 0 = count at every scrape")
 
 
 class Settings(Section):
