@@ -162,6 +162,9 @@ def _check_references(s: Settings, cfg_path: Path, env: Mapping[str, str], check
                 also = f" or {bot.key}.webhook_url" if bot.name else ""
                 fail(f"telegram.mode = 'webhook' needs telegram.webhook_url{also} "
                      "(the public https address Telegram calls)")
+    if s.serving.backend == "mistral" and not env.get(s.serving.mistral.api_key_env):
+        fail(f"serving.backend = 'mistral' but the environment variable {s.serving.mistral.api_key_env} "
+             f"(serving.mistral.api_key_env) is not set")
     check_bot_tokens(s, env)
 
 
@@ -199,6 +202,3 @@ def check_bot_tokens(s: Settings, env: Mapping[str, str]) -> None:
                 raise ConfigError(f"{bot.key}.token_env = {bot.token_env!r}: holds the same token as "
                                   f"{first[token]}.token_env; each bot needs its own token")
             first[token] = bot.key
-    if s.serving.backend == "mistral" and not env.get(s.serving.mistral.api_key_env):
-        fail(f"serving.backend = 'mistral' but the environment variable {s.serving.mistral.api_key_env} "
-             f"(serving.mistral.api_key_env) is not set")
