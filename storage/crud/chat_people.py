@@ -57,7 +57,7 @@ def _chat(conn: Connection, platform: str, bot: str, platform_chat_id: str, chat
     row = conn.execute(_FIND_CHAT, {"p": platform, "bot": bot, "pid": str(platform_chat_id)}).mappings().first()
     if row is not None:
         return Chat(**row)
-    values = {"platform": platform, "bot": bot, "platform_chat_id": str(platform_chat_id), "type": chat_type, "persona": None,
-              "conversation_id": uuid.uuid4().hex, "created_at": utcnow()}
+    values = {"platform": platform, "bot": bot, "platform_chat_id": str(platform_chat_id), "type": chat_type,
+              "persona": None, "conversation_id": uuid.uuid4().hex, "created_at": utcnow()}
     new_id = conn.execute(insert(_CHATS), values).inserted_primary_key[0]
     return Chat(id=new_id, **values)
