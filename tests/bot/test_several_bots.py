@@ -171,3 +171,42 @@ async def test_two_discord_applications_answer_as_their_personas_and_forget_span
     assert fake.messages[int(ask["id"])]["content"].startswith("Done: deleted")
     assert rows(sqlite_engine, Message) == [] and rows(sqlite_engine, Generation) == []
     assert rows(sqlite_engine, Feedback) == []
+
+
+async def test_two_telegram_bots_by_webhook_each_with_its_own_path_port_and_secret(sqlite_engine, settings):
+    from aiohttp import ClientSession
+
+    from testkit.ports import free_port
+
+    fakes = [await FakeTelegram(token=t).start() for t in ("111:coach-token", "222:comedy-token")]
+    ports = [free_port(), free_port()]
+    s = settings.model_copy(deep=True)
+    s.feedback.arena_rate = 0.0
+    s.telegram.mode, s.telegram.edit_interval_s = "webhook", 0.05
+    s.telegram.webhook_url = "http://127.0.0.1/unused"
+    s.telegram.bots = [TelegramBotSettings(name=n, token_env=f"TG_{n.upper()}", persona=p, webhook_port=port,
+                                           webhook_url=f"http://127.0.0.1:{port}/tg/{n}")
+                       for n, p, port in (("coachbot", "coach", ports[0]), ("comedybot", "comedian", ports[1]))]
+    service = service_for(sqlite_engine, s)
+    bots = []
+    try:
+        for fake, served, secret in zip(fakes, s.bots("telegram"), ("secret-a", "secret-b"), strict=True):
+            section = s.telegram.model_copy(update={"base_url": fake.base_url, "base_file_url": fake.base_file_url})
+            bot = TelegramBot(service, section, fake.token, webhook_secret=secret, poll_timeout_s=5, bot=served)
+            await bot.start()
+            bots.append(bot)
+        assert [(f.webhook["url"], f.webhook["secret_token"]) for f in fakes] == [
+            (f"http://127.0.0.1:{ports[0]}/tg/coachbot", "secret-a"),
+            (f"http://127.0.0.1:{ports[1]}/tg/comedybot", "secret-b")]
+        for fake, persona in zip(fakes, ("coach", "comedian"), strict=True):
+            fake.send("hi", user_id=7)
+            assert (await fake.final_reply(7)).text == f"{persona} says hi"
+        async with ClientSession() as session, session.post(  # bot B's path does not take bot A's secret
+                f"http://127.0.0.1:{ports[1]}/tg/comedybot", json={"update_id": 99, "message": {}},
+                headers={"X-Telegram-Bot-Api-Secret-Token": "secret-a"}) as resp:
+            assert resp.status == 403
+    finally:
+        for bot in bots:
+            await bot.stop()
+        for fake in fakes:
+            await fake.stop()
