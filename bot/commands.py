@@ -85,6 +85,12 @@ async def _help(service, inc, user, chat, args):
 async def _persona(service, inc, user, chat, args):
     personas = service.settings.personas
     current = service.persona_of(chat)
+    served = service.served_bot(chat)
+    if served is not None and not served.switchable:
+        p = personas[current]
+        yield _say(f"This bot always talks as {p.display_name} ({current})."
+                   + (" It cannot switch persona." if args else ""))
+        return
     if not args:
         lines = [f"{'▶' if n == current else '•'} {n}: {p.display_name}. {p.description}".rstrip()
                  for n, p in personas.items()]

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from loopbot.base.settings import Settings
+from loopbot.base.settings import ServedBot, Settings
 from loopbot.bot import buttons
 from loopbot.bot.access import Access, ReplyLimits
 from loopbot.bot.admin_actions import TrainingControl
@@ -27,6 +27,7 @@ from loopbot.storage.aio import AsyncDB
 log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 30.0
+PLATFORMS = ("telegram", "discord")  # the platforms with configured bots (settings.bots)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ChatCore:
                                    clock=clock)
         self.reactions_in_order = asyncio.Lock()
         self._users: dict[tuple[str, str], tuple[float, object]] = {}
-        self._chats: dict[tuple[str, str], tuple[float, object]] = {}
+        self._chats: dict[tuple[str, str, str], tuple[float, object]] = {}
 
     async def user_and_chat(self, inc: Incoming | Press):
         """The stored user and chat (created on first contact, both in one transaction); cached briefly, dropped
@@ -66,7 +67,7 @@ class ChatCore:
         if len(self._users) > 50_000 or len(self._chats) > 50_000:
             self._users.clear()
             self._chats.clear()
-        ukey, ckey = (inc.platform, inc.user_id), (inc.platform, inc.chat_id)
+        ukey, ckey = (inc.platform, inc.user_id), (inc.platform, inc.bot, inc.chat_id)
         hit, cached = self._users.get(ukey), self._chats.get(ckey)
         name = inc.user_name[:256]
         stale_user = hit is None or now - hit[0] > CACHE_TTL_S or bool(name and hit[1].display_name != name)
@@ -76,7 +77,7 @@ class ChatCore:
                 crud.user_and_chat, platform=inc.platform, platform_user_id=inc.user_id if stale_user else None,
                 platform_chat_id=inc.chat_id if stale_chat else None, display_name=inc.user_name,
                 default_consent=self.settings.feedback.consent_default,
-                chat_type="private" if inc.chat_type == "private" else "group")
+                chat_type="private" if inc.chat_type == "private" else "group", bot=inc.bot)
             if user is not None:
                 self._users[ukey] = hit = (now, user)
             if chat is not None:
@@ -90,9 +91,20 @@ class ChatCore:
         if chat_id is not None:
             self._chats = {k: v for k, v in self._chats.items() if v[1].id != chat_id}
 
+    def served_bot(self, chat) -> ServedBot | None:
+        """The configured bot a chat is with (None: not a chat platform's, e.g. the terminal)."""
+        if chat.platform not in PLATFORMS:
+            return None
+        return self.settings.bot(chat.platform, getattr(chat, "bot", "") or "")
+
     def persona_of(self, chat) -> str:
-        platform_default = getattr(getattr(self.settings, chat.platform, None), "default_persona", None)
-        name = chat.persona or platform_default or self.settings.default_persona
+        """A fixed bot's persona; else the chat's choice (/persona), else its bot's (or platform's) default."""
+        served = self.served_bot(chat)
+        if served is not None and not served.switchable:
+            name = served.persona
+        else:
+            platform_default = getattr(getattr(self.settings, chat.platform, None), "default_persona", None)
+            name = chat.persona or (served.persona if served else platform_default) or self.settings.default_persona
         return name if name in self.settings.personas else self.settings.default_persona
 
     def is_admin(self, platform: str, platform_user_id: str, user=None) -> bool:

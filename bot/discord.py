@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 
 from loopbot.base.errors import ConfigError, LoopbotError
-from loopbot.base.settings import DiscordSettings, Settings
+from loopbot.base.settings import DiscordSettings, ServedBot, Settings
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
@@ -198,13 +198,16 @@ class DiscordBot:
     """Log in, serve one ChatService on Discord, and stop. `errors` keeps every exception a handler raised."""
 
     def __init__(self, service: Any, settings: Settings | DiscordSettings, token: str | None = None, *,
-                 guild_ready_timeout: float = 2.0, max_reactions_tracked: int = 10000):
+                 guild_ready_timeout: float = 2.0, max_reactions_tracked: int = 10000, bot: ServedBot | None = None):
         self.service = chat_service(service)
         self.settings = settings.discord if isinstance(settings, Settings) else settings
-        self.token = token or os.environ.get(self.settings.token_env) or ""
+        self.served = bot  # which of [[discord.bots]] (None: the one-bot form, [discord] token_env)
+        self.name = bot.name if bot else ""
+        token_env, self.key = (bot.token_env, bot.key) if bot else (self.settings.token_env, "discord")
+        self.token = token or os.environ.get(token_env) or ""
+        self.token_env = token_env
         if not self.token:
-            raise ConfigError(f"no Discord token: set the environment variable {self.settings.token_env} "
-                              "(discord.token_env)")
+            raise ConfigError(f"no Discord token: set the environment variable {token_env} ({self.key}.token_env)")
         self.guild_ready_timeout = guild_ready_timeout
         self.max_reactions_tracked = max_reactions_tracked
         self.client: _Client | None = None
@@ -272,7 +275,7 @@ class DiscordBot:
     def _explain(self, error: BaseException) -> BaseException:
         """The two start-up failures a person can fix, as one-line errors that say how."""
         if isinstance(error, discord.LoginFailure):
-            return ConfigError(f"Discord refused the bot token in {self.settings.token_env} (discord.token_env): "
+            return ConfigError(f"Discord refused the bot token in {self.token_env} ({self.key}.token_env): "
                                "copy it again from the Developer Portal, Bot page (Reset Token)")
         if isinstance(error, discord.PrivilegedIntentsRequired):
             return ConfigError("Discord refused the Message Content intent: turn on \"Message Content Intent\" in "
@@ -332,7 +335,7 @@ class DiscordBot:
                         text=text, chat_type="private" if private else "group",
                         user_name=message.author.display_name or "", message_id=str(message.id),
                         reply_to_message_id=str(ref.message_id) if ref and ref.message_id else None,
-                        addressed=private or self._addressed(message), kind=kind)
+                        addressed=private or self._addressed(message), kind=kind, bot=self.name)
 
     def _addressed(self, message: discord.Message) -> bool:
         """In a guild: a mention of the bot, or a reply to one of its messages."""
@@ -394,7 +397,7 @@ class DiscordBot:
         inc = Incoming(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
                        text=f"/{name} {value}" if value else f"/{name}",
                        chat_type="private" if interaction.guild_id is None else "group",
-                       user_name=interaction.user.display_name or "", addressed=True)
+                       user_name=interaction.user.display_name or "", addressed=True, bot=self.name)
         sink = InteractionSink(interaction)
         await self._render(sink, self.service.handle(inc))
         if sink.original_id is None:
@@ -418,7 +421,7 @@ class DiscordBot:
         press = Press(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
                       data=data, user_name=interaction.user.display_name or "",
                       chat_type="private" if interaction.guild_id is None else "group",
-                      message_id=str(message.id) if message else None)
+                      message_id=str(message.id) if message else None, bot=self.name)
         try:
             outcome = await self.service.press(press)
         except Exception as e:
@@ -456,7 +459,7 @@ class DiscordBot:
         try:
             await self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
                                                  user_id=str(payload.user_id), message_id=str(payload.message_id),
-                                                 emoji=tuple(current), user_name=user_name))
+                                                 emoji=tuple(current), user_name=user_name, bot=self.name))
         except Exception as e:
             self.record_error(e, "reaction")
 

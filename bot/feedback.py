@@ -56,7 +56,7 @@ async def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
 def _react(engine, *, reaction: Reaction, value: int | None, default_consent: bool) -> int | None:
     """In the database threads: find the reply reacted to, then record or withdraw the user's vote on it."""
     _, chat = crud.user_and_chat(engine, platform=reaction.platform, platform_user_id=None,
-                                 platform_chat_id=reaction.chat_id)
+                                 platform_chat_id=reaction.chat_id, bot=reaction.bot)
     msg = crud.find_message_by_platform_id(engine, chat_id=chat.id, platform_message_id=reaction.message_id)
     gen = crud.generation_for_message(engine, message_id=msg.id) if msg else None
     if gen is None:

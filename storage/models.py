@@ -34,10 +34,13 @@ class User(SQLModel, table=True):
 
 class Chat(SQLModel, table=True):
     __tablename__ = "chats"
-    __table_args__ = (UniqueConstraint("platform", "platform_chat_id"),)
+    __table_args__ = (UniqueConstraint("platform", "bot", "platform_chat_id", name="uq_chats_platform_bot_chat"),)
 
     id: int | None = Field(default=None, primary_key=True)
     platform: str = Field(max_length=32)
+    bot: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""},
+                     description="the bot of the platform this chat is with ([[telegram.bots]] name; \"\" = the "
+                                 "one-bot form): a group with two bots holds two chats")
     platform_chat_id: str = Field(max_length=128)
     type: str = Field(default="private", max_length=16, description="private | group")
     persona: str | None = Field(default=None, max_length=64)

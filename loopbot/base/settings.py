@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -100,6 +101,47 @@ class PersonaSettings(Section):
     smoke_prompts: list[str] = []
 
 
+class BotSettings(Section):
+    """One bot identity on a platform (`[[telegram.bots]]`, `[[discord.bots]]`): its token and the persona it
+    serves. All bots share the one chat core, database, rate limits and schedule."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="stored with its chats; keep it stable")
+    token_env: str = Field(min_length=1, description="the environment variable that holds this bot's token")
+    persona: str | None = Field(None, description="the persona it serves; unset = the platform's "
+                                "default_persona, else default_persona")
+    switchable: bool = Field(False, description="users may switch this bot's persona with /persona "
+                             "(false: it always answers as `persona`)")
+
+
+class TelegramBotSettings(BotSettings):
+    webhook_url: str | None = Field(None, description="mode = webhook: the public address Telegram calls for this "
+                                    "bot; unset = telegram.webhook_url + '/' + name")
+    webhook_port: int | None = Field(None, gt=0, lt=65536, description="mode = webhook: the local port of this "
+                                     "bot's webhook; unset = telegram.webhook_port + its place in the list")
+    webhook_secret_env: str | None = Field(None, description="mode = webhook: the variable with this bot's "
+                                           "secret; unset = telegram.webhook_secret_env + '_' + NAME")
+
+
+@dataclass(frozen=True)
+class ServedBot:
+    """A bot `loopbot run` serves, resolved from either form of a platform's section. `name` is "" for the
+    one-bot form (`[telegram] token_env`); `key` is the config key that names its token variable's table."""
+
+    platform: str
+    name: str
+    key: str
+    token_env: str
+    persona: str
+    switchable: bool
+    webhook_url: str | None = None
+    webhook_port: int | None = None
+    webhook_secret_env: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.platform} bot {self.name}" if self.name else f"{self.platform} bot"
+
+
 class TelegramSettings(Section):
     enabled: bool | Literal["auto"] = "auto"
     token_env: str = "TELEGRAM_BOT_TOKEN"
@@ -112,6 +154,8 @@ class TelegramSettings(Section):
     webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
     default_persona: str | None = None
     edit_interval_s: float = Field(1.0, ge=0)
+    bots: list[TelegramBotSettings] = Field([], description="several bots in one run; when set, token_env is "
+                                            "not used")
 
 
 class DiscordSettings(Section):
@@ -121,6 +165,7 @@ class DiscordSettings(Section):
     edit_interval_s: float = Field(1.0, ge=0)
     api_base: str | None = None
     gateway_url: str | None = None
+    bots: list[BotSettings] = Field([], description="several bots in one run; when set, token_env is not used")
 
 
 class FeedbackSettings(Section):
@@ -359,6 +404,33 @@ class Settings(Section):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    def bots(self, platform: str) -> list[ServedBot]:
+        """The bots of `platform` ("telegram" | "discord"): the `[[PLATFORM.bots]]` list, or the one bot of
+        `[PLATFORM] token_env` (name "", persona switchable with /persona, as before bot lists existed)."""
+        section = getattr(self, platform)
+        default = section.default_persona or self.default_persona
+        tg = platform == "telegram"
+        if not section.bots:
+            return [ServedBot(platform, "", platform, section.token_env, default, True,
+                              webhook_url=section.webhook_url if tg else None,
+                              webhook_port=section.webhook_port if tg else None,
+                              webhook_secret_env=section.webhook_secret_env if tg else None)]
+        out = []
+        for i, b in enumerate(section.bots):
+            web: dict = {}
+            if tg:
+                base = (section.webhook_url or "").rstrip("/")
+                web = {"webhook_url": b.webhook_url or (f"{base}/{b.name}" if base else None),
+                       "webhook_port": b.webhook_port or section.webhook_port + i,
+                       "webhook_secret_env": b.webhook_secret_env
+                       or f"{section.webhook_secret_env}_{b.name.upper().replace('-', '_')}"}
+            out.append(ServedBot(platform, b.name, f"{platform}.bots[{i}]", b.token_env, b.persona or default,
+                                 b.switchable, **web))
+        return out
+
+    def bot(self, platform: str, name: str) -> ServedBot | None:
+        return next((b for b in self.bots(platform) if b.name == name), None)
 
     def persona(self, name: str) -> PersonaSettings:
         if name not in self.personas:
