@@ -46,27 +46,27 @@ class ChatService(ChatCore):
 
     async def chat(self, inc: Incoming, text: str) -> AsyncIterator[Reply]:
         """A streamed answer to an ordinary message, or why there is none (empty, too long, too fast)."""
-        user, chat = self.user_and_chat(inc)
+        user, chat = await self.user_and_chat(inc)
         persona = self.persona_of(chat)
         limit = self.settings.access.max_message_chars
         if not text.strip():
             yield Reply(0, "That message is empty. Send me some text and I'll answer.", final=True, plain=True)
             return
-        replied = self._replied_message(chat.id, inc.reply_to_message_id)
+        replied = await self._replied_message(chat.id, inc.reply_to_message_id)
         key = f"{inc.platform}:{inc.user_id}"
         refusal = (f"That message is too long for me ({len(text):,} characters; the limit is {limit:,}). "
                    "Please send a shorter one.") if len(text) > limit else self.limiter.refusal(key)
         if refusal:
             # kept (nothing a user sends is lost) but outside the conversation, so it never enters a prompt
-            crud.record_message(self.engine, chat_id=chat.id, user_id=user.id, role="user", text=text,
-                                persona=persona, conversation_id=f"refused:{chat.conversation_id}"[:64],
-                                platform_message_id=inc.message_id)
+            await self.db.run(crud.record_message, chat_id=chat.id, user_id=user.id, role="user", text=text,
+                              persona=persona, conversation_id=f"refused:{chat.conversation_id}"[:64],
+                              platform_message_id=inc.message_id)
             if self.limiter.should_tell(key, refusal):
                 yield Reply(0, refusal, final=True, plain=True)
             return
         try:
             p = self.settings.personas[persona]
-            turns = [*self._history(chat, replied, group=inc.chat_type != "private"), ("user", text)]
+            turns = [*await self._history(chat, replied, group=inc.chat_type != "private"), ("user", text)]
             messages = build_prompt(p.system_prompt, turns, p.context_tokens)
             asked = NewPrompt(user_id=user.id, text=text, platform_message_id=inc.message_id,
                               reply_to_id=replied.id if replied else None)
@@ -77,20 +77,22 @@ class ChatService(ChatCore):
         finally:
             self.limiter.done(key)
 
-    def _replied_message(self, chat_id: int, platform_message_id: str | None):
+    async def _replied_message(self, chat_id: int, platform_message_id: str | None):
         if not platform_message_id:
             return None
-        return crud.find_message_by_platform_id(self.engine, chat_id=chat_id, platform_message_id=platform_message_id)
+        await self.db.settle()  # the platform ids of replies just delivered
+        return await self.db.run(crud.find_message_by_platform_id, chat_id=chat_id,
+                                 platform_message_id=platform_message_id)
 
-    def _history(self, chat, replied, *, group: bool) -> list[tuple[str, str]]:
+    async def _history(self, chat, replied, *, group: bool) -> list[tuple[str, str]]:
         """Earlier turns: the reply chain the user answered; else this conversation (a DM) or nothing (a group)."""
         if replied is not None:
-            rows = crud.reply_chain(self.engine, message_id=replied.id)
+            rows = await self.db.run(crud.reply_chain, message_id=replied.id)
         elif group:
             rows = []
         else:
-            return [(role, text) for role, text in crud.recent_turns(self.engine, chat_id=chat.id,
-                                                                     conversation_id=chat.conversation_id) if text]
+            turns = await self.db.run(crud.recent_turns, chat_id=chat.id, conversation_id=chat.conversation_id)
+            return [(role, text) for role, text in turns if text]
         return [(m.role, m.text) for m in rows if m.text]
 
     async def press(self, press: Press) -> PressOutcome:
@@ -98,8 +100,8 @@ class ChatService(ChatCore):
         pressed in, by someone in that chat."""
         return await handle_press(self, press)
 
-    def reaction(self, reaction: Reaction) -> int | None:
+    async def reaction(self, reaction: Reaction) -> int | None:
         """👍/👎 reactions on a reply count as votes (removing the reaction withdraws it); ignored from users or
         chats outside the allow-lists.
         Returns the vote now recorded (None = none), or None if the message is not one of our replies."""
-        return handle_reaction(self, reaction)
+        return await handle_reaction(self, reaction)

@@ -55,7 +55,7 @@ async def run_command(service: ChatCore, inc: Incoming, text: str) -> AsyncItera
         shown = head[:40]
         yield _say(f"I don't know the command {shown}. Send /help to see what I can do.")
         return
-    user, chat = service.user_and_chat(inc)
+    user, chat = await service.user_and_chat(inc)
     if COMMANDS[name][1] and not service.is_admin(inc.platform, inc.user_id, user):
         yield _say(f"/{name} is for admins only.")
         return
@@ -85,6 +85,12 @@ async def _help(service, inc, user, chat, args):
 async def _persona(service, inc, user, chat, args):
     personas = service.settings.personas
     current = service.persona_of(chat)
+    served = service.served_bot(chat)
+    if served is not None and not served.switchable:
+        p = personas[current]
+        yield _say(f"This bot always talks as {p.display_name} ({current})."
+                   + (" It cannot switch persona." if args else ""))
+        return
     if not args:
         lines = [f"{'▶' if n == current else '•'} {n}: {p.display_name}. {p.description}".rstrip()
                  for n, p in personas.items()]
@@ -94,19 +100,19 @@ async def _persona(service, inc, user, chat, args):
     if name not in personas:
         yield _say(f"There is no persona {args[0][:40]!r}. Choose one of: {', '.join(personas)}.")
         return
-    crud.set_chat_persona(service.engine, chat_id=chat.id, persona=name)
+    await service.db.run(crud.set_chat_persona, chat_id=chat.id, persona=name)
     service.changed(chat_id=chat.id)
     yield _say(f"Now talking as {personas[name].display_name} ({name}). This starts a new conversation.")
 
 
 async def _new(service, inc, user, chat, args):
-    crud.new_conversation(service.engine, chat_id=chat.id)
+    await service.db.run(crud.new_conversation, chat_id=chat.id)
     service.changed(chat_id=chat.id)
     yield _say("New conversation started: I've set the earlier messages aside.")
 
 
 async def _retry(service, inc, user, chat, args):
-    gen = crud.last_generation(service.engine, chat_id=chat.id, conversation_id=chat.conversation_id)
+    gen = await service.db.run(crud.last_generation, chat_id=chat.id, conversation_id=chat.conversation_id)
     if gen is None:
         yield _say("There is nothing to retry yet: send me a message first.")
         return
@@ -126,7 +132,7 @@ async def _consent(service, inc, user, chat, args):
         state = "on: your chats may be used for training" if user.consent else "off: your chats are not used"
         yield _say(f"Consent is {state}. Change it with /consent on or /consent off.")
         return
-    crud.set_consent(service.engine, user_id=user.id, consent=choice == "on")
+    await service.db.run(crud.set_consent, user_id=user.id, consent=choice == "on")
     service.changed(user_id=user.id)
     yield _say("Thanks! Your chats and votes may now be used to train me." if choice == "on"
                else "Done: your chats and votes will not be used for training from now on.")
@@ -139,7 +145,7 @@ async def _arena(service, inc, user, chat, args):
                  else "off: your messages are never shown in the public web arena")
         yield _say(f"Arena sharing is {state}. Change it with /arena on or /arena off.")
         return
-    crud.set_arena_consent(service.engine, user_id=user.id, consent=choice == "on")
+    await service.db.run(crud.set_arena_consent, user_id=user.id, consent=choice == "on")
     service.changed(user_id=user.id)
     if choice == "off":
         yield _say("Done: your messages will not be shown in the public web arena any more.")
@@ -157,9 +163,9 @@ async def _forget(service, inc, user, chat, args):
 
 async def _stats(service, inc, user, chat, args):
     persona = service.persona_of(chat)
-    up, down = crud.vote_counts(service.engine, persona=persona)
-    replies = crud.count_replies(service.engine, persona=persona)
-    mine = crud.count_replies(service.engine, persona=persona, chat_id=chat.id)
+    up, down = await service.db.run(crud.vote_counts, persona=persona)
+    replies = await service.db.run(crud.count_replies, persona=persona)
+    mine = await service.db.run(crud.count_replies, persona=persona, chat_id=chat.id)
     try:
         live = await service.live_version(persona)
     except Exception:
@@ -198,7 +204,7 @@ async def _call_trainer(service, action: str, persona: str, *, done: str) -> str
 
 
 async def _adapters(service, inc, user, chat, args):
-    rows = crud.list_adapters(service.engine, persona=args[0].lower() if args else None)
+    rows = await service.db.run(crud.list_adapters, persona=args[0].lower() if args else None)
     if not rows:
         yield _say("No adapter versions yet: every persona is served by its base model.")
         return

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 
 from loopbot.base.errors import ConfigError, LoopbotError
-from loopbot.base.settings import DiscordSettings, Settings
+from loopbot.base.settings import DiscordSettings, ServedBot, Settings
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
@@ -175,10 +175,10 @@ class _Client(discord.Client):
         await self.owner.on_message(message)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        self.owner.on_reaction(payload, added=True)
+        await self.owner.on_reaction(payload, added=True)
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        self.owner.on_reaction(payload, added=False)
+        await self.owner.on_reaction(payload, added=False)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A button that is not ours (say, from an older version of the bot) is answered, not left to fail."""
@@ -198,13 +198,16 @@ class DiscordBot:
     """Log in, serve one ChatService on Discord, and stop. `errors` keeps every exception a handler raised."""
 
     def __init__(self, service: Any, settings: Settings | DiscordSettings, token: str | None = None, *,
-                 guild_ready_timeout: float = 2.0, max_reactions_tracked: int = 10000):
+                 guild_ready_timeout: float = 2.0, max_reactions_tracked: int = 10000, bot: ServedBot | None = None):
         self.service = chat_service(service)
         self.settings = settings.discord if isinstance(settings, Settings) else settings
-        self.token = token or os.environ.get(self.settings.token_env) or ""
+        self.served = bot  # which of [[discord.bots]] (None: the one-bot form, [discord] token_env)
+        self.name = bot.name if bot else ""
+        token_env, self.key = (bot.token_env, bot.key) if bot else (self.settings.token_env, "discord")
+        self.token = token or os.environ.get(token_env) or ""
+        self.token_env = token_env
         if not self.token:
-            raise ConfigError(f"no Discord token: set the environment variable {self.settings.token_env} "
-                              "(discord.token_env)")
+            raise ConfigError(f"no Discord token: set the environment variable {token_env} ({self.key}.token_env)")
         self.guild_ready_timeout = guild_ready_timeout
         self.max_reactions_tracked = max_reactions_tracked
         self.client: _Client | None = None
@@ -251,6 +254,7 @@ class DiscordBot:
             log.info("stopping %d Discord repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -271,7 +275,7 @@ class DiscordBot:
     def _explain(self, error: BaseException) -> BaseException:
         """The two start-up failures a person can fix, as one-line errors that say how."""
         if isinstance(error, discord.LoginFailure):
-            return ConfigError(f"Discord refused the bot token in {self.settings.token_env} (discord.token_env): "
+            return ConfigError(f"Discord refused the bot token in {self.token_env} ({self.key}.token_env): "
                                "copy it again from the Developer Portal, Bot page (Reset Token)")
         if isinstance(error, discord.PrivilegedIntentsRequired):
             return ConfigError("Discord refused the Message Content intent: turn on \"Message Content Intent\" in "
@@ -331,7 +335,7 @@ class DiscordBot:
                         text=text, chat_type="private" if private else "group",
                         user_name=message.author.display_name or "", message_id=str(message.id),
                         reply_to_message_id=str(ref.message_id) if ref and ref.message_id else None,
-                        addressed=private or self._addressed(message), kind=kind)
+                        addressed=private or self._addressed(message), kind=kind, bot=self.name)
 
     def _addressed(self, message: discord.Message) -> bool:
         """In a guild: a mention of the bot, or a reply to one of its messages."""
@@ -393,7 +397,7 @@ class DiscordBot:
         inc = Incoming(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
                        text=f"/{name} {value}" if value else f"/{name}",
                        chat_type="private" if interaction.guild_id is None else "group",
-                       user_name=interaction.user.display_name or "", addressed=True)
+                       user_name=interaction.user.display_name or "", addressed=True, bot=self.name)
         sink = InteractionSink(interaction)
         await self._render(sink, self.service.handle(inc))
         if sink.original_id is None:
@@ -417,7 +421,7 @@ class DiscordBot:
         press = Press(platform=PLATFORM, chat_id=str(interaction.channel_id), user_id=str(interaction.user.id),
                       data=data, user_name=interaction.user.display_name or "",
                       chat_type="private" if interaction.guild_id is None else "group",
-                      message_id=str(message.id) if message else None)
+                      message_id=str(message.id) if message else None, bot=self.name)
         try:
             outcome = await self.service.press(press)
         except Exception as e:
@@ -435,7 +439,7 @@ class DiscordBot:
         if outcome.replies is not None:
             await self._render(ChannelSink(interaction.channel, reply_to=message), outcome.replies)
 
-    def on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+    async def on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
         """👍/👎 reactions on a reply are votes; removing the reaction withdraws the vote."""
         if self.client.user is None or payload.user_id == self.client.user.id or payload.emoji.id is not None:
             return
@@ -453,9 +457,9 @@ class DiscordBot:
             return
         user_name = payload.member.display_name if payload.member else ""
         try:
-            self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
-                                           user_id=str(payload.user_id), message_id=str(payload.message_id),
-                                           emoji=tuple(current), user_name=user_name))
+            await self.service.reaction(Reaction(platform=PLATFORM, chat_id=str(payload.channel_id),
+                                                 user_id=str(payload.user_id), message_id=str(payload.message_id),
+                                                 emoji=tuple(current), user_name=user_name, bot=self.name))
         except Exception as e:
             self.record_error(e, "reaction")
 

@@ -19,6 +19,7 @@ class Incoming:
     reply_to_message_id: str | None = None
     addressed: bool = True  # a DM, a mention, or a reply to the bot
     kind: str = "text"  # what it was when not text: sticker, photo, voice ...
+    bot: str = ""  # which of the platform's bots it came to ([[telegram.bots]] name; "" = the one-bot form)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Press:
     user_name: str = ""
     chat_type: str = "private"
     message_id: str | None = None
+    bot: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Reaction:
     message_id: str
     emoji: tuple[str, ...]
     user_name: str = ""
+    bot: str = ""
 
 
 @dataclass(frozen=True)

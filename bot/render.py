@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import inspect
 import logging
 import re
 import time
@@ -108,8 +109,9 @@ class _Shown:
 
 
 class Renderer:
-    """Consume a reply stream and show it through a sink. Calls `on_final(reply, platform_message_id)` once the
-    final state of each outgoing message is on screen (the id is the message that carries the buttons)."""
+    """Consume a reply stream and show it through a sink. Calls (and awaits, if a coroutine function)
+    `on_final(reply, platform_message_id)` once the final state of each outgoing message is on screen (the id is
+    the message that carries the buttons)."""
 
     def __init__(self, sink: Sink, *, interval_s: float, on_final=None, typing_after_s: float = 0.3,
                  final_attempts: int = 5, clock=time.monotonic):
@@ -165,6 +167,8 @@ class Renderer:
                 if isinstance(item, BaseException):
                     raise item
                 reply = item
+                if not reply.final and not reply.text.strip():
+                    continue  # nothing to show yet (a model's first token can be a bare newline)
                 st = shown.setdefault(reply.key, _Shown(last_change=start))
                 now = self.clock()
                 if not reply.final and (now - st.last_change < self.interval_s or now < st.blocked_until):
@@ -243,7 +247,9 @@ class Renderer:
         st.last_change = self.clock()
         st.reply = reply
         if reply.final and self.on_final and st.ids:
-            self.on_final(reply, st.ids[len(parts) - 1])
+            done = self.on_final(reply, st.ids[len(parts) - 1])
+            if inspect.isawaitable(done):
+                await done
 
     async def _show_parts(self, st: _Shown, reply: Reply) -> list[str] | None:
         """Show `reply` split into parts that fit; None when an intermediate state was skipped (rate limited)."""

@@ -22,7 +22,7 @@ from telegram.ext import (
 )
 
 from loopbot.base.errors import TokenRejected
-from loopbot.base.settings import TelegramSettings
+from loopbot.base.settings import ServedBot, TelegramSettings
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
@@ -107,12 +107,15 @@ class TelegramSink:
 
 
 class TelegramBot:
-    """Build, start and stop the python-telegram-bot Application that serves one ChatService."""
+    """Build, start and stop the python-telegram-bot Application of one bot (one token) that serves the shared
+    ChatService. `bot`: which of `[[telegram.bots]]` it is (None: the one-bot form, `[telegram] token_env`)."""
 
     def __init__(self, service: ChatService, settings: TelegramSettings, token: str, *,
-                 webhook_secret: str | None = None, poll_timeout_s: int = 10):
+                 webhook_secret: str | None = None, poll_timeout_s: int = 10, bot: ServedBot | None = None):
         self.service = service
         self.settings = settings
+        self.served = bot
+        self.name = bot.name if bot else ""
         self.token = token
         self.webhook_secret = webhook_secret
         self.poll_timeout_s = poll_timeout_s
@@ -144,8 +147,9 @@ class TelegramBot:
         except TelegramError as e:
             log.warning("could not set the command menu: %s", e)
         if self.settings.mode == "webhook":
-            url = self.settings.webhook_url or ""
-            await app.updater.start_webhook(listen=self.settings.webhook_listen, port=self.settings.webhook_port,
+            url = (self.served.webhook_url if self.served else self.settings.webhook_url) or ""
+            port = (self.served.webhook_port if self.served else None) or self.settings.webhook_port
+            await app.updater.start_webhook(listen=self.settings.webhook_listen, port=port,
                                             url_path=urlparse(url).path.lstrip("/"), webhook_url=url,
                                             secret_token=self.webhook_secret, allowed_updates=ALLOWED_UPDATES)
         else:
@@ -165,6 +169,7 @@ class TelegramBot:
             log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        await self.service.db.settle()  # the platform ids of the last replies
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -197,7 +202,7 @@ class TelegramBot:
                         chat_type="private" if private else "group", user_name=msg.from_user.full_name or "",
                         message_id=str(msg.message_id),
                         reply_to_message_id=str(msg.reply_to_message.message_id) if msg.reply_to_message else None,
-                        addressed=addressed, kind=kind)
+                        addressed=addressed, kind=kind, bot=self.name)
 
     @staticmethod
     def _addressed(msg: Message, bot) -> bool:
@@ -223,7 +228,7 @@ class TelegramBot:
         press = Press(platform="telegram", chat_id=str(message.chat.id), user_id=str(query.from_user.id),
                       data=query.data or "", user_name=query.from_user.full_name or "",
                       chat_type="private" if message.chat.type == "private" else "group",
-                      message_id=str(message.message_id))
+                      message_id=str(message.message_id), bot=self.name)
         try:
             outcome = await self.service.press(press)
         except Exception:
@@ -249,8 +254,9 @@ class TelegramBot:
         if r is None or r.user is None:
             return  # anonymous (an admin posting as the group): not a person's vote
         emoji = tuple(x.emoji for x in r.new_reaction if getattr(x, "emoji", None))
-        self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
-                                       message_id=str(r.message_id), emoji=emoji, user_name=r.user.full_name or ""))
+        await self.service.reaction(Reaction(platform="telegram", chat_id=str(r.chat.id), user_id=str(r.user.id),
+                                             message_id=str(r.message_id), emoji=emoji,
+                                             user_name=r.user.full_name or "", bot=self.name))
 
     async def _render(self, sink: TelegramSink, replies) -> None:
         renderer = Renderer(sink, interval_s=self.settings.edit_interval_s, on_final=self.service.delivered)

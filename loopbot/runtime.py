@@ -12,7 +12,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 
 from loopbot.base import redact
-from loopbot.base.config import platform_token
+from loopbot.base.config import check_bot_tokens, platform_token
 from loopbot.base.errors import ConfigError, TokenRejected
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.telegram import TelegramBot
@@ -76,28 +76,37 @@ def check_admin_token(settings, env: Mapping[str, str]) -> None:
 
 async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task]) -> None:
     settings = loopbot.settings
+    _ = loopbot.backend  # built now (models load on first use): a configuration that cannot be served stops here
     stoppers.append(("serving", lambda: _close_backend(loopbot)))
     platforms = 0
     redact.install()
-    token = platform_token(settings, "telegram", env)
-    if token:
-        secret = env.get(settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
+    check_bot_tokens(settings, env)  # two bots with one token: refused before any starts
+    for served in settings.bots("telegram"):
+        token = platform_token(settings, "telegram", env, bot=served)
+        if not token:
+            _not_started(settings, served)
+            continue
+        secret = env.get(served.webhook_secret_env or settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
         redact.add_secrets([token, secret])
-        bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret)
+        bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret,
+                          bot=served if served.name else None)
         try:
             await bot.start()
         except TokenRejected:
             raise ConfigError(f"InvalidToken: Telegram rejected the bot token {redact.mask_token(token)} in "
-                              f"{settings.telegram.token_env} (telegram.token_env): copy it again from @BotFather "
+                              f"{served.token_env} ({served.key}.token_env): copy it again from @BotFather "
                               "(/token)") from None
-        stoppers.append(("telegram", bot.stop))
+        stoppers.append((_part("telegram", served), bot.stop))
         platforms += 1
-    token = platform_token(settings, "discord", env)
-    if token:
+    for served in settings.bots("discord"):
+        token = platform_token(settings, "discord", env, bot=served)
+        if not token:
+            _not_started(settings, served)
+            continue
         redact.add_secrets([token])
-        discord_bot = DiscordBot(loopbot.chat_service, settings, token)
+        discord_bot = DiscordBot(loopbot.chat_service, settings, token, bot=served if served.name else None)
         await discord_bot.start()
-        stoppers.append(("discord", discord_bot.stop))
+        stoppers.append((_part("discord", served), discord_bot.stop))
         platforms += 1
     if not platforms:
         log.warning("no chat platform enabled: set %s (Telegram) or %s (Discord) to start a bot",
@@ -109,6 +118,17 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         task = asyncio.create_task(serve(loopbot), name="web")
         watched.append(task)
         stoppers.append(("web", lambda: _cancel(task)))
+
+
+def _part(platform: str, served) -> str:
+    """The part's name in logs and in serve_all's answer: "telegram", or "telegram:coach" for a listed bot."""
+    return f"{platform}:{served.name}" if served.name else platform
+
+
+def _not_started(settings, served) -> None:
+    if served.name and getattr(settings, served.platform).enabled is not False:
+        log.warning("%s not started: its token variable %s (%s.token_env) is not set", served.label,
+                    served.token_env, served.key)
 
 
 async def _cancel(task: asyncio.Task) -> None:

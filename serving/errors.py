@@ -31,3 +31,9 @@ class SwapFailed(ServingError):
     """A new adapter version could not be loaded or failed its smoke test; the old route stays."""
 
     user_message = "The new version of this persona could not be started; the previous one keeps answering."
+
+
+class WrongBaseModel(BadRequest):
+    """An adapter offered to a base model it was not trained on (its adapter_config.json names another one)."""
+
+    user_message = "This persona's new version was trained for another model; the previous one keeps answering."

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from loopbot.serving.base import DEFAULT_SAMPLING, Backend, SamplingParams, StreamItem, complete
-from loopbot.serving.errors import ServingError, SwapFailed
+from loopbot.serving.errors import ServingError, SwapFailed, WrongBaseModel
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,20 @@ class SwapResult:
 
 
 class Router:
-    """Route each persona to its live adapter (None = the base model) on one backend."""
+    """Route each persona to its live adapter (None = the base model) on the backend of its base model.
+
+    `backend` is one backend, or a ModelBackends (one backend per base model: `for_model(name)`); then
+    `persona_models` = {persona: base model name} picks each persona's. `check` (a BaseModelCheck) refuses an
+    adapter whose adapter_config.json names another base model than its persona's, before anything is loaded."""
 
     def __init__(self, backend: Backend, *, routes: dict[str, tuple[str, str] | None] | None = None,
                  unload_grace_s: float = 30.0, smoke_messages: list[dict] | None = None,
                  smoke_prompts: dict[str, list[str]] | None = None, smoke_max_tokens: int = 8,
-                 smoke_timeout_s: float = 120.0):
+                 smoke_timeout_s: float = 120.0, persona_models: dict[str, str] | None = None, check=None):
         self.backend = backend
+        self.persona_models = dict(persona_models or {})
+        self.check = check
+        self._homes: dict[str, Backend] = {}  # served name -> the backend it was loaded on
         self.unload_grace_s = unload_grace_s
         self.smoke_messages = smoke_messages or SMOKE_MESSAGES
         self.smoke_prompts = smoke_prompts or {}  # persona -> prompts; the first one smoke-tests its new versions
@@ -66,6 +73,20 @@ class Router:
         self._idle: dict[str, asyncio.Event] = {}  # served name being retired -> set when its in_flight drops to 0
 
     # ---- routing --------------------------------------------------------------------------------------------
+    def backend_for(self, persona: str | None) -> Backend:
+        """The backend that serves `persona`'s base model."""
+        pick = getattr(self.backend, "for_model", None)
+        model = self.persona_models.get(persona or "")
+        if pick is None or model is None:
+            return self.backend
+        return pick(model)
+
+    def check_adapter(self, persona: str, name: str, path: str | None) -> None:
+        """Raise WrongBaseModel if the adapter at `path` was trained on another base model than `persona`'s."""
+        model = self.persona_models.get(persona)
+        if self.check is not None and path and model is not None:
+            self.check.check(model, name, path)
+
     def route(self, persona: str) -> str | None:
         """The served name that answers `persona` now (None = the base model)."""
         return self._routes.get(persona)
@@ -88,7 +109,7 @@ class Router:
         name = self._routes.get(persona) if adapter is LIVE else adapter
         self.in_flight[name] += 1
         try:
-            async for item in self.backend.stream(messages, adapter=name, sampling=sampling):
+            async for item in self.backend_for(persona).stream(messages, adapter=name, sampling=sampling):
                 yield item
         finally:
             self.in_flight[name] -= 1
@@ -107,8 +128,8 @@ class Router:
         return "".join(parts), finished
 
     # ---- swaps ----------------------------------------------------------------------------------------------
-    async def _loaded(self) -> set[str]:
-        return {a.name for a in await self.backend.list_adapters()}
+    async def _loaded(self, backend: Backend | None = None) -> set[str]:
+        return {a.name for a in await (backend or self.backend).list_adapters()}
 
     async def smoke_test(self, name: str | None, persona: str | None = None) -> str:
         """A short greedy generation with `name`; raises if it errors (an empty reply is allowed)."""
@@ -116,7 +137,7 @@ class Router:
         prompts = self.smoke_prompts.get(persona or "") or []
         messages = [{"role": "user", "content": prompts[0]}] if prompts else self.smoke_messages
         async with asyncio.timeout(self.smoke_timeout_s):
-            text, _ = await complete(self.backend, messages, adapter=name, sampling=sampling)
+            text, _ = await complete(self.backend_for(persona), messages, adapter=name, sampling=sampling)
         return text
 
     async def swap(self, persona: str, name: str | None, path: str | None = None) -> SwapResult:
@@ -129,7 +150,12 @@ class Router:
                 return SwapResult(persona, old, name, 0.0)
             where = old or "the base model"
             smoke = ""
+            backend = self.backend_for(persona)
             if name is not None:
+                try:  # before anything changes: an adapter of another base model is never loaded
+                    self.check_adapter(persona, name, path)
+                except WrongBaseModel as e:
+                    raise SwapFailed(f"{persona}: {e}; {persona} stays on {where}") from e
                 retiring = self._retiring.pop(name, None)
                 if retiring is not None:
                     retiring.cancel()
@@ -137,17 +163,18 @@ class Router:
                         await retiring
                 if path:  # loading is idempotent for the same (name, path); it also tells vLLM's re-sync
                     try:
-                        await self.backend.load_adapter(name, path)
+                        await backend.load_adapter(name, path)
+                        self._homes[name] = backend
                     except ServingError as e:
                         raise SwapFailed(f"{persona}: loading {name} from {path} failed ({e}); "
                                          f"{persona} stays on {where}") from e
-                elif name not in await self._loaded():
+                elif name not in await self._loaded(backend):
                     raise SwapFailed(f"{persona}: no path for adapter {name!r}; {persona} stays on {where}")
                 try:
                     smoke = await self.smoke_test(name, persona)
                 except (ServingError, TimeoutError) as e:
                     with contextlib.suppress(ServingError):
-                        await self.backend.unload_adapter(name)
+                        await backend.unload_adapter(name)
                     raise SwapFailed(f"{persona}: smoke test of {name} failed ({e!r}); "
                                      f"{persona} stays on {where}") from e
                 if path:
@@ -181,8 +208,9 @@ class Router:
                 log.warning("unloading %s after the %.0f s grace period with %d requests still on it",
                             name, self.unload_grace_s, self.in_flight[name])
             try:
-                await self.backend.unload_adapter(name)
+                await self._homes.get(name, self.backend).unload_adapter(name)
                 self.paths.pop(name, None)
+                self._homes.pop(name, None)
             except ServingError as e:
                 log.error("could not unload %s: %s", name, e)
         finally:
@@ -199,13 +227,19 @@ class Router:
         """Make the backend serve `desired` = {persona: (name, path) or None}: load what is missing, set the routes,
         retire versions no persona uses any more. A version that cannot be loaded is reported in `problems` and its
         persona keeps its current route if that is loaded, else the base model."""
-        loaded = await self._loaded()
+        loaded_on: dict[int, set[str]] = {}
         old_names = {n for n in self._routes.values() if n}
         for persona, target in desired.items():
             name, path = target if target else (None, None)
+            backend = self.backend_for(persona)
+            if id(backend) not in loaded_on:
+                loaded_on[id(backend)] = await self._loaded(backend)
+            loaded = loaded_on[id(backend)]
             if name and (path or name not in loaded):
                 try:
-                    await self.backend.load_adapter(name, path)
+                    self.check_adapter(persona, name, path)
+                    await backend.load_adapter(name, path)
+                    self._homes[name] = backend
                     loaded.add(name)
                 except ServingError as e:
                     log.error("reconcile %s: could not load %s from %s: %s", persona, name, path, e)

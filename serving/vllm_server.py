@@ -15,6 +15,10 @@ import httpx
 from loopbot.serving.errors import BackendUnavailable
 
 
+class StartCancelled(BackendUnavailable):
+    """The stop event was set while waiting for the server to be ready (SIGTERM during a slow start)."""
+
+
 def cuda_available() -> bool:
     import torch  # heavy: only when a server is started
 
@@ -86,8 +90,9 @@ class VllmServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_ready(self, timeout_s: float = 300.0, *, progress=None) -> float:
-        """Block until /health answers 200; returns the seconds it took. Raises if the process dies or times out."""
+    def wait_ready(self, timeout_s: float = 300.0, *, progress=None, stop=None) -> float:
+        """Block until /health answers 200; returns the seconds it took. Raises if the process dies or times out,
+        and StartCancelled when `stop` (a threading.Event) is set meanwhile."""
         started = time.monotonic()
         next_note = started + 10
         while True:
@@ -99,6 +104,8 @@ class VllmServer:
                     return time.monotonic() - started
             except httpx.HTTPError:
                 pass
+            if stop is not None and stop.is_set():
+                raise StartCancelled(f"stopped while waiting for vLLM at {self.url}")
             now = time.monotonic()
             if now - started > timeout_s:
                 self.stop()

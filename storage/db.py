@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -30,7 +32,39 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    # 32 connections at most: storage/aio.py runs that many database threads for the asyncio side
+    engine = create_engine(url, echo=echo, pool_size=8, max_overflow=24)
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """pool_pre_ping, only for a connection unused for IDLE_PING_S: a ping costs two round trips (BEGIN, SELECT),
+    most of a hot-path write's when the database is across a network. A connection that died while busy fails its
+    statement once, and SQLAlchemy then replaces every pooled connection."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_conn, record):
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn, record):
+        if record is not None:
+            record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        if time.monotonic() - record.info.get("checked_in", 0.0) < IDLE_PING_S:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as e:
+            raise DisconnectionError(f"the pooled connection is gone: {e}") from e
 
 
 DB = Engine | Session  # what a crud function writes with: a new transaction of its own, or the caller's

@@ -34,10 +34,13 @@ class User(SQLModel, table=True):
 
 class Chat(SQLModel, table=True):
     __tablename__ = "chats"
-    __table_args__ = (UniqueConstraint("platform", "platform_chat_id"),)
+    __table_args__ = (UniqueConstraint("platform", "bot", "platform_chat_id", name="uq_chats_platform_bot_chat"),)
 
     id: int | None = Field(default=None, primary_key=True)
     platform: str = Field(max_length=32)
+    bot: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""},
+                     description="the bot of the platform this chat is with ([[telegram.bots]] name; \"\" = the "
+                                 "one-bot form): a group with two bots holds two chats")
     platform_chat_id: str = Field(max_length=128)
     type: str = Field(default="private", max_length=16, description="private | group")
     persona: str | None = Field(default=None, max_length=64)
@@ -45,8 +48,16 @@ class Chat(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+ARENA_PROMPT_KEY = "substr(ltrim(rtrim(text)), 1, 64)"  # the arena finds replies to the same prompt text by this prefix
+
+
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
+    __table_args__ = (
+        # user messages by the first 64 characters of their trimmed text: the arena's partner lookup
+        Index("ix_messages_arena_prompt", text(ARENA_PROMPT_KEY), "id", sqlite_where=text("role = 'user'"),
+              postgresql_where=text("role = 'user'")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     chat_id: int = Field(foreign_key="chats.id", index=True)
@@ -64,12 +75,18 @@ class Generation(SQLModel, table=True):
     """One model answer: the assistant message plus how it was produced."""
 
     __tablename__ = "generations"
+    __table_args__ = (
+        # (persona, id): a persona's replies in id order, for the arena's sampled window; (prompt_message_id, id):
+        # the replies to one message in id order, for the arena's partner lookup
+        Index("ix_generations_persona_id", "persona", "id"),
+        Index("ix_generations_prompt_message_id_id", "prompt_message_id", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="messages.id", unique=True)
-    prompt_message_id: int | None = Field(default=None, foreign_key="messages.id", index=True)
+    prompt_message_id: int | None = Field(default=None, foreign_key="messages.id")
     chat_id: int = Field(foreign_key="chats.id", index=True)
-    persona: str = Field(max_length=64, index=True)
+    persona: str = Field(max_length=64)
     adapter_version: str | None = Field(default=None, max_length=128, description="served name, None = base")
     backend: str = Field(default="", max_length=32)
     sampling: dict = _json()

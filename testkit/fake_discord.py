@@ -34,6 +34,7 @@ PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, pr
 # interaction response types (Discord API)
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 1, 4, 5, 6, 7
 EPHEMERAL = 1 << 6
+CALLER = web.RequestKey("caller", object)  # the FakeApp whose token a REST call carries
 
 
 class DiscordHTTPError(Exception):
@@ -56,6 +57,20 @@ class FakeUser:
 
 
 @dataclass
+class FakeApp:
+    """One bot application: its token, bot user and registered commands (`FakeDiscord.add_app` adds more)."""
+
+    token: str
+    bot_user: FakeUser
+    global_commands: list[dict] = field(default_factory=list)
+    guild_commands: list[dict] = field(default_factory=list)
+
+    @property
+    def application_id(self) -> int:
+        return self.bot_user.id
+
+
+@dataclass
 class Interaction:
     """An interaction the test sent, and how the bot answered it."""
 
@@ -70,6 +85,7 @@ class Interaction:
     original_message_id: int | None = None
     source_message_id: int | None = None  # the message whose button was pressed
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    app: FakeApp | None = None  # the application it was sent to
 
     @property
     def response_type(self) -> int | None:
@@ -81,7 +97,7 @@ class Interaction:
 
 
 class FakeDiscord:
-    """One guild with one text channel, one bot application and any number of users."""
+    """One guild with one text channel, one bot application (more with `add_app`) and any number of users."""
 
     def __init__(self, *, token: str = "fake-discord-token", interaction_deadline_s: float = 3.0,
                  edit_limit: tuple[int, float] | None = None, privileged_intents: bool = True):
@@ -93,6 +109,9 @@ class FakeDiscord:
         self._ids = itertools.count(1)
         self.bot_user = FakeUser(self.snowflake(), "loopbot", bot=True)
         self.application_id = self.bot_user.id
+        self.primary = FakeApp(token, self.bot_user)
+        self.apps: dict[str, FakeApp] = {token: self.primary}  # token -> application
+        self._socket_apps: dict[web.WebSocketResponse, FakeApp] = {}
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
         self.other_channel_id = self.snowflake()
@@ -102,8 +121,6 @@ class FakeDiscord:
         self.edits: dict[int, list[str]] = {}  # message id -> every content the bot set, in order
         self.states: dict[int, list[tuple[str, str]]] = {}  # message id -> every (content, components json)
         self.reactions_added: list[tuple[int, str]] = []  # (message id, emoji) the bot added
-        self.global_commands: list[dict] = []
-        self.guild_commands: list[dict] = []
         self.interactions: dict[int, Interaction] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every REST call
         self.rate_limited: list[tuple[str, str]] = []  # calls answered 429
@@ -152,6 +169,31 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    def add_app(self, token: str, name: str) -> FakeApp:
+        """Another bot application in the same guild (a second bot identity with its own token and commands)."""
+        app = FakeApp(token, FakeUser(self.snowflake(), name, bot=True))
+        self.apps[token] = app
+        return app
+
+    def _app_by_id(self, app_id: str | int) -> FakeApp | None:
+        return next((a for a in self.apps.values() if a.application_id == int(app_id)), None)
+
+    @property
+    def global_commands(self) -> list[dict]:
+        return self.primary.global_commands
+
+    @global_commands.setter
+    def global_commands(self, value: list[dict]) -> None:
+        self.primary.global_commands = value
+
+    @property
+    def guild_commands(self) -> list[dict]:
+        return self.primary.guild_commands
+
+    @guild_commands.setter
+    def guild_commands(self, value: list[dict]) -> None:
+        self.primary.guild_commands = value
+
     def snowflake(self) -> int:
         return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0x3FFFFF)
 
@@ -164,16 +206,19 @@ class FakeDiscord:
 
     async def say(self, user: FakeUser, content: str, *, mention_bot: bool = False, reply_to: dict | None = None,
                   dm: bool = False, channel_id: int | None = None, ping_reply: bool = True,
-                  attachments: list[dict] | None = None, sticker: bool = False) -> dict:
-        """A user posts a message; mentions are written `<@id>` into the content as Discord clients do."""
+                  attachments: list[dict] | None = None, sticker: bool = False, bot: FakeApp | None = None) -> dict:
+        """A user posts a message; mentions are written `<@id>` into the content as Discord clients do. `bot`: the
+        application mentioned (default: the first)."""
         channel = self._dm_channel(user.id) if dm else channel_id or self.channel_id
+        bot_user = (bot or self.primary).bot_user
         if mention_bot:
-            content = f"<@{self.bot_user.id}> {content}"
-        mentions = [self.bot_user] if mention_bot else []
+            content = f"<@{bot_user.id}> {content}"
+        mentions = [bot_user] if mention_bot else []
         if reply_to is not None and ping_reply:
             author = int(reply_to["author"]["id"])
-            if author == self.bot_user.id and self.bot_user not in mentions:
-                mentions.append(self.bot_user)
+            replied_bot = next((a.bot_user for a in self.apps.values() if a.bot_user.id == author), None)
+            if replied_bot is not None and replied_bot not in mentions:
+                mentions.append(replied_bot)
         msg = self._message(channel, user, content, mentions=mentions, reply_to=reply_to)
         if attachments:
             msg["attachments"] = attachments
@@ -194,12 +239,14 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_REACTION_REMOVE" if remove else "MESSAGE_REACTION_ADD", data)
 
     async def slash(self, user: FakeUser, name: str, options: dict[str, Any] | None = None, *,
-                    dm: bool = False, channel_id: int | None = None) -> Interaction:
-        """Run a registered slash command, as the Discord client would (unregistered names are refused)."""
-        command = next((c for c in self.global_commands + self.guild_commands if c["name"] == name), None)
+                    dm: bool = False, channel_id: int | None = None, app: FakeApp | None = None) -> Interaction:
+        """Run a registered slash command of `app` (default: the first), as the Discord client would
+        (unregistered names are refused)."""
+        app = app or self.primary
+        command = next((c for c in app.global_commands + app.guild_commands if c["name"] == name), None)
         if command is None:
             raise AssertionError(f"/{name} is not registered; registered: "
-                                 f"{[c['name'] for c in self.global_commands + self.guild_commands]}")
+                                 f"{[c['name'] for c in app.global_commands + app.guild_commands]}")
         known = {o["name"]: o for o in command.get("options", [])}
         opts = []
         for key, value in (options or {}).items():
@@ -207,10 +254,10 @@ class FakeDiscord:
                 raise AssertionError(f"/{name} has no option {key!r}; it has {sorted(known)}")
             opts.append({"name": key, "type": known[key]["type"], "value": value})
         data = {"id": command["id"], "name": name, "type": 1, "options": opts}
-        if command in self.guild_commands:
+        if command in app.guild_commands:
             data["guild_id"] = str(self.guild_id)
         channel = self._dm_channel(user.id) if dm else (channel_id or self.channel_id)
-        return await self._interact(2, "command", user, channel, data, message=None, guild=not dm)
+        return await self._interact(2, "command", user, channel, data, message=None, guild=not dm, app=app)
 
     async def press(self, user: FakeUser, message: dict, custom_id: str | None = None, *, label: str | None = None,
                     forged: bool = False) -> Interaction:
@@ -233,14 +280,16 @@ class FakeDiscord:
         if forged:
             shown["components"] = [{"type": 1, "components": [{"type": 2, "style": 2, "label": "?",
                                                                "custom_id": custom_id, "disabled": False}]}]
+        author = self._app_by_id(current["author"]["id"])
         return await self._interact(3, "component", user, int(current["channel_id"]), data, message=shown,
-                                    guild=guild)
+                                    guild=guild, app=author)
 
     # ---- what tests read ---------------------------------------------------------------------------------------
 
-    def bot_messages(self, channel_id: int | None = None) -> list[dict]:
-        """Messages the bot posted (not ephemeral ones), oldest first, in their current state."""
-        return [m for m in self.messages.values() if int(m["author"]["id"]) == self.bot_user.id
+    def bot_messages(self, channel_id: int | None = None, *, app: FakeApp | None = None) -> list[dict]:
+        """Messages the bot (`app`, default: the first) posted (not ephemeral ones), oldest first, current state."""
+        bot_id = (app or self.primary).bot_user.id
+        return [m for m in self.messages.values() if int(m["author"]["id"]) == bot_id
                 and (channel_id is None or int(m["channel_id"]) == channel_id)
                 and not m.get("flags", 0) & EPHEMERAL]
 
@@ -285,8 +334,11 @@ class FakeDiscord:
 
     # ---- gateway ---------------------------------------------------------------------------------------------
 
-    async def dispatch(self, event: str, data: dict) -> None:
+    async def dispatch(self, event: str, data: dict, *, app: FakeApp | None = None) -> None:
+        """Send an event to every connected bot, or only to `app`'s connections (interactions)."""
         for ws in list(self._sockets):
+            if app is not None and self._socket_apps.get(ws) is not app:
+                continue
             self._seq += 1
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
 
@@ -302,7 +354,8 @@ class FakeDiscord:
             if op == 1:
                 await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
             elif op == 2:
-                if msg["d"].get("token") != self.token:
+                app = self.apps.get(msg["d"].get("token"))
+                if app is None:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
                 if msg["d"].get("intents", 0) & PRIVILEGED_INTENTS and not self.privileged_intents:
@@ -311,26 +364,30 @@ class FakeDiscord:
                 self.identify = msg["d"]
                 self.identify_count += 1
                 self._sockets.append(ws)
-                await self._send_ready(ws)
+                self._socket_apps[ws] = app
+                await self._send_ready(ws, app)
                 self.ready_sent.set()
             elif op == 6:  # RESUME after a dropped connection: the session goes on
-                if msg["d"].get("token") != self.token:
+                app = self.apps.get(msg["d"].get("token"))
+                if app is None:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
                 self._sockets.append(ws)
+                self._socket_apps[ws] = app
                 self.resumes += 1
                 self._seq += 1
                 await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}}))
         if ws in self._sockets:
             self._sockets.remove(ws)
+        self._socket_apps.pop(ws, None)
         return ws
 
-    async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+    async def _send_ready(self, ws: web.WebSocketResponse, app: FakeApp) -> None:
         self._seq += 1
-        ready = {"v": 10, "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
+        ready = {"v": 10, "user": {**app.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
                  "guilds": [{"id": str(self.guild_id), "unavailable": True}], "session_id": f"s{self._seq}",
                  "resume_gateway_url": self.gateway_url, "shard": [0, 1],
-                 "application": {"id": str(self.application_id), "flags": 0}, "private_channels": []}
+                 "application": {"id": str(app.application_id), "flags": 0}, "private_channels": []}
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
         self._seq += 1
         await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq, "d": self._guild()}))
@@ -344,7 +401,8 @@ class FakeDiscord:
                     for i, (c, n) in enumerate([(self.channel_id, "general"), (self.other_channel_id, "random")])]
         return {"id": str(self.guild_id), "name": "Loopback guild", "icon": None, "owner_id": str(self.snowflake()),
                 "roles": [everyone], "emojis": [], "stickers": [], "features": [], "channels": channels,
-                "threads": [], "members": [self._member(self.bot_user)], "member_count": 2, "large": False,
+                "threads": [], "members": [self._member(a.bot_user) for a in self.apps.values()],
+                "member_count": 1 + len(self.apps), "large": False,
                 "unavailable": False, "verification_level": 0, "default_message_notifications": 0,
                 "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "premium_tier": 0,
                 "preferred_locale": "en-US", "system_channel_id": None, "afk_channel_id": None, "afk_timeout": 300,
@@ -374,8 +432,11 @@ class FakeDiscord:
         method = request.method
         self.requests.append((method, path))
         is_webhook = path.startswith(("/webhooks/", "/interactions/"))
-        if not is_webhook and request.headers.get("Authorization") != f"Bot {self.token}":
+        auth = request.headers.get("Authorization")
+        app = next((a for a in self.apps.values() if auth == f"Bot {a.token}"), None)
+        if not is_webhook and app is None:
             raise DiscordHTTPError(401, 0, "401: Unauthorized")
+        request[CALLER] = app or self.primary
         body = await request.json() if request.can_read_body and request.content_type == "application/json" else None
         for pattern, handler in self._routes(method):
             m = re.fullmatch(pattern, path)
@@ -407,10 +468,12 @@ class FakeDiscord:
         return table.get(method, [])
 
     async def _get_me(self, request, body):
-        return self._json({**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0})
+        return self._json({**request[CALLER].bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0})
 
     async def _get_application(self, request, body):
-        return self._json({"id": str(self.application_id), "name": "loopbot", "icon": None, "description": "",
+        app = request[CALLER]
+        return self._json({"id": str(app.application_id), "name": app.bot_user.username, "icon": None,
+                           "description": "",
                            "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
                            "owner": self.users_payload_first(), "team": None, "flags": 0,
                            "interactions_endpoint_url": None, "summary": "", "rpc_origins": []})
@@ -453,7 +516,7 @@ class FakeDiscord:
                 raise DiscordHTTPError(400, 50035, "Invalid Form Body",
                                        {"message_reference": {"_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE",
                                                                            "message": "Unknown message"}]}})
-        msg = self._message(channel, self.bot_user, body.get("content") or "", reply_to=reply_to,
+        msg = self._message(channel, request[CALLER].bot_user, body.get("content") or "", reply_to=reply_to,
                             components=body.get("components") or [], embeds=body.get("embeds") or [])
         return await self._store_new(msg)
 
@@ -461,7 +524,7 @@ class FakeDiscord:
         msg = self.messages.get(int(message_id))
         if msg is None or msg["channel_id"] != channel_id:
             raise DiscordHTTPError(404, 10008, "Unknown Message")
-        if int(msg["author"]["id"]) != self.bot_user.id:
+        if int(msg["author"]["id"]) != request[CALLER].bot_user.id:
             raise DiscordHTTPError(403, 50005, "Cannot edit a message authored by another user")
         limited = self._rate_limit(msg, method="PATCH", path=request.path)
         if limited:
@@ -484,19 +547,26 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _get_global_commands(self, request, body, app_id):
-        return self._json(self.global_commands)
+        return self._json(self._own_app(request, app_id).global_commands)
 
     async def _put_global_commands(self, request, body, app_id):
-        self.global_commands = self._register(body, app_id, None)
-        return self._json(self.global_commands)
+        app = self._own_app(request, app_id)
+        app.global_commands = self._register(body, app_id, None)
+        return self._json(app.global_commands)
 
     async def _put_guild_commands(self, request, body, app_id, guild_id):
-        self.guild_commands = self._register(body, app_id, guild_id)
-        return self._json(self.guild_commands)
+        app = self._own_app(request, app_id)
+        app.guild_commands = self._register(body, app_id, guild_id)
+        return self._json(app.guild_commands)
+
+    def _own_app(self, request, app_id: str) -> FakeApp:
+        """The application `app_id`, if the caller's token is that application's (else 403, as Discord)."""
+        app = self._app_by_id(app_id)
+        if app is None or app is not request[CALLER]:
+            raise DiscordHTTPError(403, 50001, "Missing Access")
+        return app
 
     def _register(self, commands: list[dict], app_id: str, guild_id: str | None) -> list[dict]:
-        if int(app_id) != self.application_id:
-            raise DiscordHTTPError(403, 50001, "Missing Access")
         if len(commands) > 100:
             raise DiscordHTTPError(400, 30032, "Maximum number of application commands reached (100)")
         out, seen = [], set()
@@ -519,13 +589,14 @@ class FakeDiscord:
     # ---- interactions ----------------------------------------------------------------------------------------
 
     async def _interact(self, itype: int, kind: str, user: FakeUser, channel: int, data: dict, *,
-                        message: dict | None, guild: bool) -> Interaction:
+                        message: dict | None, guild: bool, app: FakeApp | None = None) -> Interaction:
+        app = app or self.primary
         inter = Interaction(id=self.snowflake(), token=f"itok{next(self._ids)}x{self.snowflake()}", kind=kind,
-                            channel_id=channel, user=user, created=time.monotonic())
+                            channel_id=channel, user=user, created=time.monotonic(), app=app)
         self.interactions[inter.id] = inter
         if message is not None:
             inter.source_message_id = int(message["id"])
-        payload = {"id": str(inter.id), "application_id": str(self.application_id), "type": itype, "data": data,
+        payload = {"id": str(inter.id), "application_id": str(app.application_id), "type": itype, "data": data,
                    "channel_id": str(channel), "token": inter.token, "version": 1, "locale": "en-US",
                    "app_permissions": str((1 << 41) - 1), "entitlements": [], "authorizing_integration_owners": {},
                    "context": 0 if guild else 1, "attachment_size_limit": 8388608}
@@ -539,7 +610,7 @@ class FakeDiscord:
             payload["channel"] = {"id": str(channel), "type": 1, "recipients": [user.payload()]}
         if message is not None:
             payload["message"] = message
-        await self.dispatch("INTERACTION_CREATE", payload)
+        await self.dispatch("INTERACTION_CREATE", payload, app=app)
         return inter
 
     async def wait_answered(self, inter: Interaction, timeout: float = 5.0) -> Interaction:
@@ -553,10 +624,11 @@ class FakeDiscord:
         return inter
 
     def _interaction_by_token(self, app_id: str, token: str) -> Interaction:
-        if int(app_id) != self.application_id:
+        app = self._app_by_id(app_id)
+        if app is None:
             raise DiscordHTTPError(404, 10015, "Unknown Webhook")
         for inter in self.interactions.values():
-            if inter.token == token:
+            if inter.token == token and inter.app is app:
                 return inter
         raise DiscordHTTPError(404, 10015, "Unknown Webhook")
 
@@ -574,7 +646,7 @@ class FakeDiscord:
         if rtype in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             if rtype == CHANNEL_MESSAGE:
                 self._check_payload(data, creating=True)
-            msg = self._message(inter.channel_id, self.bot_user, data.get("content") or "",
+            msg = self._message(inter.channel_id, inter.app.bot_user, data.get("content") or "",
                                 components=data.get("components") or [], embeds=data.get("embeds") or [],
                                 flags=data.get("flags", 0), interaction=inter)
             inter.original_message_id = int(msg["id"])
@@ -606,7 +678,7 @@ class FakeDiscord:
         if not inter.responses:
             raise DiscordHTTPError(404, 10015, "Unknown Webhook")
         self._check_payload(body, creating=True)
-        msg = self._message(inter.channel_id, self.bot_user, body.get("content") or "",
+        msg = self._message(inter.channel_id, inter.app.bot_user, body.get("content") or "",
                             components=body.get("components") or [], embeds=body.get("embeds") or [],
                             flags=body.get("flags", 0), interaction=inter)
         inter.followups.append(msg)
@@ -756,8 +828,8 @@ class FakeDiscord:
                                                        if k != "referenced_message"})
         if interaction is not None:
             msg["type"] = 20 if interaction.kind == "command" else 0
-            msg["webhook_id"] = str(self.application_id)
-            msg["application_id"] = str(self.application_id)
+            msg["webhook_id"] = str(interaction.app.application_id)
+            msg["application_id"] = str(interaction.app.application_id)
             msg["interaction_metadata"] = {"id": str(interaction.id), "type": 2 if interaction.kind == "command" else 3,
                                            "user": interaction.user.payload(), "authorizing_integration_owners": {}}
         return msg

@@ -93,3 +93,60 @@ def test_the_packaged_default_config_is_the_checkout_config_toml():
     """`config.toml` (what a checkout runs with) and the default the wheel ships are one text: edit both together."""
     assert DEFAULT_CONFIG.read_bytes() == (ROOT / "config.toml").read_bytes(), \
         "config.toml and loopbot/base/default_config.toml differ: copy config.toml over the packaged default"
+
+
+TWO_BOTS = """
+[[telegram.bots]]
+name = "coachbot"
+token_env = "TG_COACH"
+persona = "coach"
+
+[[telegram.bots]]
+name = "comedybot"
+token_env = "TG_COMEDY"
+persona = "comedian"
+switchable = true
+"""
+
+
+def test_bot_lists_resolve_and_the_one_bot_form_is_their_one_entry_case(tmp_path):
+    one = load_settings(write(tmp_path, CONFIG), env={}).bots("telegram")
+    assert [(b.name, b.key, b.token_env, b.persona, b.switchable) for b in one] == [
+        ("", "telegram", "TELEGRAM_BOT_TOKEN", "coach", True)]
+    s = load_settings(write(tmp_path, CONFIG + TWO_BOTS), env={"LOOPBOT_TELEGRAM__WEBHOOK_URL": "https://x.org/tg"})
+    bots = s.bots("telegram")
+    assert [(b.name, b.key, b.persona, b.switchable) for b in bots] == [
+        ("coachbot", "telegram.bots[0]", "coach", False), ("comedybot", "telegram.bots[1]", "comedian", True)]
+    assert [(b.webhook_url, b.webhook_port, b.webhook_secret_env) for b in bots] == [
+        ("https://x.org/tg/coachbot", 8443, "TELEGRAM_WEBHOOK_SECRET_COACHBOT"),
+        ("https://x.org/tg/comedybot", 8444, "TELEGRAM_WEBHOOK_SECRET_COMEDYBOT")]
+    assert platform_token(s, "telegram", {"TG_COMEDY": "2:b"}, bot=bots[1]) == "2:b"
+
+
+@pytest.mark.parametrize("extra, env, expected", [
+    (TWO_BOTS.replace('"comedybot"', '"coachbot"'), {},
+     "telegram.bots[1].name = 'coachbot': telegram.bots[0] has the same name; each bot needs its own"),
+    (TWO_BOTS.replace('"TG_COMEDY"', '"TG_COACH"'), {},
+     "telegram.bots[1].token_env = 'TG_COACH': telegram.bots[0] has the same token_env"),
+    (TWO_BOTS.replace('persona = "comedian"', 'persona = "poet"'), {},
+     "telegram.bots[1].persona = 'poet': no such persona (expected one of: clone, coach, comedian)"),
+    ('\n[[discord.bots]]\nname = "Coach Bot"\ntoken_env = "X"\n', {}, "discord.bots.0.name = 'Coach Bot'"),
+    (TWO_BOTS, {"TG_COACH": "1:same", "TG_COMEDY": "1:same"},
+     "telegram.bots[1].token_env = 'TG_COMEDY': holds the same token as telegram.bots[0].token_env"),
+])
+def test_unservable_bot_lists_stop_start_up_naming_the_key(tmp_path, extra, env, expected):
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, CONFIG + extra), env=env)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    assert "1:same" not in str(e.value)  # never the token
+
+
+def test_cli_exits_2_on_two_bots_with_one_token(tmp_path):
+    import os
+
+    p = write(tmp_path, CONFIG + TWO_BOTS)
+    env = {**os.environ, "TG_COACH": "1:same", "TG_COMEDY": "1:same"}
+    r = subprocess.run([sys.executable, "-m", "loopbot.cli", "--config", str(p), "run"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "telegram.bots[1].token_env" in r.stderr and "1:same" not in r.stderr

@@ -8,6 +8,7 @@ import secrets
 from datetime import timedelta
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from loopbot.base.settings import Settings
 from loopbot.storage import crud
@@ -75,7 +76,7 @@ def admin_csrf_session(request: Request) -> str:
 
 async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:
     """Make `version` live (hot swap in this process's router when it runs one, then the database)."""
-    if crud.get_adapter(loopbot.engine, persona=persona, version=version) is None:
+    if await run_in_threadpool(crud.get_adapter, loopbot.engine, persona=persona, version=version) is None:
         raise LookupError(f"{persona} has no version {version}")
     await registry.promote(loopbot, persona, version, reason=reason)
     return f"{persona}-v{version} is live"

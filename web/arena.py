@@ -36,54 +36,36 @@ class VoteRefused(Exception):
         self.status = status
 
 
-SLICE = 12  # replies per version read for one page's pair
-VERSIONS_PER_TRY = 4  # versions of one prompt looked at per try
-TRIES = 3  # prompts tried per page before saying there is nothing left
+WINDOWS = ((16, False), (64, True), (256, False))  # (replies, newest?): the windows tried in turn
+PARTNERS = 4  # replies of other versions read per direction (own message / other messages, after / before)
 
 
 def choose_matchup(engine: Engine, *, persona: str, visitor_id: str, rng: random.Random | None = None,
                    chats: bool = True) -> Matchup | None:
-    """A random pair of replies to one prompt from two different versions that this visitor has not judged.
+    """A random pair of replies to one prompt text from two different versions that this visitor has not judged.
 
-    The cost does not grow with the replies to one prompt: grouped counts choose a prompt (weighted by the pairs
-    the visitor has left there), then at most SLICE replies per version (a random run of them) are read and paired.
+    Its cost does not grow with the replies stored, nor with the replies to one message: a window of 16
+    consecutive replies at a random place (by id) keeps those that have an unjudged partner (one index lookup
+    each), one of them is drawn, then at most 4 x PARTNERS of its partners are read and one is drawn. When that
+    window holds no pair, the newest 64 replies, then 256 at another random place, are tried. With at most 64
+    replies of the persona the second window holds all of them, so "nothing left" is exact; beyond that a pair
+    is found when one of its two replies falls in one of the windows.
     """
     rng = rng or random.Random()
     platform = None if chats else ARENA_PLATFORM
-    prompts = [p for p in crud.arena_prompts(engine, persona=persona, visitor_id=visitor_id, platform=platform)
-               if p.pairs > p.judged]
-    for _ in range(TRIES):
-        if not prompts:
-            return None
-        prompt = rng.choices(prompts, weights=[p.pairs - p.judged for p in prompts])[0]
-        prompts.remove(prompt)
-        matchup = _pair_in(engine, persona, prompt, visitor_id, rng, platform)
-        if matchup is not None:
-            return matchup
-    return None
-
-
-def _pair_in(engine: Engine, persona: str, prompt: crud.ArenaPrompt, visitor_id: str, rng: random.Random,
-             platform: str | None) -> Matchup | None:
-    keys = list(prompt.versions)
-    if len(keys) > VERSIONS_PER_TRY:
-        keys = rng.sample(keys, VERSIONS_PER_TRY)
-    cands: list[Candidate] = []
-    for key in keys:
-        n, low, high = prompt.versions[key]
-        offset = rng.randrange(n - SLICE + 1) if n > SLICE else 0
-        for gen_id, text in crud.arena_slice(engine, persona=persona, prompt=prompt.text, version=key, low=low,
-                                             high=high, offset=offset, limit=SLICE, platform=platform):
-            cands.append(Candidate(gen_id, version_label(key or None), scrub_pii(text)))
-    seen = crud.voted_pairs(engine, visitor_id=visitor_id, among=[c.generation_id for c in cands])
-    options = [(x, y) for i, x in enumerate(cands) for y in cands[i + 1:]
-               if x.version != y.version and _key(x.generation_id, y.generation_id) not in seen]
-    if not options:
+    found = crud.arena_pair(engine, persona=persona, visitor_id=visitor_id, pick=rng.choice, partners=PARTNERS,
+                            windows=[(rng.random(), size, newest) for size, newest in WINDOWS], platform=platform)
+    if found is None:
         return None
-    x, y = rng.choice(options)
+    anchor, partners = found
+    x, y = _candidate(anchor), _candidate(rng.choice(partners))
     if rng.random() < 0.5:
         x, y = y, x
-    return Matchup(scrub_pii(prompt.text), x, y)  # shown as the datasets see it: no e-mail, no phone number
+    return Matchup(scrub_pii(anchor.prompt), x, y)  # shown as the datasets see it: no e-mail, no phone number
+
+
+def _candidate(reply: crud.ArenaReply) -> Candidate:
+    return Candidate(reply.generation_id, version_label(reply.version or None), scrub_pii(reply.text))
 
 
 def pair_value(persona: str, a_id: int, b_id: int, visitor_id: str) -> str:
@@ -115,7 +97,3 @@ def reveal(engine: Engine, *, comparison_id: int, visitor_id: str) -> dict | Non
     a = crud.get_generation(engine, generation_id=row.generation_a_id)
     b = crud.get_generation(engine, generation_id=row.generation_b_id)
     return {"pick": row.pick, "a": a.adapter_version or "base", "b": b.adapter_version or "base"}
-
-
-def _key(x: int, y: int) -> tuple[int, int]:
-    return (min(x, y), max(x, y))

@@ -1,9 +1,19 @@
-"""Prometheus metrics: counted from the database at scrape time (so every process agrees), plus in-process ones.
+"""Prometheus metrics: counted from the database (so every process agrees), plus in-process ones.
 
+The database counts are cached per engine for `[web] metrics_max_age_s` seconds: whatever the scrape rate, a
+process counts at most once per that age, and a scrape never waits for a count except the first one (a stale
+cache is served while one background thread counts afresh). Counts served are therefore at most
+`metrics_max_age_s` plus one count's duration old, in every process alike (each counts from the database).
 Other code may record what the database does not hold, e.g. `web.metrics.record_swap("coach", 1.2, ok=True)`.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -23,6 +33,60 @@ WEB_VOTES_REFUSED = Counter("loopbot_web_votes_refused", "arena votes refused by
                             registry=PROCESS_REGISTRY)
 
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Cached:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: crud.DatabaseCounts | None = None
+    counted_at: float = 0.0  # time.monotonic() when the count started
+    refreshing: bool = False
+
+
+_CACHES: weakref.WeakKeyDictionary[Engine, _Cached] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _count(engine: Engine) -> crud.DatabaseCounts:
+    return crud.database_counts(engine, latency_buckets_s=LATENCY_BUCKETS_S)
+
+
+def database_counts(engine: Engine, *, max_age_s: float, clock=time.monotonic) -> crud.DatabaseCounts:
+    """The database counts for /metrics: counted now on the first call (and on every call when `max_age_s` is 0),
+    else the cached ones; once they are older than `max_age_s` one background thread counts afresh while callers
+    keep getting the previous counts. A failed background count is logged and tried again at the next call."""
+    with _CACHES_LOCK:
+        cached = _CACHES.setdefault(engine, _Cached())
+    if max_age_s <= 0:
+        return _count(engine)
+    with cached.lock:
+        if cached.counts is None:  # the first scrape counts (others wait for it under the lock)
+            started = clock()
+            cached.counts, cached.counted_at = _count(engine), started
+            return cached.counts
+        counts = cached.counts
+        if clock() - cached.counted_at < max_age_s or cached.refreshing:
+            return counts
+        cached.refreshing = True
+    threading.Thread(target=_refresh, args=(engine, cached, clock), name="loopbot-metrics-count",
+                     daemon=True).start()
+    return counts
+
+
+def _refresh(engine: Engine, cached: _Cached, clock) -> None:
+    started = clock()
+    try:
+        counts = _count(engine)
+    except Exception:
+        log.exception("/metrics: counting the database failed; the previous counts stay")
+        counts = None
+    with cached.lock:
+        if counts is not None:
+            cached.counts, cached.counted_at = counts, started
+        cached.refreshing = False
+
+
 def record_swap(persona: str, seconds: float, *, ok: bool) -> None:
     """Count one adapter swap of this process and its duration."""
     SWAPS.labels(persona, "ok" if ok else "failed").inc()
@@ -34,13 +98,14 @@ def _version(v: str | None) -> str:
 
 
 class DatabaseCollector:
-    """Counts messages, replies, latency, tokens, votes, picks, runs and swaps straight from the database."""
+    """Messages, replies, latency, tokens, votes, picks, runs and swaps from the database (cached counts)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, max_age_s: float = 0.0):
         self.engine = engine
+        self.max_age_s = max_age_s
 
     def collect(self):
-        counts = crud.database_counts(self.engine, latency_buckets_s=LATENCY_BUCKETS_S)
+        counts = database_counts(self.engine, max_age_s=self.max_age_s)
         yield _messages(counts)
         yield from _replies(counts)
         yield _latency(counts)
@@ -134,8 +199,9 @@ def _swaps(counts: crud.DatabaseCounts):
     return count, hist
 
 
-def render(engine: Engine) -> bytes:
-    """The /metrics body: database counts, then this process's own counters."""
+def render(engine: Engine, *, max_age_s: float = 0.0) -> bytes:
+    """The /metrics body: database counts (at most `max_age_s` old, see `database_counts`), then this process's
+    own counters."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine))
+    registry.register(DatabaseCollector(engine, max_age_s=max_age_s))
     return generate_latest(registry) + generate_latest(PROCESS_REGISTRY)

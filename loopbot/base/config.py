@@ -11,7 +11,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from loopbot.base.errors import ConfigError
-from loopbot.base.settings import Settings
+from loopbot.base.settings import ServedBot, Settings
 
 ENV_PREFIX = "LOOPBOT_"
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -55,11 +55,14 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
     return settings
 
 
-def platform_token(settings: Settings, platform: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The platform's token if the platform is enabled (explicitly, or `auto` with its variable set)."""
+def platform_token(settings: Settings, platform: str, env: Mapping[str, str] | None = None, *,
+                   bot: ServedBot | None = None) -> str | None:
+    """The token of one of the platform's bots (default: the first) if the platform is enabled (explicitly, or
+    `auto` with its variable set)."""
     env = os.environ if env is None else env
     section = getattr(settings, platform)
-    token = env.get(section.token_env) or None
+    bot = bot or settings.bots(platform)[0]
+    token = env.get(bot.token_env) or None
     if section.enabled is False:
         return None
     return token
@@ -143,15 +146,59 @@ def _check_references(s: Settings, cfg_path: Path, env: Mapping[str, str], check
                        ("discord.default_persona", s.discord.default_persona)):
         if value is not None and value not in s.personas:
             fail(f"{key} = {value!r}: no such persona (expected one of: {', '.join(sorted(s.personas))})")
+    for platform in ("telegram", "discord"):
+        _check_bots(s, platform, fail)
     if not check_secrets:
         return
     for platform in ("telegram", "discord"):
         section = getattr(s, platform)
-        if section.enabled is True and not env.get(section.token_env):
-            fail(f"{platform}.enabled = true but the environment variable {section.token_env} "
-                 f"({platform}.token_env) is not set")
-    if s.telegram.mode == "webhook" and platform_token(s, "telegram", env) and not s.telegram.webhook_url:
-        fail("telegram.mode = 'webhook' needs telegram.webhook_url (the public https address Telegram calls)")
+        for bot in s.bots(platform):
+            if section.enabled is True and not env.get(bot.token_env):
+                fail(f"{platform}.enabled = true but the environment variable {bot.token_env} "
+                     f"({bot.key}.token_env) is not set")
+    if s.telegram.mode == "webhook":
+        for bot in s.bots("telegram"):
+            if platform_token(s, "telegram", env, bot=bot) and not bot.webhook_url:
+                also = f" or {bot.key}.webhook_url" if bot.name else ""
+                fail(f"telegram.mode = 'webhook' needs telegram.webhook_url{also} "
+                     "(the public https address Telegram calls)")
     if s.serving.backend == "mistral" and not env.get(s.serving.mistral.api_key_env):
         fail(f"serving.backend = 'mistral' but the environment variable {s.serving.mistral.api_key_env} "
              f"(serving.mistral.api_key_env) is not set")
+    check_bot_tokens(s, env)
+
+
+def _check_bots(s: Settings, platform: str, fail) -> None:
+    """`[[PLATFORM.bots]]`: unique names and token variables, known personas; webhooks on distinct ports and paths."""
+    section = getattr(s, platform)
+    if not section.bots:
+        return
+    seen: dict[str, dict[object, int]] = {"name": {}, "token_env": {}, "webhook_port": {}, "webhook_url": {}}
+    for i, (raw, bot) in enumerate(zip(section.bots, s.bots(platform), strict=True)):
+        key = f"{platform}.bots[{i}]"
+        if raw.persona is not None and raw.persona not in s.personas:
+            fail(f"{key}.persona = {raw.persona!r}: no such persona (expected one of: {', '.join(sorted(s.personas))})")
+        values = {"name": bot.name, "token_env": bot.token_env}
+        if platform == "telegram" and s.telegram.mode == "webhook":
+            values.update(webhook_port=bot.webhook_port, webhook_url=bot.webhook_url)
+        for field, value in values.items():
+            if value is None:
+                continue
+            if value in seen[field]:
+                fail(f"{key}.{field} = {value!r}: {platform}.bots[{seen[field][value]}] has the same {field}; "
+                     "each bot needs its own")
+            seen[field][value] = i
+
+
+def check_bot_tokens(s: Settings, env: Mapping[str, str]) -> None:
+    """Two bots with the same token value are one bot twice: refuse, naming both keys (never the token)."""
+    for platform in ("telegram", "discord"):
+        first: dict[str, str] = {}
+        for bot in s.bots(platform):
+            token = platform_token(s, platform, env, bot=bot)
+            if not token:
+                continue
+            if token in first:
+                raise ConfigError(f"{bot.key}.token_env = {bot.token_env!r}: holds the same token as "
+                                  f"{first[token]}.token_env; each bot needs its own token")
+            first[token] = bot.key

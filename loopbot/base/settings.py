@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,10 +34,15 @@ class LocalServingSettings(Section):
     max_batch_size: int = Field(8, gt=0)
     batch_wait_ms: float = Field(5.0, ge=0)
     threads: int | None = Field(None, gt=0)
+    memory_budget_gb: float | None = Field(None, gt=0, description="the base models the personas use (one worker "
+                                           "each) must fit: parameters x dtype size, checked at start; unset = 80% "
+                                           "of the device's memory (RAM on a CPU, the GPU's on cuda)")
 
 
 class VllmSettings(Section):
-    urls: list[str] = ["http://127.0.0.1:8000"]
+    urls: list[str] | dict[str, list[str]] = Field(["http://127.0.0.1:8000"], description="the replicas of the "
+                                                   "default persona's base model, or a table of replicas per "
+                                                   "[models.*] name: { smollm2 = [...], qwen = [...] }")
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     resync_interval_s: float = Field(60.0, gt=0)
@@ -95,6 +101,47 @@ class PersonaSettings(Section):
     smoke_prompts: list[str] = []
 
 
+class BotSettings(Section):
+    """One bot identity on a platform (`[[telegram.bots]]`, `[[discord.bots]]`): its token and the persona it
+    serves. All bots share the one chat core, database, rate limits and schedule."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="stored with its chats; keep it stable")
+    token_env: str = Field(min_length=1, description="the environment variable that holds this bot's token")
+    persona: str | None = Field(None, description="the persona it serves; unset = the platform's "
+                                "default_persona, else default_persona")
+    switchable: bool = Field(False, description="users may switch this bot's persona with /persona "
+                             "(false: it always answers as `persona`)")
+
+
+class TelegramBotSettings(BotSettings):
+    webhook_url: str | None = Field(None, description="mode = webhook: the public address Telegram calls for this "
+                                    "bot; unset = telegram.webhook_url + '/' + name")
+    webhook_port: int | None = Field(None, gt=0, lt=65536, description="mode = webhook: the local port of this "
+                                     "bot's webhook; unset = telegram.webhook_port + its place in the list")
+    webhook_secret_env: str | None = Field(None, description="mode = webhook: the variable with this bot's "
+                                           "secret; unset = telegram.webhook_secret_env + '_' + NAME")
+
+
+@dataclass(frozen=True)
+class ServedBot:
+    """A bot `loopbot run` serves, resolved from either form of a platform's section. `name` is "" for the
+    one-bot form (`[telegram] token_env`); `key` is the config key that names its token variable's table."""
+
+    platform: str
+    name: str
+    key: str
+    token_env: str
+    persona: str
+    switchable: bool
+    webhook_url: str | None = None
+    webhook_port: int | None = None
+    webhook_secret_env: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.platform} bot {self.name}" if self.name else f"{self.platform} bot"
+
+
 class TelegramSettings(Section):
     enabled: bool | Literal["auto"] = "auto"
     token_env: str = "TELEGRAM_BOT_TOKEN"
@@ -107,6 +154,8 @@ class TelegramSettings(Section):
     webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
     default_persona: str | None = None
     edit_interval_s: float = Field(1.0, ge=0)
+    bots: list[TelegramBotSettings] = Field([], description="several bots in one run; when set, token_env is "
+                                            "not used")
 
 
 class DiscordSettings(Section):
@@ -116,6 +165,7 @@ class DiscordSettings(Section):
     edit_interval_s: float = Field(1.0, ge=0)
     api_base: str | None = None
     gateway_url: str | None = None
+    bots: list[BotSettings] = Field([], description="several bots in one run; when set, token_env is not used")
 
 
 class FeedbackSettings(Section):
@@ -308,6 +358,8 @@ class WebSettings(Section):
                                          "per minute (429 with Retry-After over it)")
     max_body_bytes: int = Field(65536, gt=0, description="request bodies over this many bytes are refused (413) "
                                 "before they are read")
+    metrics_max_age_s: float = Field(30.0, ge=0, description="/metrics serves database counts at most this old "
+                                     "(plus one count's duration); 0 = count at every scrape")
 
 
 class Settings(Section):
@@ -352,6 +404,33 @@ class Settings(Section):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    def bots(self, platform: str) -> list[ServedBot]:
+        """The bots of `platform` ("telegram" | "discord"): the `[[PLATFORM.bots]]` list, or the one bot of
+        `[PLATFORM] token_env` (name "", persona switchable with /persona, as before bot lists existed)."""
+        section = getattr(self, platform)
+        default = section.default_persona or self.default_persona
+        tg = platform == "telegram"
+        if not section.bots:
+            return [ServedBot(platform, "", platform, section.token_env, default, True,
+                              webhook_url=section.webhook_url if tg else None,
+                              webhook_port=section.webhook_port if tg else None,
+                              webhook_secret_env=section.webhook_secret_env if tg else None)]
+        out = []
+        for i, b in enumerate(section.bots):
+            web: dict = {}
+            if tg:
+                base = (section.webhook_url or "").rstrip("/")
+                web = {"webhook_url": b.webhook_url or (f"{base}/{b.name}" if base else None),
+                       "webhook_port": b.webhook_port or section.webhook_port + i,
+                       "webhook_secret_env": b.webhook_secret_env
+                       or f"{section.webhook_secret_env}_{b.name.upper().replace('-', '_')}"}
+            out.append(ServedBot(platform, b.name, f"{platform}.bots[{i}]", b.token_env, b.persona or default,
+                                 b.switchable, **web))
+        return out
+
+    def bot(self, platform: str, name: str) -> ServedBot | None:
+        return next((b for b in self.bots(platform) if b.name == name), None)
 
     def persona(self, name: str) -> PersonaSettings:
         if name not in self.personas:

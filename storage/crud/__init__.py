@@ -9,6 +9,7 @@ or expect a duplicate-key error (`upsert_vote`, `acquire_run_lock`), which would
 from loopbot.storage.crud.adapters import *  # noqa: F403
 from loopbot.storage.crud.admin_sessions import *  # noqa: F403
 from loopbot.storage.crud.arena import *  # noqa: F403
+from loopbot.storage.crud.chat_people import *  # noqa: F403
 from loopbot.storage.crud.chat_queries import *  # noqa: F403
 from loopbot.storage.crud.chat_turns import *  # noqa: F403
 from loopbot.storage.crud.dataset_rows import *  # noqa: F403

@@ -12,6 +12,7 @@ __all__: list[str] = []
 ARENA_PLATFORM = "web"  # the user the arena's own fresh pairs are stored under (web.arena.ARENA_PLATFORM)
 
 
-def shown_on_arena():
-    """A condition on User for the arena's reply query: the prompt's author agreed, or is the arena itself."""
-    return or_(User.arena_consent.is_(True), User.platform == ARENA_PLATFORM)
+def shown_on_arena(user=User):
+    """A condition on User (or the columns `.c` of an alias of its table) for the arena's reply queries: the prompt's
+    author agreed, or is the arena itself."""
+    return or_(user.arena_consent.is_(True), user.platform == ARENA_PLATFORM)

@@ -17,6 +17,7 @@ __all__ = [
     "record_message",
     "set_in_history",
     "set_platform_message_id",
+    "set_platform_message_ids",
     "start_generation",
 ]
 
@@ -87,6 +88,13 @@ def set_platform_message_id(engine: Engine, *, message_id: int, platform_message
     """Once per delivered reply: Core on a plain connection (no ORM session), a statement built once."""
     with engine.begin() as conn:
         conn.execute(_SET_PLATFORM_ID, {"message_id": message_id, "new_platform_id": str(platform_message_id)})
+
+
+def set_platform_message_ids(engine: Engine, *, message_ids: list[int], platform_message_id: str) -> None:
+    """The messages one platform message shows (an arena round's two replies): one transaction."""
+    with engine.begin() as conn:
+        conn.execute(_SET_PLATFORM_ID, [{"message_id": m, "new_platform_id": str(platform_message_id)}
+                                        for m in message_ids])
 
 
 def find_message_by_platform_id(db: DB, *, chat_id: int, platform_message_id: str) -> Message | None:

@@ -36,21 +36,33 @@ class DatabaseCounts:
 
 def database_counts(db: DB, *, latency_buckets_s: tuple[float, ...]) -> DatabaseCounts:
     """Messages, replies and tokens, reply latency per bucket (upper bounds in seconds), votes, picks, training
-    runs, live versions, and the activation and swap events."""
+    runs, live versions, and the activation and swap events. One pass over the replies gives their counts, tokens
+    and latency buckets (web/metrics.py caches the result for a bounded time)."""
+    timed = Generation.latency_ms.is_not(None)
     buckets = [func.sum(case((Generation.latency_ms <= b * 1000, 1), else_=0)) for b in latency_buckets_s]
     with transaction(db) as s:
         def rows(q) -> list[tuple]:
             return [tuple(r) for r in s.execute(q).all()]
 
+        grouped = rows(select(Generation.persona, Generation.adapter_version, Generation.status, func.count(),
+                              func.coalesce(func.sum(Generation.prompt_tokens), 0),
+                              func.coalesce(func.sum(Generation.completion_tokens), 0),
+                              func.sum(case((timed, 1), else_=0)), func.sum(Generation.latency_ms), *buckets)
+                       .group_by(Generation.persona, Generation.adapter_version, Generation.status))
+        latency: dict[str, list] = {}
+        for persona, _version, _status, _n, _p, _c, n_timed, total_ms, *le in grouped:
+            if not n_timed:
+                continue
+            acc = latency.setdefault(persona, [0, 0.0] + [0] * len(latency_buckets_s))
+            acc[0] += int(n_timed)
+            acc[1] += float(total_ms or 0)
+            for i, c in enumerate(le):
+                acc[2 + i] += int(c or 0)
         return DatabaseCounts(
             messages=rows(select(Message.persona, func.count()).where(Message.role == "user")
                           .group_by(Message.persona)),
-            replies=rows(select(Generation.persona, Generation.adapter_version, Generation.status, func.count(),
-                                func.coalesce(func.sum(Generation.prompt_tokens), 0),
-                                func.coalesce(func.sum(Generation.completion_tokens), 0))
-                         .group_by(Generation.persona, Generation.adapter_version, Generation.status)),
-            latency=rows(select(Generation.persona, func.count(), func.sum(Generation.latency_ms), *buckets)
-                         .where(Generation.latency_ms.is_not(None)).group_by(Generation.persona)),
+            replies=[r[:6] for r in grouped],
+            latency=[(persona, *acc) for persona, acc in sorted(latency.items())],
             votes=rows(select(Generation.persona, Generation.adapter_version, Feedback.value, func.count())
                        .join(Generation, Generation.id == Feedback.generation_id)
                        .group_by(Generation.persona, Generation.adapter_version, Feedback.value)),

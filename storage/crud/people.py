@@ -51,12 +51,12 @@ def get_user(db: DB, *, user_id: int) -> User | None:
 
 
 def get_or_create_chat(db: DB, *, platform: str, platform_chat_id: str, type: str = "private",
-                       persona: str | None = None) -> Chat:
+                       persona: str | None = None, bot: str = "") -> Chat:
     with transaction(db) as s:
-        chat = s.execute(select(Chat).where(Chat.platform == platform,
+        chat = s.execute(select(Chat).where(Chat.platform == platform, Chat.bot == bot,
                                          Chat.platform_chat_id == str(platform_chat_id))).scalar_one_or_none()
         if chat is None:
-            chat = Chat(platform=platform, platform_chat_id=str(platform_chat_id), type=type, persona=persona,
+            chat = Chat(platform=platform, bot=bot, platform_chat_id=str(platform_chat_id), type=type, persona=persona,
                         conversation_id=uuid.uuid4().hex)
             s.add(chat)
             s.flush()

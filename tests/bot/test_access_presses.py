@@ -32,31 +32,31 @@ async def _arena_service(engine, settings, **access):
 async def test_a_stranger_in_an_allowed_group_cannot_vote_retry_pick_confirm_or_react(engine, settings):
     service, backend = await _arena_service(engine, settings, allowed_users=["telegram:1"])
     reply = (await final(service, dm("@bot pick one", user="1", message_id="1", **GROUP)))[0]
-    service.delivered(reply, "2")
+    await service.delivered(reply, "2")
     gen_id, owner = reply.generation_ids[0], rows(engine, User)[0]
     requests, gens = len(backend.requests), len(rows(engine, Generation))
     for data in (f"v:{gen_id}:+1", f"v:{gen_id}:-1", f"r:{gen_id}", f"p:{reply.comparison_id}:a",
                  f"f:{owner.id}:y", "zz"):
         out = await service.press(press(data, user="2", **GROUP))
         assert (out.answer, out.replies, out.buttons, out.edit_text) == (PRIVATE, None, None, None), data
-    assert service.reaction(Reaction("telegram", "-100", "2", "2", ("👍",))) is None
+    assert await service.reaction(Reaction("telegram", "-100", "2", "2", ("👍",))) is None
     assert rows(engine, Feedback) == [] and [c.pick for c in rows(engine, Comparison)] == [None]
     assert len(rows(engine, Generation)) == gens and len(backend.requests) == requests  # no model call
     assert [u.platform_user_id for u in rows(engine, User)] == ["1"]  # not even a user row for the stranger
     # the allowed user still can
     assert (await service.press(press(f"p:{reply.comparison_id}:a", user="1", **GROUP))).answer == "Thanks! A is kept."
-    assert service.reaction(Reaction("telegram", "-100", "1", "2", ("👍",))) == 1
+    assert await service.reaction(Reaction("telegram", "-100", "1", "2", ("👍",))) == 1
 
 
 async def test_presses_and_reactions_in_a_chat_off_the_list_are_refused(engine, settings):
     service, backend = await _arena_service(engine, settings, allowed_chats=["telegram:-100"])
     reply = (await final(service, dm("@bot pick one", user="1", message_id="1", **GROUP)))[0]
-    service.delivered(reply, "2")
+    await service.delivered(reply, "2")
     gen_id = reply.generation_ids[0]
     other = {"chat": "-200", "chat_type": "group"}
     requests = len(backend.requests)
     for data in (f"v:{gen_id}:+1", f"r:{gen_id}", f"p:{reply.comparison_id}:b"):
         assert (await service.press(press(data, user="1", **other))).answer == PRIVATE
-    assert service.reaction(Reaction("telegram", "-200", "1", "2", ("👎",))) is None
+    assert await service.reaction(Reaction("telegram", "-200", "1", "2", ("👎",))) is None
     assert [c.platform_chat_id for c in rows(engine, Chat)] == ["-100"] and rows(engine, Feedback) == []
     assert len(backend.requests) == requests

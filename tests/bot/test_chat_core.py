@@ -157,13 +157,13 @@ async def test_a_reply_cut_at_max_tokens_is_marked(engine, settings):
 
 async def test_reactions_count_as_votes(engine, service):
     reply = (await final(service, dm("hi", message_id="5")))[0]
-    service.delivered(reply, "6")
-    assert service.reaction(Reaction("telegram", "1", "1", "6", ("👍",))) == 1
-    assert service.reaction(Reaction("telegram", "1", "1", "6", ("👎",))) == -1
+    await service.delivered(reply, "6")
+    assert await service.reaction(Reaction("telegram", "1", "1", "6", ("👍",))) == 1
+    assert await service.reaction(Reaction("telegram", "1", "1", "6", ("👎",))) == -1
     assert [(v.value, v.source) for v in rows(engine, Feedback)] == [(-1, "reaction")]
-    assert service.reaction(Reaction("telegram", "1", "1", "6", ())) is None
+    assert await service.reaction(Reaction("telegram", "1", "1", "6", ())) is None
     assert rows(engine, Feedback) == []
-    assert service.reaction(Reaction("telegram", "1", "1", "5", ("👍",))) is None  # the user's own message
+    assert await service.reaction(Reaction("telegram", "1", "1", "5", ("👍",))) is None  # the user's own message
 
 
 async def test_reply_chain_is_the_history_in_groups(engine, settings):
@@ -171,7 +171,7 @@ async def test_reply_chain_is_the_history_in_groups(engine, settings):
     service = make_service(engine, settings, backend)
     group = {"chat": "-100", "chat_type": "group"}
     first = (await final(service, dm("@bot what is a tempo run?", message_id="1", **group)))[0]
-    service.delivered(first, "2")
+    await service.delivered(first, "2")
     await final(service, dm("@bot unrelated", message_id="3", **group))
     assert [m["content"] for m in backend.requests[-1]["messages"][1:]] == ["@bot unrelated"]
     await final(service, dm("and how often?", message_id="4", reply_to_message_id="2", **group))

@@ -51,11 +51,11 @@ async def test_forget_takes_the_text_out_of_other_replies_datasets_reports_and_t
     name = f"Ana {MARKER}"
     secret = f"@bot my plan {MARKER}: call me at 612 34 56 78 or ana.{MARKER}@example.com"
     asked = (await final(service, say(secret, "1", "-100", user_name=name, message_id="1")))[0]
-    service.delivered(asked, "2")
+    await service.delivered(asked, "2")
     # bea answers the bot's reply to ana in the group: her reply's prompt carries ana's message and its answer
     follow = (await final(service, say("and what about hills?", "2", "-100", user_name="bea", message_id="3",
                                        reply_to_message_id="2")))[0]
-    service.delivered(follow, "4")
+    await service.delivered(follow, "4")
     bea_gen = follow.generation_ids[0]
     with session_scope(engine) as s:
         assert MARKER in json.dumps(s.get(Generation, bea_gen).prompt)

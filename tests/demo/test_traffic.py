@@ -1,6 +1,6 @@
 """Simulated users go through the real chat core: their votes, retries and arena picks land in storage."""
 
-import itertools
+import collections
 import random
 
 from loopbot.bot.chat import ChatService
@@ -20,8 +20,14 @@ def _service(engine, settings, script, *, arena_rate=0.0):
 
 
 async def test_users_vote_by_taste_and_retry_what_they_dislike(engine, settings):
-    replies = itertools.cycle(["Pacing is key. Start slow.", "Pacing is key. Start slow.", "You should start slow."])
-    service, _ = _service(engine, settings, lambda messages, adapter: next(replies))
+    asked = collections.Counter()  # per question, as users ask concurrently: two disliked answers, then a liked one
+
+    def script(messages, adapter):
+        question = messages[-1]["content"]
+        asked[question] += 1
+        return "You should start slow." if asked[question] % 3 == 0 else "Pacing is key. Start slow."
+
+    service, _ = _service(engine, settings, script)
     turns = await Traffic(service, speaks_to_runner, tag="t", max_retries=2).run(
         [f"Question {i}?" for i in range(6)])
     assert len(turns) == 6 and all(t.error is None for t in turns)

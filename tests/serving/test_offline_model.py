@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from loopbot.base.config import load_settings
 from loopbot.cli import main
 from loopbot.serving.base import SamplingParams, complete
+from loopbot.serving.base_models import OFFLINE_PARAMETERS, parameter_count
 from loopbot.serving.local import LocalBackend
 from loopbot.serving.offline_model import ModelUnavailable, resolve_model_path
 
@@ -32,6 +34,9 @@ async def test_model_fetch_converts_once_and_the_model_speaks_english(tmp_path, 
     assert "[2/4] de-quantising" in out and "[4/4] done" in out
     target = tmp_path / "data" / "models" / "smollm2-135m-instruct"
     assert (target / "model.safetensors").is_file() and not list(target.parent.glob(".*tmp*"))
+    # the memory check's count before the conversion is the converted copy's
+    settings = load_settings(ROOT / "config.toml")
+    assert parameter_count(settings, "smollm2") == OFFLINE_PARAMETERS["smollm2"]
 
     started = time.monotonic()
     code, out = run_cli(capsys, "model", "fetch", "smollm2")

@@ -152,8 +152,12 @@ async def test_real_vllm_load_chat_swap_unload_restart_resync(vllm_tiny, tmp_pat
             await get(f"{server.url}/health")
     finally:
         if serve_proc is not None and serve_proc.returncode is None:
-            serve_proc.kill()
-            await serve_proc.wait()
+            serve_proc.send_signal(signal.SIGTERM)  # it stops its vLLM's process group (SIGKILL would orphan it)
+            try:
+                await asyncio.wait_for(serve_proc.wait(), 90)
+            except TimeoutError:
+                serve_proc.kill()
+                await serve_proc.wait()
         await asyncio.to_thread(server.stop)
         await router.aclose()
         await backend.aclose()

@@ -21,3 +21,31 @@ def test_one_head_and_database_at_head(engine):
     heads = ScriptDirectory.from_config(cfg).get_heads()
     assert len(heads) == 1, f"several migration heads: {heads}"
     assert current_revision(engine) == heads[0]
+
+
+def test_chat_bots_migration_keeps_rows_and_their_references(tmp_path):
+    """0005_chat_bots rebuilds `chats` on SQLite (its unique key changes) while messages point to it: the rows
+    and references stay, old chats belong to the one-bot form (bot ""), and two bots may share a chat id."""
+    from sqlalchemy import text
+
+    from loopbot.storage import crud
+    from loopbot.storage.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    upgrade(engine, "0003_web_side")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, platform, platform_user_id, display_name, consent, arena_consent, "
+                          "is_admin, created_at) VALUES (1, 'telegram', '7', 'Ana', 1, 0, 0, '2026-11-01')"))
+        conn.execute(text("INSERT INTO chats (id, platform, platform_chat_id, type, conversation_id, created_at) "
+                          "VALUES (1, 'telegram', '-100', 'group', 'c1', '2026-11-01')"))
+        conn.execute(text("INSERT INTO messages (id, chat_id, user_id, role, text, conversation_id, created_at) "
+                          "VALUES (1, 1, 1, 'user', 'hola', 'c1', '2026-11-01')"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, bot FROM chats")).all() == [(1, "")]
+        assert conn.execute(text("SELECT chat_id FROM messages")).scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    _, old = crud.user_and_chat(engine, platform="telegram", platform_user_id=None, platform_chat_id="-100")
+    _, other = crud.user_and_chat(engine, platform="telegram", platform_user_id=None, platform_chat_id="-100",
+                                  bot="coachbot")
+    assert old.id == 1 and other.id != 1 and other.bot == "coachbot"

@@ -142,3 +142,81 @@ def test_readyz_never_shows_the_database_address(settings, postgres_url):
     for body in (ok.text, bad.text):
         for secret in ("127.0.0.1", "5432", good_name, missing, "postgres"):
             assert secret not in body, (secret, body)
+
+
+def _replies_total(client) -> float:
+    m = _samples(client.get("/metrics").text)
+    return sum(v for (name, labels), v in m.items()
+               if name == "loopbot_replies_total" and ("persona", "coach") in labels)
+
+
+def _statements(engine):
+    from sqlalchemy import event
+
+    seen = []
+
+    def count(*_args):
+        seen.append(1)
+
+    event.listen(engine, "after_cursor_execute", count)
+    return seen, lambda: event.remove(engine, "after_cursor_execute", count)
+
+
+def test_metrics_scrapes_within_the_age_read_no_table(client, loopbot):
+    arena_world(loopbot, prompts=1)
+    assert _replies_total(client) == 3  # the first scrape counts
+    seen, stop = _statements(loopbot.engine)
+    try:
+        for _ in range(5):
+            assert _replies_total(client) == 3
+    finally:
+        stop()
+    assert seen == []  # cached: no statement at all, however often Prometheus scrapes
+
+
+def test_metrics_reflect_a_new_reply_within_the_bounded_age(client, loopbot):
+    import time
+
+    loopbot.settings.web.metrics_max_age_s = 0.5
+    arena_world(loopbot, prompts=1)
+    assert _replies_total(client) == 3
+    reply(loopbot.engine, persona="coach", prompt="One more question", text="One more answer", version=None)
+    assert _replies_total(client) == 3  # still the cached counts: younger than the age
+    deadline = time.monotonic() + 30  # the age, then one background count (generous for a busy machine)
+    while _replies_total(client) != 4:
+        assert time.monotonic() < deadline, "the new reply never reached /metrics"
+        time.sleep(0.1)
+
+
+def test_metrics_count_at_every_scrape_when_the_age_is_zero(client, loopbot):
+    loopbot.settings.web.metrics_max_age_s = 0
+    arena_world(loopbot, prompts=1)
+    assert _replies_total(client) == 3
+    reply(loopbot.engine, persona="coach", prompt="One more question", text="One more answer", version=None)
+    assert _replies_total(client) == 4
+
+
+def test_two_web_processes_over_one_database_each_serve_counts_within_the_age(loopbot, engine, monkeypatch):
+    """Two apps with engines of their own (as two processes have) over one database: a reply stored through one
+    reaches the other's /metrics within the age, whichever counted first."""
+    import time
+
+    from loopbot.app import Loopbot
+    from loopbot.storage.db import make_engine
+    from tests.web.conftest import ADMIN_TOKEN
+
+    monkeypatch.setenv(loopbot.settings.web.admin_token_env, ADMIN_TOKEN)
+    loopbot.settings.web.metrics_max_age_s = 0.5
+    other = Loopbot(loopbot.settings)
+    other.engine = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        with TestClient(create_app(loopbot)) as first, TestClient(create_app(other)) as second:
+            assert _replies_total(first) == _replies_total(second) == 0
+            reply(other.engine, persona="coach", prompt="Asked through the other process", text="Answered",
+                  version="coach-v1")
+            deadline = time.monotonic() + 30
+            while (_replies_total(first), _replies_total(second)) != (1, 1):
+                assert time.monotonic() < deadline, "a process kept serving counts older than the age"
+                time.sleep(0.1)
+    finally:
+        other.engine.dispose()

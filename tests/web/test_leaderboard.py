@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from loopbot.storage import crud
+from tests.web.forms import hidden_fields
 from tests.web.seed import arena_world, reply
 
 
@@ -78,3 +79,25 @@ def test_version_names_in_the_leaderboard_are_escaped(client, loopbot):
 
 def test_empty_leaderboard_says_so(client):
     assert "No picks or votes yet." in client.get("/leaderboard/coach").text
+
+
+def test_ratings_are_fitted_again_only_after_a_new_pick(client, loopbot, monkeypatch):
+    import loopbot.web.leaderboard as board
+
+    fits = []
+    real_rate = board.rate
+    monkeypatch.setattr(board, "rate", lambda *a, **k: fits.append(1) or real_rate(*a, **k))
+    eng = loopbot.engine
+    gens = arena_world(loopbot, prompts=3)
+    _pick(eng, gens["coach-v1"][0], gens["coach-v2"][0], "a")
+    for _ in range(3):
+        assert client.get("/leaderboard/coach").status_code == 200
+        assert client.get("/leaderboard/coach.json").status_code == 200
+    assert len(fits) == 1  # cached until a pick arrives
+    page = client.get("/arena/coach")  # a web vote is a new pick: the next view fits again
+    form = {**hidden_fields(page.text, "/arena/coach/vote"), "pick": "a"}
+    assert client.post("/arena/coach/vote", data=form, follow_redirects=False).status_code == 303
+    data = client.get("/leaderboard/coach.json").json()
+    assert len(fits) == 2 and data["comparisons"] == 2
+    client.get("/leaderboard/coach")
+    assert len(fits) == 2

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.trainer.registry import running_router
@@ -14,15 +19,21 @@ from loopbot.web.arena import VoteRefused, choose_matchup, pair_value, record_vo
 from loopbot.web.deps import (
     ClientIpDep,
     EngineDep,
-    FreshLockDep,
+    Limits,
     LimitsDep,
-    LoopbotDep,
-    PageDep,
-    PageLoadLimit,
     PersonaDep,
-    RngDep,
     SettingsDep,
     SignerDep,
+    client_ip,
+    get_fresh_lock,
+    get_limits,
+    get_loopbot,
+    get_page,
+    get_rng,
+    get_settings,
+    get_signer,
+    limit_page_loads,
+    valid_persona,
 )
 from loopbot.web.fresh import generate_pair
 from loopbot.web.metrics import WEB_VOTES_REFUSED
@@ -45,28 +56,51 @@ def arena_default(settings: SettingsDep):
     return RedirectResponse(f"/arena/{settings.default_persona}", status_code=303)
 
 
+@dataclass(frozen=True)
+class _PageParts:
+    persona: str
+    loopbot: Any
+    signer: Signer
+    limits: Limits
+    rng: random.Random
+    fresh_lock: asyncio.Lock
+    page: Callable[..., HTMLResponse]
+
+
+async def _page_parts(request: Request, persona: str) -> _PageParts:
+    """What the arena page needs, from the same `web.deps` functions as everywhere, called in one coroutine: as
+    separate plain-def dependencies FastAPI would run each in a worker thread, eleven thread hops per page that cost
+    more than choosing the pair on a busy machine. The page-load limit is checked first, then the persona."""
+    loopbot, limits = get_loopbot(request), get_limits(request)
+    limit_page_loads(limits, client_ip(request))
+    persona = valid_persona(persona, get_settings(loopbot))
+    return _PageParts(persona, loopbot, get_signer(request), limits, get_rng(request), get_fresh_lock(request),
+                      get_page(request))
+
+
 @router.get("/arena/{persona}")
-async def arena_page(request: Request, _: PageLoadLimit, persona: PersonaDep, loopbot: LoopbotDep, eng: EngineDep,
-                     signer: SignerDep, limits: LimitsDep, rng: RngDep, fresh_lock: FreshLockDep, page: PageDep,
-                     last: int | None = None):
+async def arena_page(request: Request, parts: Annotated[_PageParts, Depends(_page_parts)], last: int | None = None):
+    persona, loopbot, signer, rng = parts.persona, parts.loopbot, parts.signer, parts.rng
     vid, new_cookie = _visitor(request, signer)
     chats = loopbot.settings.web.arena_from_chats
 
-    def choose():
-        return choose_matchup(eng, persona=persona, visitor_id=vid, chats=chats, rng=rng)
+    def choose():  # in a worker thread, with the engine (opening it may run the migrations)
+        return choose_matchup(loopbot.engine, persona=persona, visitor_id=vid, chats=chats, rng=rng)
 
     matchup = await run_in_threadpool(choose)
-    if matchup is None and _fresh_pair_allowed(loopbot, limits.fresh):
-        async with fresh_lock:
+    if matchup is None and _fresh_pair_allowed(loopbot, parts.limits.fresh):
+        async with parts.fresh_lock:
             matchup = await run_in_threadpool(choose)  # another request may have made one meanwhile
             if matchup is None and await generate_pair(loopbot, persona, rng=rng):
                 matchup = await run_in_threadpool(choose)
     pair_sig = None
     if matchup:
         pair_sig = signer.sign("pair", pair_value(persona, matchup.a.generation_id, matchup.b.generation_id, vid))
-    previous = await run_in_threadpool(reveal, eng, comparison_id=last, visitor_id=vid) if last else None
-    response = page("arena.html", persona=persona, matchup=matchup, pair_sig=pair_sig, previous=previous,
-                    csrf=signer.csrf_token("visitor:" + vid))
+    previous = None
+    if last:
+        previous = await run_in_threadpool(lambda: reveal(loopbot.engine, comparison_id=last, visitor_id=vid))
+    response = parts.page("arena.html", persona=persona, matchup=matchup, pair_sig=pair_sig, previous=previous,
+                          csrf=signer.csrf_token("visitor:" + vid))
     if new_cookie:
         response.set_cookie(VISITOR_COOKIE, new_cookie, max_age=365 * 24 * 3600, httponly=True, samesite="lax",
                             secure=loopbot.settings.web.secure_cookies)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from loopbot.storage import crud
 from loopbot.trainer.registry import running_router
-from loopbot.web.deps import EngineDep, LoopbotDep
+from loopbot.web.deps import EngineDep, LoopbotDep, SettingsDep
 from loopbot.web.metrics import render
 
 router = APIRouter()
@@ -73,6 +73,6 @@ async def readyz(loopbot: LoopbotDep):
 
 
 @router.get("/metrics")
-async def metrics(eng: EngineDep):
-    body = await run_in_threadpool(render, eng)
+async def metrics(eng: EngineDep, settings: SettingsDep):
+    body = await run_in_threadpool(render, eng, max_age_s=settings.web.metrics_max_age_s)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
