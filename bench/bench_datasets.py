@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-POSTGRES_ADMIN_URL = os.environ.get("LOOPBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PERSONA = "coach"
 WORDS = ("run easy pace long tempo interval rest recovery marathon race gel water carb sleep shoes hill stride "  # noqa: SIM905
          "cadence taper mile kilometre heart rate zone strength core calf hip knee stretch warm cool fuel "
@@ -224,42 +223,20 @@ def measure(label: str, url: str, rows: int, work: Path) -> list[dict]:
     ]
 
 
-def _postgres_url() -> str | None:
-    from sqlalchemy import create_engine, text
-
-    try:
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        name = f"loopbot_bench_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    except Exception as e:
-        print(f"PostgreSQL unavailable, skipped: {e}", file=sys.stderr)
-        return None
-
-
-def _drop_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def run(rows: int | None = None, postgres: bool = True) -> list[dict]:
+    from bench.scratch_postgres import create_scratch_database, drop_scratch_database
+
     rows = rows or int(os.environ.get("LOOPBOT_BENCH_DATASET_ROWS", "1000000"))
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-datasets-") as tmp:
         work = Path(tmp)
         results += measure("SQLite", f"sqlite:///{work}/bench.db", rows, work)
-        url = _postgres_url() if postgres else None
+        url = create_scratch_database(quiet_reason="skipped") if postgres else None
         if url:
             try:
                 results += measure("PostgreSQL", url, rows, work)
             finally:
-                _drop_postgres(url)
+                drop_scratch_database(url)
     return results
 
 

@@ -24,14 +24,12 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-POSTGRES_ADMIN_URL = os.environ.get("LOOPBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPLIES = 3000
 PICKS = 5000
 BIG_REPLIES = 1_000_000
@@ -241,43 +239,24 @@ def large_rows(label: str, url: str, *, replies: int = BIG_REPLIES, crowded: int
     return rows
 
 
-def _postgres_url() -> str | None:
-    from sqlalchemy import create_engine, text
-
-    try:
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        name = f"loopbot_bench_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    except Exception as e:
-        print(f"PostgreSQL unavailable, its web rows skipped: {e}", file=sys.stderr)
-        return None
-
-
-def _drop_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def run(replies: int | None = None, postgres: bool | None = None, crowded: int = CROWDED) -> list[dict]:
+    from bench.scratch_postgres import create_scratch_database, drop_scratch_database
+
     replies = replies or int(os.environ.get("LOOPBOT_BENCH_WEB_REPLIES", str(BIG_REPLIES)))
+    if replies <= crowded:
+        raise SystemExit(f"LOOPBOT_BENCH_WEB_REPLIES = {replies:,}: more than the {crowded:,} replies to one message "
+                         "are needed")
     if postgres is None:
         postgres = os.environ.get("LOOPBOT_BENCH_WEB_POSTGRES", "1") != "0"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         rows += large_rows("SQLite", f"sqlite:///{tmp}/large.db", replies=replies, crowded=crowded)
-    url = _postgres_url() if postgres else None
+    url = create_scratch_database(quiet_reason="its web rows skipped") if postgres else None
     if url:
         try:
             rows += large_rows("PostgreSQL", url, replies=replies, crowded=crowded)
         finally:
-            _drop_postgres(url)
+            drop_scratch_database(url)
     return rows + small_rows()
 
 

@@ -4,17 +4,15 @@ check that the proxy adds what it should: the median `SELECT 1` round trip throu
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine, make_url, text
 
-ADMIN_URL = os.environ.get("LOOPBOT_BENCH_POSTGRES",
-                           os.environ.get("LOOPBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+from bench.scratch_postgres import ADMIN_URL, create_scratch_database, drop_scratch_database
+
 DELAY_MS = 2.0
 
 
@@ -51,11 +49,10 @@ def proxied_postgres(delay_ms: float = DELAY_MS) -> Iterator[Proxied]:
     from bench.latency_proxy import LatencyProxy
     from loopbot.storage.db import make_engine, upgrade
 
-    name = f"loopbot_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    direct = make_url(ADMIN_URL).set(database=name)
+    created = create_scratch_database()
+    if created is None:
+        raise RuntimeError(f"PostgreSQL at {ADMIN_URL} is unreachable")
+    direct = make_url(created)
     try:
         engine = make_engine(direct.render_as_string(hide_password=False))
         upgrade(engine)
@@ -65,6 +62,4 @@ def proxied_postgres(delay_ms: float = DELAY_MS) -> Iterator[Proxied]:
             direct_ms = select_one_ms(direct.render_as_string(hide_password=False))
             yield Proxied(url, delay_ms, direct_ms, select_one_ms(url))
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_scratch_database(created)
