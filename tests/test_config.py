@@ -150,3 +150,26 @@ def test_cli_exits_2_on_two_bots_with_one_token(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "telegram.bots[1].token_env" in r.stderr and "1:same" not in r.stderr
+
+
+def test_the_three_bot_deployment_in_the_docs_loads_and_can_be_served(tmp_path):
+    """docs/deploying.md#three-bots, as a user would copy it: three Telegram bots and one Discord bot, each fixed to
+    its persona, the comedian on another base model than the coach and the clone, a vLLM server per base model."""
+    import re
+    from pathlib import Path
+
+    from loopbot.base.config import load_settings
+    from loopbot.serving.base_models import check_servable, persona_models, vllm_urls
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploying.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", doc[doc.index("## Three bots"):], re.S).group(1)
+    (tmp_path / "config.toml").write_text(block, encoding="utf-8")
+    env = {"COMEDIAN_TELEGRAM_TOKEN": "1:a", "COACH_TELEGRAM_TOKEN": "2:b", "CLONE_TELEGRAM_TOKEN": "3:c",
+           "COACH_DISCORD_TOKEN": "d"}
+    s = load_settings(tmp_path / "config.toml", env=env)
+    assert [(b.name, b.persona, b.switchable) for b in s.bots("telegram")] == \
+        [("comedian", "comedian", False), ("coach", "coach", False), ("clone", "clone", False)]
+    assert [(b.name, b.persona) for b in s.bots("discord")] == [("coach", "coach")]
+    assert persona_models(s) == {"comedian": "qwen", "coach": "smollm2", "clone": "smollm2"}
+    assert vllm_urls(s) == {"smollm2": ["http://10.0.0.5:8000"], "qwen": ["http://10.0.0.6:8000"]}
+    check_servable(s)  # every persona's base model has vLLM servers: no exit 2
