@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from loopbot.storage.models import Chat, User, utcnow
 
-__all__ = ["user_and_chat"]
+__all__ = ["find_or_add_chat", "find_or_add_user", "user_and_chat"]
 
 _USERS, _CHATS = User.__table__, Chat.__table__
 _FIND_USER = select(_USERS).where(_USERS.c.platform == bindparam("p"), _USERS.c.platform_user_id == bindparam("pid"))
@@ -29,9 +29,10 @@ def user_and_chat(engine: Engine, *, platform: str, platform_user_id: str | None
     for attempt in range(3):
         try:
             with engine.begin() as conn:
-                user = _user(conn, platform, platform_user_id, display_name, default_consent) \
+                user = find_or_add_user(conn, platform, platform_user_id, display_name, default_consent) \
                     if platform_user_id is not None else None
-                chat = _chat(conn, platform, bot, platform_chat_id, chat_type) if platform_chat_id is not None else None
+                chat = find_or_add_chat(conn, platform, bot, platform_chat_id, chat_type) \
+                    if platform_chat_id is not None else None
                 return user, chat
         except IntegrityError:
             if attempt == 2:
@@ -39,7 +40,9 @@ def user_and_chat(engine: Engine, *, platform: str, platform_user_id: str | None
     raise AssertionError("unreachable")
 
 
-def _user(conn: Connection, platform: str, platform_user_id: str, display_name: str, consent: bool) -> User:
+def find_or_add_user(conn: Connection, platform: str, platform_user_id: str, display_name: str,
+                     consent: bool) -> User:
+    """The user row (renamed when `display_name` changed), inserted on first contact, on `conn`'s transaction."""
     name = display_name[:256]
     row = conn.execute(_FIND_USER, {"p": platform, "pid": str(platform_user_id)}).mappings().first()
     if row is None:
@@ -53,11 +56,13 @@ def _user(conn: Connection, platform: str, platform_user_id: str, display_name: 
     return User(**row)
 
 
-def _chat(conn: Connection, platform: str, bot: str, platform_chat_id: str, chat_type: str) -> Chat:
+def find_or_add_chat(conn: Connection, platform: str, bot: str, platform_chat_id: str, chat_type: str,
+                     persona: str | None = None) -> Chat:
+    """The chat row of (platform, bot, platform chat id), inserted on first contact (with `persona`)."""
     row = conn.execute(_FIND_CHAT, {"p": platform, "bot": bot, "pid": str(platform_chat_id)}).mappings().first()
     if row is not None:
         return Chat(**row)
     values = {"platform": platform, "bot": bot, "platform_chat_id": str(platform_chat_id), "type": chat_type,
-              "persona": None, "conversation_id": uuid.uuid4().hex, "created_at": utcnow()}
+              "persona": persona, "conversation_id": uuid.uuid4().hex, "created_at": utcnow()}
     new_id = conn.execute(insert(_CHATS), values).inserted_primary_key[0]
     return Chat(id=new_id, **values)

@@ -7,6 +7,7 @@ import uuid
 
 from sqlalchemy import delete, func, or_, select, update
 
+from loopbot.storage.crud.chat_people import find_or_add_chat, find_or_add_user
 from loopbot.storage.db import DB, transaction
 from loopbot.storage.models import Chat, Comparison, Event, Feedback, Generation, Message, User
 
@@ -31,18 +32,7 @@ __all__ = [
 def get_or_create_user(db: DB, *, platform: str, platform_user_id: str, display_name: str = "",
                        default_consent: bool = True) -> User:
     with transaction(db) as s:
-        user = s.execute(select(User).where(User.platform == platform,
-                                         User.platform_user_id == str(platform_user_id))).scalar_one_or_none()
-        if user is None:
-            user = User(platform=platform, platform_user_id=str(platform_user_id),
-                        display_name=display_name[:256], consent=default_consent)
-            s.add(user)
-            s.flush()
-        elif display_name and user.display_name != display_name[:256]:
-            user.display_name = display_name[:256]
-            s.flush()
-        s.refresh(user)
-        return user
+        return find_or_add_user(s.connection(), platform, str(platform_user_id), display_name, default_consent)
 
 
 def get_user(db: DB, *, user_id: int) -> User | None:
@@ -53,15 +43,7 @@ def get_user(db: DB, *, user_id: int) -> User | None:
 def get_or_create_chat(db: DB, *, platform: str, platform_chat_id: str, type: str = "private",
                        persona: str | None = None, bot: str = "") -> Chat:
     with transaction(db) as s:
-        chat = s.execute(select(Chat).where(Chat.platform == platform, Chat.bot == bot,
-                                         Chat.platform_chat_id == str(platform_chat_id))).scalar_one_or_none()
-        if chat is None:
-            chat = Chat(platform=platform, bot=bot, platform_chat_id=str(platform_chat_id), type=type, persona=persona,
-                        conversation_id=uuid.uuid4().hex)
-            s.add(chat)
-            s.flush()
-        s.refresh(chat)
-        return chat
+        return find_or_add_chat(s.connection(), platform, bot, str(platform_chat_id), type, persona)
 
 
 def get_chat(db: DB, *, chat_id: int) -> Chat | None:
