@@ -32,7 +32,8 @@ def _local(settings, model_name: str) -> LocalBackend:
 def _vllm(settings, urls: list[str]) -> VllmBackend:
     v = settings.serving.vllm
     api_key = os.environ.get(v.api_key_env) if v.api_key_env else None
-    return VllmBackend(urls, api_key=api_key, timeout_s=v.timeout_s, resync_interval_s=v.resync_interval_s)
+    return VllmBackend(urls, api_key=api_key, timeout_s=v.timeout_s, resync_interval_s=v.resync_interval_s,
+                       adapters_from=v.adapters_from, adapter_wait_s=v.adapter_wait_s)
 
 
 def build_backend(settings, *, kind: str | None = None, check: bool = True) -> Backend:

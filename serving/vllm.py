@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -82,7 +83,8 @@ class VllmBackend:
     name = "vllm"
 
     def __init__(self, urls: list[str], *, model: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 120.0, connect_timeout_s: float = 5.0, resync_interval_s: float = 60.0):
+                 timeout_s: float = 120.0, connect_timeout_s: float = 5.0, resync_interval_s: float = 60.0,
+                 adapters_from: str = "path", adapter_wait_s: float = 300.0, poll_s: float = 0.5):
         if not urls:
             raise ValueError("VllmBackend needs at least one replica URL")
         self.replicas = [Replica(u.rstrip("/")) for u in urls]
@@ -97,6 +99,11 @@ class VllmBackend:
         self._adapter_lock = asyncio.Lock()
         self._resync_task: asyncio.Task | None = None
         self._rr = 0
+        # "store": `loopbot serve` beside each replica syncs adapters from the artifact store and loads them; this
+        # client only waits until every replica holds a version (load) and never unloads (module doc of
+        # loopbot.replica_sync)
+        self.follows_store = adapters_from == "store"
+        self.adapter_wait_s, self.poll_s = adapter_wait_s, poll_s
 
     # ---- replicas -------------------------------------------------------------------------------------------
     def _pick(self, exclude: set[int]) -> Replica | None:
@@ -232,9 +239,37 @@ class VllmBackend:
             return False
         raise http_error(r, f"unloading adapter {name!r} on {replica.url}")
 
+    async def _wait_held(self, name: str, location: str) -> None:
+        """adapters_from = store: return once every reachable replica lists `name` (their `loopbot serve` fetched
+        and loaded it); ServingError after adapter_wait_s naming the replicas that lack it."""
+        deadline = time.monotonic() + self.adapter_wait_s
+        while True:
+            lacking, reached = [], 0
+            for replica in self.replicas:
+                try:
+                    present = {m["id"] for m in await self._models(replica)}
+                except BackendUnavailable:
+                    continue
+                reached += 1
+                if name not in present:
+                    lacking.append(replica.url)
+            if reached and not lacking:
+                self.desired[name] = location
+                return
+            if time.monotonic() >= deadline:
+                where = ", ".join(lacking) if reached else "no replica reachable"
+                raise ServingError(f"adapter {name!r} ({location}) is not loaded after {self.adapter_wait_s:.0f} s "
+                                   f"({where}): is `loopbot serve` running beside each replica with the same "
+                                   "database and artifact store?")
+            await asyncio.sleep(self.poll_s)
+
     async def load_adapter(self, name: str, path: str) -> None:
-        """Load on every replica. An error answer from any replica undoes the load on the others and raises;
-        an unreachable replica is skipped (re-sync loads it when it is back) unless none is reachable."""
+        """Load on every replica (adapters_from = store: wait until every replica's `loopbot serve` has).
+        An error answer from any replica undoes the load on the others and raises; an unreachable replica is skipped
+        (re-sync loads it when it is back) unless none is reachable."""
+        if self.follows_store:
+            await self._wait_held(name, path)
+            return
         self._ensure_resync_loop()
         async with self._adapter_lock:
             loaded: list[Replica] = []
@@ -257,6 +292,9 @@ class VllmBackend:
             self.desired[name] = path
 
     async def unload_adapter(self, name: str) -> None:
+        if self.follows_store:  # each replica's `loopbot serve` unloads what the registry no longer needs
+            self.desired.pop(name, None)
+            return
         async with self._adapter_lock:
             was_desired = self.desired.pop(name, None) is not None
             found = False
@@ -291,6 +329,8 @@ class VllmBackend:
     async def resync(self) -> dict[str, list[str]]:
         """Load on each reachable replica the desired adapters it lacks (a restarted vLLM forgot them)."""
         loaded: dict[str, list[str]] = {}
+        if self.follows_store:  # `loopbot serve` re-loads what a restarted replica forgot
+            return loaded
         async with self._adapter_lock:
             for replica in self.replicas:
                 try:

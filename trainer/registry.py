@@ -38,6 +38,13 @@ def running_router(loopbot):
     return vars(loopbot).get("router")
 
 
+def follows_store(router) -> bool:
+    """Whether the router's backends load adapters themselves from the artifact store (vLLM, adapters_from = store)."""
+    backends = getattr(router.backend, "backends", None)
+    parts = backends.values() if isinstance(backends, dict) else [router.backend]
+    return any(getattr(b, "follows_store", False) for b in parts)
+
+
 def _servable(row: Adapter) -> str:
     """The path (or remote model id) to serve `row` from; raises if there is none."""
     if row.remote_model_id:
@@ -56,6 +63,17 @@ async def _switch(loopbot, persona: str, target: Adapter | None, current: Adapte
     """Serve `target` instead of `current`: this process's router swaps first, then `write` records it in one
     transaction; if that fails, the router goes back to `current` (it serves what the database says is active)."""
     router = running_router(loopbot)
+    if router is not None and follows_store(router):
+        # the replicas load a version once the registry says it is live (their `loopbot serve` syncs from the
+        # artifact store): record it first, then flip this process's route once every replica holds it; a flip that
+        # fails keeps the old route and is retried by the next reconcile (other processes follow the same way)
+        with transaction(loopbot.engine) as session:
+            write(session)
+        try:
+            await router.swap(persona, *_route(target))
+        except Exception as e:
+            log.error("%s: recorded as live, not yet routed here: %s (retried at the next reconcile)", persona, e)
+        return
     if router is not None:
         await router.swap(persona, *_route(target))
     try:
