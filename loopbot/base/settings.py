@@ -55,6 +55,14 @@ class VllmSettings(Section):
     dtype: str = "auto"
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     extra_args: list[str] = []
+    adapters_from: Literal["path", "store"] = Field("path", description="path: the bots load adapters into vLLM by "
+                                                    "path (vLLM reads the same disk); store: `loopbot serve` beside "
+                                                    "each vLLM syncs them from the artifact store and the bots wait "
+                                                    "for every replica to hold a version before routing to it")
+    sync_interval_s: float = Field(5.0, gt=0, description="adapters_from = store: how often `loopbot serve` checks "
+                                   "the registry for versions to fetch and load")
+    adapter_wait_s: float = Field(300.0, gt=0, description="adapters_from = store: how long a bot waits for every "
+                                  "replica to hold a new version before keeping the old route (and retrying)")
 
 
 class MistralSettings(Section):
@@ -69,6 +77,8 @@ class ServingSettings(Section):
     local: LocalServingSettings = LocalServingSettings()
     vllm: VllmSettings = VllmSettings()
     mistral: MistralSettings = MistralSettings()
+    reconcile_interval_s: float = Field(30.0, gt=0, description="a bots process without the scheduler: how often "
+                                        "it converges to the adapters the database says are live")
     best_of_n: int = Field(1, ge=1, le=16, description="sample this many replies and send the one the usable "
                            "reward model scores best (1 = off; the reply is sent whole, not streamed)")
 
