@@ -174,6 +174,10 @@ class _Client(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await self.owner.on_message(message)
 
+
+class _ShardedClient(_Client, discord.AutoShardedClient):
+    """Several shards in this process (`shard_ids`), one gateway connection each."""
+
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.owner.on_reaction(payload, added=True)
 
@@ -222,8 +226,22 @@ class DiscordBot:
     def build(self) -> _Client:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable "Message Content Intent" in the Developer Portal
-        return _Client(self, intents=intents, guild_ready_timeout=self.guild_ready_timeout,
-                       allowed_mentions=discord.AllowedMentions.none())
+        kw: dict[str, Any] = {"intents": intents, "guild_ready_timeout": self.guild_ready_timeout,
+                              "allowed_mentions": discord.AllowedMentions.none()}
+        count, ids = self.shards()
+        if count is None:
+            return _Client(self, **kw)
+        if ids is not None and len(ids) == 1:
+            return _Client(self, shard_id=ids[0], shard_count=count, **kw)
+        return _ShardedClient(self, shard_count=count, shard_ids=list(ids) if ids is not None else None, **kw)
+
+    def shards(self) -> tuple[int | None, tuple[int, ...] | None]:
+        """(shard_count, the shard ids this process runs): the bot's own `[[discord.bots]]` entry, else
+        `[discord]`; (None, None) = one connection, no sharding."""
+        if self.served is not None and self.served.shard_count is not None:
+            return self.served.shard_count, self.served.shard_ids
+        ids = self.settings.shard_ids
+        return self.settings.shard_count, tuple(ids) if ids is not None else None
 
     async def start(self, timeout_s: float = 60.0) -> None:
         """Log in, connect the gateway, register the slash commands and wait until the bot is ready."""

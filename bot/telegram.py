@@ -3,6 +3,7 @@ into the chat core's Incoming / Press / Reaction and renders the core's reply st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -27,6 +28,8 @@ from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
 from loopbot.bot.render import InProgress, RateLimited, Renderer, TooLong, markdown_to_html
+from loopbot.bot.update_gate import MemoryGate, RedisGate, make_gate
+from loopbot.bot.webhook_server import WebhookServer, webhook_app
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,8 @@ class TelegramBot:
     ChatService. `bot`: which of `[[telegram.bots]]` it is (None: the one-bot form, `[telegram] token_env`)."""
 
     def __init__(self, service: ChatService, settings: TelegramSettings, token: str, *,
-                 webhook_secret: str | None = None, poll_timeout_s: int = 10, bot: ServedBot | None = None):
+                 webhook_secret: str | None = None, poll_timeout_s: int = 10, bot: ServedBot | None = None,
+                 redis_url: str = ""):
         self.service = service
         self.settings = settings
         self.served = bot
@@ -119,13 +123,25 @@ class TelegramBot:
         self.token = token
         self.webhook_secret = webhook_secret
         self.poll_timeout_s = poll_timeout_s
+        self.redis_url = redis_url
         self.app: Application | None = None
         self._in_progress = InProgress()  # the replies being shown now (finished before the application stops)
+        self._webhook: WebhookServer | None = None
+        self._gate: MemoryGate | RedisGate | None = None
+        self._updates: set[asyncio.Task] = set()  # webhook updates being handled (or waiting for their chat's turn)
+        self.handled = 0  # webhook updates this process handled
+
+    @property
+    def webhook(self) -> bool:
+        return self.settings.mode == "webhook"
 
     def build(self) -> Application:
-        app = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
-               .base_file_url(self.settings.base_file_url).concurrent_updates(True)
-               .connection_pool_size(CONNECTIONS).pool_timeout(POOL_TIMEOUT_S).build())
+        builder = (ApplicationBuilder().token(self.token).base_url(self.settings.base_url)
+                   .base_file_url(self.settings.base_file_url).concurrent_updates(True)
+                   .connection_pool_size(CONNECTIONS).pool_timeout(POOL_TIMEOUT_S))
+        if self.webhook:
+            builder = builder.updater(None)  # the webhook is loopbot's own route (bot/webhook_server.py)
+        app = builder.build()
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
         app.add_handler(CallbackQueryHandler(self.on_press))
         app.add_handler(MessageReactionHandler(self.on_reaction))
@@ -146,12 +162,8 @@ class TelegramBot:
             await app.bot.set_my_commands([BotCommand(n, d) for n, (d, admin) in COMMANDS.items() if not admin])
         except TelegramError as e:
             log.warning("could not set the command menu: %s", e)
-        if self.settings.mode == "webhook":
-            url = (self.served.webhook_url if self.served else self.settings.webhook_url) or ""
-            port = (self.served.webhook_port if self.served else None) or self.settings.webhook_port
-            await app.updater.start_webhook(listen=self.settings.webhook_listen, port=port,
-                                            url_path=urlparse(url).path.lstrip("/"), webhook_url=url,
-                                            secret_token=self.webhook_secret, allowed_updates=ALLOWED_UPDATES)
+        if self.webhook:
+            await self._start_webhook(app)
         else:
             await app.updater.start_polling(poll_interval=0, timeout=self.poll_timeout_s,
                                             allowed_updates=ALLOWED_UPDATES)
@@ -165,14 +177,65 @@ class TelegramBot:
             return
         if app.updater and app.updater.running:
             await app.updater.stop()
+        if self._webhook is not None:
+            await self._webhook.stop()
+            self._webhook = None
         if self._in_progress:
             log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
         await self._in_progress.finish(grace_s)
+        for task in list(self._updates):  # waiting for their chat's turn: another process may take the chat
+            task.cancel()
+        await asyncio.gather(*self._updates, return_exceptions=True)
+        if self._gate is not None:
+            await self._gate.close()
+            self._gate = None
         await self.service.db.settle()  # the platform ids of the last replies
         if app.running:
             await app.stop()
         await app.shutdown()
+
+    # ---- the webhook (several processes may serve one bot) ---------------------------------------------------------
+
+    async def _start_webhook(self, app: Application) -> None:
+        """Serve the webhook route on this bot's port, then (re)register it with Telegram. Every process calls
+        setWebhook with the same url, secret and update kinds: idempotent, so no process is special; none deletes
+        the webhook when it stops (the others still serve it)."""
+        url = (self.served.webhook_url if self.served else self.settings.webhook_url) or ""
+        port = (self.served.webhook_port if self.served else None) or self.settings.webhook_port
+        bot_id = self.token.split(":", 1)[0]
+        self._gate = make_gate(self.redis_url, f"loopbot:telegram:{bot_id}", ttl_s=self.settings.webhook_dedupe_ttl_s)
+        self._webhook = WebhookServer(webhook_app(urlparse(url).path or "/", self.webhook_secret, self.receive),
+                                      self.settings.webhook_listen, port, reuse_port=self.settings.webhook_reuse_port)
+        await self._webhook.start()
+        await app.bot.set_webhook(url, secret_token=self.webhook_secret, allowed_updates=ALLOWED_UPDATES)
+
+    async def receive(self, data: dict) -> None:
+        """One webhook delivery: dropped if any process took this update_id already; else handled in a task
+        (the route answers at once), a message after the earlier messages of its chat (bot/update_gate.py)."""
+        app, gate = self.app, self._gate
+        assert app is not None and gate is not None
+        update = Update.de_json(data, app.bot)
+        chat_id = update.message.chat.id if update.message else None  # messages are answered in order
+        if not await gate.admit(update.update_id, chat_id):
+            log.info("update %s was delivered again; handled once already", update.update_id)
+            return
+        task = asyncio.create_task(self._process(update, chat_id), name=f"telegram-update:{update.update_id}")
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    async def _process(self, update: Update, chat_id: int | None) -> None:
+        assert self.app is not None and self._gate is not None
+        try:
+            if chat_id is None:
+                await self.app.process_update(update)
+            else:
+                async with self._gate.turn(chat_id, update.update_id):
+                    await self.app.process_update(update)
+            self.handled += 1
+            log.debug("handled update %s", update.update_id)
+        except Exception:
+            log.exception("handling Telegram update %s failed", update.update_id)
 
     # ---- updates -----------------------------------------------------------------------------------------------
 

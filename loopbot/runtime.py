@@ -86,10 +86,10 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         if not token:
             _not_started(settings, served)
             continue
-        secret = env.get(served.webhook_secret_env or settings.telegram.webhook_secret_env) or secrets.token_urlsafe(32)
+        secret = _webhook_secret(settings, served, env)
         redact.add_secrets([token, secret])
         bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret,
-                          bot=served if served.name else None)
+                          bot=served if served.name else None, redis_url=settings.shared.redis_url)
         try:
             await bot.start()
         except TokenRejected:
@@ -118,6 +118,20 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         task = asyncio.create_task(serve(loopbot), name="web")
         watched.append(task)
         stoppers.append(("web", lambda: _cancel(task)))
+
+
+def _webhook_secret(settings, served, env: Mapping[str, str]) -> str:
+    """The webhook's secret from its variable; a random one for one process alone. Several processes serving one
+    bot (`webhook_reuse_port`, `[shared] redis_url`) must share it: each would otherwise register its own."""
+    name = served.webhook_secret_env or settings.telegram.webhook_secret_env
+    secret = env.get(name)
+    if secret:
+        return secret
+    tg = settings.telegram
+    if tg.mode == "webhook" and (tg.webhook_reuse_port or settings.shared.redis_url):
+        raise ConfigError(f"set {name} ({served.key}.webhook_secret_env): the processes that serve one webhook "
+                          "must share its secret")
+    return secrets.token_urlsafe(32)
 
 
 def _part(platform: str, served) -> str:

@@ -100,7 +100,8 @@ class FakeDiscord:
     """One guild with one text channel, one bot application (more with `add_app`) and any number of users."""
 
     def __init__(self, *, token: str = "fake-discord-token", interaction_deadline_s: float = 3.0,
-                 edit_limit: tuple[int, float] | None = None, privileged_intents: bool = True):
+                 edit_limit: tuple[int, float] | None = None, privileged_intents: bool = True,
+                 guild_id: int | None = None):
         self.token = token
         self.privileged_intents = privileged_intents  # False: the app has not turned on Message Content
         self.read_only_channels: set[int] = set()  # channels where the bot lacks Send Messages
@@ -112,7 +113,7 @@ class FakeDiscord:
         self.primary = FakeApp(token, self.bot_user)
         self.apps: dict[str, FakeApp] = {token: self.primary}  # token -> application
         self._socket_apps: dict[web.WebSocketResponse, FakeApp] = {}
-        self.guild_id = self.snowflake()
+        self.guild_id = guild_id if guild_id is not None else self.snowflake()
         self.channel_id = self.snowflake()
         self.other_channel_id = self.snowflake()
         self.users: dict[int, FakeUser] = {}
@@ -126,6 +127,8 @@ class FakeDiscord:
         self.rate_limited: list[tuple[str, str]] = []  # calls answered 429
         self.identify: dict | None = None
         self.identify_count = 0
+        self.shards: list[tuple[int, int]] = []  # the `shard` [id, count] of every IDENTIFY, in order
+        self._socket_shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self.ready_sent = asyncio.Event()  # set once a bot has identified and been sent READY and its guild
         self.resumes = 0
         self._edit_times: dict[int, list[float]] = {}
@@ -339,6 +342,8 @@ class FakeDiscord:
         for ws in list(self._sockets):
             if app is not None and self._socket_apps.get(ws) is not app:
                 continue
+            if data.get("guild_id") and not self._owns(ws, int(data["guild_id"])):
+                continue  # Discord sends a guild's events to the shard (guild_id >> 22) % shard_count only
             self._seq += 1
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
 
@@ -363,6 +368,9 @@ class FakeDiscord:
                     break
                 self.identify = msg["d"]
                 self.identify_count += 1
+                shard_id, shard_count = msg["d"].get("shard") or (0, 1)
+                self.shards.append((shard_id, shard_count))
+                self._socket_shards[ws] = (shard_id, shard_count)
                 self._sockets.append(ws)
                 self._socket_apps[ws] = app
                 await self._send_ready(ws, app)
@@ -382,13 +390,21 @@ class FakeDiscord:
         self._socket_apps.pop(ws, None)
         return ws
 
+    def _owns(self, ws: web.WebSocketResponse, guild_id: int) -> bool:
+        shard_id, count = self._socket_shards.get(ws, (0, 1))
+        return (guild_id >> 22) % count == shard_id
+
     async def _send_ready(self, ws: web.WebSocketResponse, app: FakeApp) -> None:
         self._seq += 1
+        owns = self._owns(ws, self.guild_id)
         ready = {"v": 10, "user": {**app.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
-                 "guilds": [{"id": str(self.guild_id), "unavailable": True}], "session_id": f"s{self._seq}",
-                 "resume_gateway_url": self.gateway_url, "shard": [0, 1],
+                 "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns else [],
+                 "session_id": f"s{self._seq}", "resume_gateway_url": self.gateway_url,
+                 "shard": list(self._socket_shards.get(ws, (0, 1))),
                  "application": {"id": str(app.application_id), "flags": 0}, "private_channels": []}
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
+        if not owns:
+            return
         self._seq += 1
         await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq, "d": self._guild()}))
 

@@ -118,6 +118,10 @@ class FakeTelegram:
         self.commands: list[dict] = []
         self.webhook: dict | None = None
         self.webhook_responses: list[int] = []
+        self.webhook_updates: list[dict] = []  # every update posted to the webhook, in order
+        self.webhook_serial = False  # True: post one update at a time, each on a new connection, in order
+        self._backlog: list[dict] = []
+        self._sender: asyncio.Task | None = None
         self.refuse_entities = False
         # Real Telegram counts 4096 characters after entity parsing; a strict server or a proxy counts the text as
         # received (HTML tags and entities included). This fake counts both; a test may lower the limit.
@@ -288,21 +292,37 @@ class FakeTelegram:
             kind = next(k for k in update if k != "update_id")
             if kind not in set(self.webhook.get("allowed_updates") or DEFAULT_UPDATES):
                 return
-            task = asyncio.get_running_loop().create_task(self._post_webhook(update))
+            if self.webhook_serial:
+                self._backlog.append(update)
+                if self._sender is not None and not self._sender.done():
+                    return
+                task = self._sender = asyncio.get_running_loop().create_task(self._post_backlog())
+            else:
+                task = asyncio.get_running_loop().create_task(self._post_webhook(update))
             self._pushes.add(task)
             task.add_done_callback(self._pushes.discard)
             return
         self._updates.append(update)
         asyncio.get_running_loop().create_task(self._notify())
 
-    async def _post_webhook(self, update: dict) -> None:
+    async def _post_backlog(self) -> None:
+        while self._backlog:
+            await self._post_webhook(self._backlog.pop(0))
+
+    async def _post_webhook(self, update: dict) -> int:
+        """Deliver one update as Telegram does (also a re-delivery: pass an update from webhook_updates);
+        returns the webhook's HTTP status."""
         headers = {}
         if self.webhook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook["secret_token"]
+        self.webhook_updates.append(update)
         async with ClientSession() as session, session.post(self.webhook["url"], json=update,
                                                             headers=headers) as resp:
             self.webhook_responses.append(resp.status)
         await self._notify()
+        return resp.status
+
+    redeliver = _post_webhook
 
     def _message_dict(self, m: SentMessage | None, chat_id: int, message_id: int) -> dict:
         if m is None:

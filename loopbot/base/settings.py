@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loopbot.base.errors import UsageError
 
@@ -123,6 +123,33 @@ class BotSettings(Section):
                              "(false: it always answers as `persona`)")
 
 
+def check_shards(count: int | None, ids: list[int] | None, where: str) -> None:
+    """`shard_ids` need `shard_count`; each id is in 0..count-1, none twice. One-line errors."""
+    if ids is None:
+        return
+    if count is None:
+        raise ValueError(f"{where}.shard_ids needs {where}.shard_count (the total number of shards)")
+    if not ids:
+        raise ValueError(f"{where}.shard_ids is empty: list the shards this process runs, or leave it unset")
+    bad = [i for i in ids if not 0 <= i < count]
+    if bad:
+        raise ValueError(f"{where}.shard_ids {bad} outside 0..{count - 1} (shard_count = {count})")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{where}.shard_ids lists a shard twice: {ids}")
+
+
+class DiscordBotSettings(BotSettings):
+    shard_count: int | None = Field(None, ge=1, description="the total number of shards of this bot (all "
+                                    "processes); unset = discord.shard_count")
+    shard_ids: list[int] | None = Field(None, description="the shards this process runs; unset = "
+                                        "discord.shard_ids (or all of shard_count)")
+
+    @model_validator(mode="after")
+    def _shards(self):
+        check_shards(self.shard_count, self.shard_ids, f"discord.bots[{self.name}]")
+        return self
+
+
 class TelegramBotSettings(BotSettings):
     webhook_url: str | None = Field(None, description="mode = webhook: the public address Telegram calls for this "
                                     "bot; unset = telegram.webhook_url + '/' + name")
@@ -146,6 +173,8 @@ class ServedBot:
     webhook_url: str | None = None
     webhook_port: int | None = None
     webhook_secret_env: str | None = None
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
 
     @property
     def label(self) -> str:
@@ -162,6 +191,11 @@ class TelegramSettings(Section):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(8443, gt=0, lt=65536)
     webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    webhook_reuse_port: bool = Field(False, description="mode = webhook: bind the webhook port with SO_REUSEPORT "
+                                     "so several `loopbot run` processes on one host listen on one address (set "
+                                     "the secret variable: every process must use the same secret)")
+    webhook_dedupe_ttl_s: int = Field(86400, gt=0, description="mode = webhook: how long an update_id is "
+                                      "remembered so a re-delivery gets no second reply")
     default_persona: str | None = None
     edit_interval_s: float = Field(1.0, ge=0)
     bots: list[TelegramBotSettings] = Field([], description="several bots in one run; when set, token_env is "
@@ -175,7 +209,32 @@ class DiscordSettings(Section):
     edit_interval_s: float = Field(1.0, ge=0)
     api_base: str | None = None
     gateway_url: str | None = None
-    bots: list[BotSettings] = Field([], description="several bots in one run; when set, token_env is not used")
+    shard_count: int | None = Field(None, ge=1, description="the total number of gateway shards (all processes "
+                                    "together); unset = one shard")
+    shard_ids: list[int] | None = Field(None, description="the shards this process runs, e.g. [0, 1]; unset = "
+                                        "all of shard_count")
+    bots: list[DiscordBotSettings] = Field([], description="several bots in one run; when set, token_env is not "
+                                           "used")
+
+    @field_validator("bots", mode="before")
+    @classmethod
+    def _plain_bots(cls, v):
+        """A plain BotSettings (as [[telegram.bots]] would take) is a Discord bot without its own shards."""
+        if isinstance(v, list):
+            return [b.model_dump() if type(b) is BotSettings else b for b in v]
+        return v
+
+    @model_validator(mode="after")
+    def _shards(self):
+        check_shards(self.shard_count, self.shard_ids, "discord")
+        return self
+
+
+class SharedSettings(Section):
+    """State several `loopbot run` processes share (docs/platforms.md#several-processes)."""
+
+    redis_url: str = Field("", description="redis://host:port/db: webhook update de-duplication and per-chat "
+                           "order across processes; empty = this process alone")
 
 
 class FeedbackSettings(Section):
@@ -387,6 +446,7 @@ class Settings(Section):
     schedule: ScheduleSettings = ScheduleSettings()
     access: AccessSettings = AccessSettings()
     web: WebSettings = WebSettings()
+    shared: SharedSettings = SharedSettings()
 
     @field_validator("personas")
     @classmethod
@@ -421,14 +481,19 @@ class Settings(Section):
         section = getattr(self, platform)
         default = section.default_persona or self.default_persona
         tg = platform == "telegram"
+        shards = {} if tg else {"shard_count": section.shard_count,
+                                "shard_ids": tuple(section.shard_ids) if section.shard_ids is not None else None}
         if not section.bots:
             return [ServedBot(platform, "", platform, section.token_env, default, True,
                               webhook_url=section.webhook_url if tg else None,
                               webhook_port=section.webhook_port if tg else None,
-                              webhook_secret_env=section.webhook_secret_env if tg else None)]
+                              webhook_secret_env=section.webhook_secret_env if tg else None, **shards)]
         out = []
         for i, b in enumerate(section.bots):
-            web: dict = {}
+            web: dict = dict(shards)
+            if not tg and b.shard_count is not None:
+                web = {"shard_count": b.shard_count,
+                       "shard_ids": tuple(b.shard_ids) if b.shard_ids is not None else None}
             if tg:
                 base = (section.webhook_url or "").rstrip("/")
                 web = {"webhook_url": b.webhook_url or (f"{base}/{b.name}" if base else None),
