@@ -1,5 +1,6 @@
-"""`loopbot run`: one asyncio process with the enabled bots, the training schedule and the web pages, stopped
-cleanly by SIGINT or SIGTERM."""
+"""`loopbot run`: one asyncio process with the enabled bots, the training schedule, the web pages and (with the
+PostgreSQL job queue) a training worker, stopped cleanly by SIGINT or SIGTERM. `roles` runs only some of them, so
+each can run in its own process or on its own host (docs/deploying.md#several-hosts)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from loopbot.base import redact
 from loopbot.base.config import check_bot_tokens, platform_token
-from loopbot.base.errors import ConfigError, TokenRejected
+from loopbot.base.errors import ConfigError, TokenRejected, UsageError
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.telegram import TelegramBot
+from loopbot.trainer.jobs import queue_enabled, run_worker
+from loopbot.trainer.registry import reconcile_router
 from loopbot.trainer.schedule import start_scheduler
 from loopbot.web.server import serve
 
@@ -23,18 +26,33 @@ log = logging.getLogger("loopbot.run")
 
 Stopper = Callable[[], Awaitable[None]]
 MIN_ADMIN_TOKEN_CHARS = 24
+ROLES = ("bots", "web", "scheduler", "worker")
 
 
-def run_forever(loopbot) -> None:
+def run_forever(loopbot, roles: Iterable[str] | None = None) -> None:
     """Serve until SIGINT / SIGTERM."""
-    asyncio.run(serve_all(loopbot))
+    asyncio.run(serve_all(loopbot, roles=roles))
 
 
-async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None) -> list[str]:
-    """Start every enabled part, wait for `stop` (set by SIGINT/SIGTERM), then stop them in reverse order.
-    Returns the names of the parts that ran."""
+def parse_roles(text: str | None) -> frozenset[str] | None:
+    """`--only bots,web` -> {"bots", "web"}; None or "" -> None (every enabled role). Unknown names: UsageError."""
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROLES]
+    if unknown or not names:
+        raise UsageError(f"--only {text!r}: expected a comma-separated list of {', '.join(ROLES)}")
+    return frozenset(names)
+
+
+async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None,
+                    roles: Iterable[str] | None = None) -> list[str]:
+    """Start every enabled part (or only those of `roles`), wait for `stop` (set by SIGINT/SIGTERM), then stop them
+    in reverse order. Returns the names of the parts that ran."""
     env = os.environ if env is None else env
-    check_admin_token(loopbot.settings, env)
+    roles = frozenset(roles) if roles is not None else None
+    if roles is None or "web" in roles:
+        check_admin_token(loopbot.settings, env)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -43,7 +61,7 @@ async def serve_all(loopbot, *, stop: asyncio.Event | None = None, env: Mapping[
     stoppers: list[tuple[str, Stopper]] = []
     watched: list[asyncio.Task] = []
     try:
-        await _start_parts(loopbot, env, stoppers, watched)
+        await _start_parts(loopbot, env, stoppers, watched, roles)
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({waiter, *watched}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -74,7 +92,53 @@ def check_admin_token(settings, env: Mapping[str, str]) -> None:
                           "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or unset it")
 
 
-async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task]) -> None:
+async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watched: list[asyncio.Task],
+                       roles: frozenset[str] | None = None) -> None:
+    settings = loopbot.settings
+    wanted = roles or frozenset(ROLES)
+    if "bots" in wanted:
+        await _start_bots(loopbot, env, stoppers)
+        if "scheduler" not in wanted or not settings.schedule.enabled:  # else the scheduler's check does it
+            watched.append(follow_routes(loopbot, stoppers))
+    if "scheduler" in wanted and (settings.schedule.enabled or roles is not None):
+        scheduler = start_scheduler(loopbot)
+        stoppers.append(("scheduler", lambda: _shutdown_scheduler(scheduler)))
+    if "worker" in wanted and (queue_enabled(settings) or roles is not None):
+        if not queue_enabled(settings):
+            raise UsageError("the worker role takes training jobs from the PostgreSQL job queue, which is off "
+                             f"([trainer] queue = {settings.trainer.queue!r}, storage.url is "
+                             f"{make_url_dialect(settings.database_url)}): cycles run where they are requested")
+        task = asyncio.create_task(run_worker(loopbot, stop=None), name="worker")
+        watched.append(task)
+        stoppers.append(("worker", lambda: _cancel(task)))
+    if "web" in wanted and (settings.web.enabled or roles is not None):
+        task = asyncio.create_task(serve(loopbot), name="web")
+        watched.append(task)
+        stoppers.append(("web", lambda: _cancel(task)))
+
+
+def make_url_dialect(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def follow_routes(loopbot, stoppers: list[tuple[str, Stopper]]) -> asyncio.Task:
+    """A bots process without the scheduler still serves what the database says is live: every
+    serving.reconcile_interval_s its router converges to the active adapters (a promotion or rollback made by a
+    worker, the web side or the CLI in another process)."""
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(loopbot.settings.serving.reconcile_interval_s)
+            try:
+                await reconcile_router(loopbot)
+            except Exception as e:
+                log.error("following the live adapters failed: %s", e)
+
+    task = asyncio.create_task(follow(), name="follow-routes")
+    stoppers.append(("routes", lambda: _cancel(task)))
+    return task
+
+
+async def _start_bots(loopbot, env, stoppers: list[tuple[str, Stopper]]) -> None:
     settings = loopbot.settings
     _ = loopbot.backend  # built now (models load on first use): a configuration that cannot be served stops here
     stoppers.append(("serving", lambda: _close_backend(loopbot)))
@@ -111,13 +175,6 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
     if not platforms:
         log.warning("no chat platform enabled: set %s (Telegram) or %s (Discord) to start a bot",
                     settings.telegram.token_env, settings.discord.token_env)
-    if settings.schedule.enabled:
-        scheduler = start_scheduler(loopbot)
-        stoppers.append(("scheduler", lambda: _shutdown_scheduler(scheduler)))
-    if settings.web.enabled:
-        task = asyncio.create_task(serve(loopbot), name="web")
-        watched.append(task)
-        stoppers.append(("web", lambda: _cancel(task)))
 
 
 def _webhook_secret(settings, served, env: Mapping[str, str]) -> str:

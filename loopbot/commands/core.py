@@ -44,13 +44,17 @@ def db_current(ctx: typer.Context) -> None:
     typer.echo(current_revision(engine) or "empty (run `loopbot db upgrade`)")
 
 
-def run(ctx: typer.Context) -> None:
-    """Start the enabled bots, the training scheduler and the web pages, in one process."""
+def run(ctx: typer.Context,
+        only: str = typer.Option(None, "--only", help="run only these roles, comma-separated: bots, web, scheduler, "
+                                 "worker (default: every enabled one, in this process)")) -> None:
+    """Start the enabled bots, the training scheduler, the web pages and (with the PostgreSQL job queue) a training
+    worker, in one process; `--only` runs some of them, e.g. one process per role or per host."""
     # imported here, not at the top: the runtime brings the Telegram and Discord SDKs, FastAPI and uvicorn, which
     # would triple the time of every other command (`loopbot --help`: ~1 s instead of ~3 s)
-    from loopbot.runtime import run_forever
+    from loopbot.runtime import parse_roles, run_forever
 
-    run_forever(app_from(ctx, check_secrets=True))
+    roles = parse_roles(only)
+    run_forever(app_from(ctx, check_secrets=roles is None or "bots" in roles), roles)
 
 
 def chat(ctx: typer.Context, persona: str = typer.Option(None, "--persona", "-p", help="persona to talk to"),

@@ -74,6 +74,25 @@ def _plan(settings, model: str | None, port: int | None) -> list[tuple[str, int]
     return plan
 
 
+def _start_store_sync(loopbot, servers, stop: threading.Event) -> None:
+    """adapters_from = store: a thread keeps each server holding its personas' live versions, fetched from the
+    artifact store (loopbot.replica_sync); returns after the first pass, having printed what it loaded."""
+    from loopbot.replica_sync import ReplicaSync, start_sync_thread
+
+    settings = loopbot.settings
+    v = settings.serving.vllm
+    unload_after = v.unload_grace_s + settings.serving.reconcile_interval_s  # the bots have flipped by then
+    syncs = [ReplicaSync(settings, loopbot.engine, name, server.url, settings.data_dir / "cache" / "artifacts",
+                         api_key=server.api_key, unload_after_s=unload_after) for name, server, _ in servers]
+    _, first = start_sync_thread(syncs, v.sync_interval_s, stop)
+    first.wait(600)
+    for sync in syncs:
+        typer.echo(f"adapters from the artifact store on {sync.url}: following the registry every "
+                   f"{v.sync_interval_s:g} s")
+        for name, why in sorted(sync.problems.items()):
+            typer.echo(f"  {name}: NOT LOADED: {why}", err=True)
+
+
 def serve(ctx: typer.Context,
           host: str = typer.Option(None, help="address to bind (default serving.vllm.host, 127.0.0.1)"),
           port: int = typer.Option(None, help="port (default serving.vllm.port; with several base models, each "
@@ -91,7 +110,8 @@ def serve(ctx: typer.Context,
     settings = loopbot.settings
     v = settings.serving.vllm
     plan = _plan(settings, model, port)
-    all_routes = loopbot.active_routes() if adapters else {}
+    from_store = adapters and v.adapters_from == "store"
+    all_routes = loopbot.active_routes() if adapters and not from_store else {}
     check = base_model_check(settings)
     share = None
     servers: list[tuple[str, VllmServer, dict]] = []
@@ -122,6 +142,8 @@ def serve(ctx: typer.Context,
             seconds = server.wait_ready(start_timeout, progress=typer.echo, stop=stop)
             which = f" for {name}" if len(servers) > 1 else ""
             typer.echo(f"vLLM{which} ready in {seconds:.0f} s")
+            if from_store:
+                continue
             if routes:
                 live, problems = asyncio.run(_load_active(server.url, name, routes, server.api_key, check,
                                                           settings))
@@ -129,6 +151,8 @@ def serve(ctx: typer.Context,
                     typer.echo(f"  {persona}: {served or 'base model'}")
                 for persona, why in sorted(problems.items()):
                     typer.echo(f"  {persona}: NOT LOADED: {why}", err=True)
+        if from_store:
+            _start_store_sync(loopbot, servers, stop)
         for name, server, _ in servers:
             typer.echo(f"serving {name} at {server.url} (point serving.vllm.urls here); Ctrl-C to stop")
         while not stop.is_set():

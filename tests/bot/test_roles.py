@@ -1,0 +1,91 @@
+"""`loopbot run --only ROLES`: each role starts alone (docs/deploying.md#several-hosts). A web-only process builds no
+serving backend; a bots-only process (no scheduler beside it) still follows promotions and rollbacks made by other
+processes; unknown roles and a worker without the job queue are refused with one line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from loopbot.app import Loopbot
+from loopbot.base.config import load_settings
+from loopbot.cli import main
+from loopbot.runtime import serve_all
+from loopbot.storage import crud
+from testkit.fake_vllm import FakeVllm
+from testkit.ports import free_port
+from tests.serving.conftest import write_adapter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_for(tmp_path, **overrides):
+    return load_settings(ROOT / "config.toml", env={}, check_secrets=False, overrides={
+        "data_dir": str(tmp_path / "data"), "web.port": free_port(), "telegram.enabled": False,
+        "discord.enabled": False, **overrides})
+
+
+async def run_until(loopbot, roles, until, timeout: float = 20.0) -> list[str]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_all(loopbot, stop=stop, env={}, roles=roles))
+    try:
+        await asyncio.wait_for(until(), timeout)
+    finally:
+        stop.set()
+    return await asyncio.wait_for(task, 30)
+
+
+async def test_web_alone_builds_no_serving_backend_and_no_bots(tmp_path):
+    import httpx
+
+    loopbot = Loopbot(settings_for(tmp_path))
+
+    async def web_answers():
+        async with httpx.AsyncClient(trust_env=False) as http:
+            while True:
+                try:
+                    if (await http.get(f"http://127.0.0.1:{loopbot.settings.web.port}/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    parts = await run_until(loopbot, {"web"}, web_answers)
+    assert parts == ["web"]
+    assert "backend" not in vars(loopbot) and "router" not in vars(loopbot)
+
+
+async def test_bots_alone_follow_a_promotion_made_by_another_process(tmp_path):
+    async with FakeVllm(model="smollm2") as vllm:
+        loopbot = Loopbot(settings_for(tmp_path, **{"serving.backend": "vllm", "serving.vllm.urls": [vllm.url],
+                                                    "serving.reconcile_interval_s": 0.2}))
+        path = write_adapter(tmp_path / "adapters" / "coach-v1")
+        other = Loopbot(loopbot.settings)  # e.g. a worker on another host: only the database changes
+        crud.create_adapter(other.engine, persona="coach", version=1, base_model="smollm2", path=str(path))
+        _ = loopbot.router  # the bots' router, as a chat would build it
+
+        async def promoted_then_routed():
+            await asyncio.sleep(0.3)
+            crud.activate_adapter(other.engine, persona="coach", version=1)
+            while loopbot.router.route("coach") != "coach-v1":
+                await asyncio.sleep(0.05)
+
+        parts = await run_until(loopbot, {"bots"}, promoted_then_routed)
+        assert parts == ["serving", "routes"]
+        assert vllm.loads == ["coach-v1"]
+        other.engine.dispose()
+        loopbot.engine.dispose()
+
+
+@pytest.mark.parametrize(("only", "message"), [
+    ("bots,gpu", "--only 'bots,gpu': expected a comma-separated list of bots, web, scheduler, worker"),
+    ("worker", "the worker role takes training jobs from the PostgreSQL job queue, which is off"),
+])
+def test_unknown_roles_and_a_worker_without_the_queue_are_refused(tmp_path, monkeypatch, capsys, only, message):
+    monkeypatch.setenv("LOOPBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(ROOT / "config.toml"), "run", "--only", only]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
