@@ -205,3 +205,37 @@ def test_a_failed_job_is_retried_by_hand(pg_bot):
         c.execute(text("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = :id"), {"id": job_id})
     assert jobs.retry_job(pg_bot.settings, job_id) == job_id
     assert _job(pg_bot, job_id).status == "todo"
+
+
+def _cli(bot, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loopbot.cli", *args], cwd=ROOT, env=_env(bot), capture_output=True,
+                          text=True, timeout=WAIT_S)
+
+
+@pytest.mark.postgres
+def test_loopbot_train_enqueue_prints_the_job_id_and_jobs_list_shows_it(pg_bot):
+    r = _cli(pg_bot, "train", "--persona", "coach", "--enqueue")
+    assert r.returncode == 0 and r.stdout.startswith("queued training job "), r.stdout + r.stderr
+    job_id = int(r.stdout.split()[3])
+    listed = _cli(pg_bot, "jobs", "list")
+    assert listed.returncode == 0 and f"job {job_id}  coach" in listed.stdout and "todo" in listed.stdout, listed
+    again = _cli(pg_bot, "train", "--persona", "coach", "--enqueue")
+    assert again.returncode != 0 and "already queued" in again.stderr
+
+
+def test_loopbot_train_enqueue_on_sqlite_says_the_queue_is_off(loopbot):
+    r = _cli(loopbot, "train", "--persona", "coach", "--enqueue")
+    assert r.returncode == 2 and "--enqueue needs the training queue" in r.stderr and "SQLite" in r.stderr, r.stderr
+    assert _cli(loopbot, "worker", "--once").returncode == 2
+
+
+@pytest.mark.postgres
+async def test_the_nightly_cron_queues_the_cycle_when_the_queue_is_on(pg_bot, monkeypatch):
+    from loopbot.trainer import schedule
+
+    monkeypatch.setattr(schedule, "_loopbot", pg_bot)
+    said = await schedule.scheduled_cycle("coach")
+    assert "queued" in said
+    [job] = jobs.list_jobs(pg_bot.settings)
+    assert (job.persona, job.trigger, job.status) == ("coach", "cron", "todo")
+    assert crud.list_training_runs(pg_bot.engine) == []
