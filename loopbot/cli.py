@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
 
 from loopbot.base.errors import LoopbotError
 from loopbot.base.redact import redact
-from loopbot.commands import adapters, bench, core, dataset, demo, evaluate, imports, model, serve, train
+from loopbot.commands import adapters, bench, core, dataset, demo, evaluate, imports, model, serve, train, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="loopbot: chat personas that get better from their users' votes every night.")
@@ -29,7 +29,7 @@ def _root(ctx: typer.Context,
     ctx.obj = {"config": config}
 
 
-for group in (core, model, imports, dataset, train, evaluate, adapters, serve, demo, bench):  # the --help order
+for group in (core, model, imports, dataset, train, worker, evaluate, adapters, serve, demo, bench):  # the --help order
     group.register(app)
 
 

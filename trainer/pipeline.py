@@ -18,6 +18,7 @@ from loopbot.base.errors import UsageError
 from loopbot.storage import crud
 from loopbot.storage.db import Session, transaction
 from loopbot.storage.models import utcnow
+from loopbot.trainer import jobs
 from loopbot.trainer.base_model import base_model_dir
 from loopbot.trainer.dataset_stats import describe_new_feedback, new_feedback_since_last_run
 from loopbot.trainer.datasets import build_datasets
@@ -91,11 +92,18 @@ def _fail(session: Session, run_id: int, why: str) -> None:
 
 
 async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = False, promote: bool = True,
-                    method: str | None = None, echo: bool = False, on_spawn=None) -> CycleResult | None:
-    """Run one cycle for `persona`; None when another cycle of that persona holds the lock."""
+                    method: str | None = None, echo: bool = False, on_spawn=None,
+                    job: dict | None = None) -> CycleResult | None:
+    """Run one cycle for `persona`; None when another cycle of that persona holds the lock.
+
+    `job` ({"job_id", "worker_id"}): the queue job running this cycle (trainer.job_worker). Its id ends the lock
+    holder (host:pid:uuid:job<id>) and a "job" step records it on the run, so that when the worker dies mid-job,
+    trainer.job_recovery can find the run to fail and the lock to release."""
     settings, engine = loopbot.settings, loopbot.engine
     settings.persona(persona)
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if job is not None:
+        holder += f":job{job['job_id']}"
     if not crud.acquire_run_lock(engine, persona=persona, holder=holder, ttl_s=LOCK_TTL_S):
         log.info("a training cycle of %s is already running elsewhere; not starting another", persona)
         return None
@@ -104,6 +112,8 @@ async def run_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bo
             crud.fail_stale_runs(session, persona=persona, older_than_s=0)  # we hold the lock: a "running" one died
             run = crud.start_training_run(session, persona=persona, trigger=trigger,
                                           method=method or settings.trainer.method)
+            if job is not None:
+                crud.add_run_step(session, run_id=run.id, step="job", outcome="taken", holder=holder, **job)
         try:
             return await _cycle(loopbot, persona, run.id, holder, trigger=trigger, force=force, promote=promote,
                                 method=method, echo=echo, on_spawn=on_spawn)
@@ -264,11 +274,19 @@ def _record_evaluation(session: Session, persona: str, version: int, report: dic
 
 
 def request_cycle(loopbot, persona: str, *, trigger: str = "manual", force: bool = True) -> str:
-    """Start a cycle in the background of the running event loop (the bots' admin /train, the votes trigger) and
-    say so at once; `pending_cycle(persona)` is its task. One requested cycle per persona at a time."""
+    """Start a cycle (the bots' admin /train, the votes trigger) and say so at once. With the training queue on
+    (trainer.queue, trainer.jobs) the cycle is queued for a `loopbot worker`; else it starts in the background of
+    the running event loop and `pending_cycle(persona)` is its task. One requested cycle per persona at a time."""
     loopbot.settings.persona(persona)
     if cycle_requested(persona) or cycle_running(loopbot.engine, persona):
         return f"a training cycle of {persona} is already running"
+    if jobs.queue_enabled(loopbot.settings):
+        try:
+            job_id = jobs.enqueue_cycle(loopbot.settings, persona, trigger=trigger, force=force)
+        except jobs.AlreadyQueued:
+            return f"a training cycle of {persona} is already queued"
+        return (f"a training cycle of {persona} queued (job {job_id}; a `loopbot worker` takes it: see "
+                f"`loopbot jobs list`)")
     task = asyncio.get_running_loop().create_task(run_cycle(loopbot, persona, trigger=trigger, force=force),
                                                   name=f"training-cycle-{persona}")
     _requested[persona] = task

@@ -17,6 +17,7 @@ import logging
 
 from loopbot.base.errors import ConfigError
 from loopbot.trainer.dataset_stats import describe_new_feedback, new_feedback_since_last_run
+from loopbot.trainer.jobs import queue_enabled
 from loopbot.trainer.pipeline import cycle_requested, cycle_running, request_cycle, run_cycle
 from loopbot.trainer.registry import check_live_watch, reconcile_router
 
@@ -71,10 +72,13 @@ def start_scheduler(loopbot):
 
 
 async def scheduled_cycle(persona: str):
-    """The cron job: one cycle of `persona` (skipped with a reason when there is too little new data)."""
+    """The cron job: one cycle of `persona` (skipped with a reason when there is too little new data); with the
+    training queue on, the cycle is queued (one waiting per persona) and the message says so."""
     if _loopbot is None or persona not in _loopbot.settings.personas:
         log.warning("scheduled cycle of %r ignored: no such persona in this process", persona)
         return None
+    if queue_enabled(_loopbot.settings):  # a `loopbot worker` runs it
+        return request_cycle(_loopbot, persona, trigger="cron", force=False)
     return await run_cycle(_loopbot, persona, trigger="cron")
 
 

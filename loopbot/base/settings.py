@@ -390,6 +390,10 @@ class TrainerSettings(Section):
     dataset: DatasetSettings = DatasetSettings()
     signals: SignalSettings = SignalSettings()
     reward: RewardSettings = RewardSettings()
+    queue: Literal["auto", "off", "postgres"] = Field("auto", description="where cycles run: postgres = on a job "
+                                                     "queue in the database, taken by `loopbot worker` processes; "
+                                                     "off = in the process that asks; auto = postgres when "
+                                                     "storage.url is PostgreSQL, else off")
 
 
 class ScheduleSettings(Section):

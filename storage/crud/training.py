@@ -14,6 +14,7 @@ from loopbot.storage.models import Adapter, RunLock, TrainingRun, utcnow
 __all__ = [
     "acquire_run_lock",
     "add_run_step",
+    "fail_runs_of_job",
     "fail_stale_runs",
     "finish_training_run",
     "get_training_run",
@@ -21,6 +22,7 @@ __all__ = [
     "highest_trained_id",
     "list_training_runs",
     "release_run_lock",
+    "release_run_lock_of_job",
     "renew_run_lock",
     "run_lock_held",
     "start_training_run",
@@ -150,3 +152,24 @@ def fail_stale_runs(db: DB, *, persona: str | None = None, older_than_s: float =
             q = q.where(TrainingRun.persona == persona)
         return s.execute(q.values(status="failed", error="trainer stopped responding",
                                   finished_at=utcnow())).rowcount
+
+
+def fail_runs_of_job(db: DB, *, persona: str, job_id: int, error: str) -> list[int]:
+    """Mark the persona's `running` runs started by queue job `job_id` (their "job" step) as failed; their ids."""
+    failed = []
+    with transaction(db) as s:
+        for run in s.execute(select(TrainingRun).where(TrainingRun.persona == persona,
+                                                        TrainingRun.status == "running")).scalars():
+            if any(step.get("step") == "job" and step.get("job_id") == job_id for step in run.steps):
+                run.steps = [*run.steps, {"step": "cycle", "outcome": "failed", "at": utcnow().isoformat(),
+                                          "error": error}]
+                run.status, run.error, run.finished_at = "failed", error, utcnow()
+                failed.append(run.id)
+    return failed
+
+
+def release_run_lock_of_job(db: DB, *, persona: str, job_id: int) -> bool:
+    """Release the persona's run lock if the cycle of queue job `job_id` holds it (its holder ends ":job<id>")."""
+    with transaction(db) as s:
+        return s.execute(delete(RunLock).where(RunLock.persona == persona,
+                                               RunLock.holder.like(f"%:job{int(job_id)}"))).rowcount > 0
