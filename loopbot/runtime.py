@@ -17,7 +17,8 @@ from loopbot.base.config import check_bot_tokens, platform_token
 from loopbot.base.errors import ConfigError, TokenRejected, UsageError
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.telegram import TelegramBot
-from loopbot.trainer.jobs import queue_enabled, run_worker
+from loopbot.trainer.job_worker import run_worker
+from loopbot.trainer.jobs import queue_enabled
 from loopbot.trainer.registry import reconcile_router
 from loopbot.trainer.schedule import start_scheduler
 from loopbot.web.server import serve
@@ -108,9 +109,10 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
             raise UsageError("the worker role takes training jobs from the PostgreSQL job queue, which is off "
                              f"([trainer] queue = {settings.trainer.queue!r}, storage.url is "
                              f"{make_url_dialect(settings.database_url)}): cycles run where they are requested")
-        task = asyncio.create_task(run_worker(loopbot, stop=None), name="worker")
-        watched.append(task)
-        stoppers.append(("worker", lambda: _cancel(task)))
+        worker_stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(loopbot, worker_stop), name="worker")
+        watched.append(worker)
+        stoppers.append(("worker", lambda: _stop_worker(worker, worker_stop)))
     if "web" in wanted and (settings.web.enabled or roles is not None):
         task = asyncio.create_task(serve(loopbot), name="web")
         watched.append(task)
@@ -206,6 +208,12 @@ async def _cancel(task: asyncio.Task) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _stop_worker(task: asyncio.Task, stop: asyncio.Event) -> None:
+    """The worker finishes (or, after its grace period, abandons) the cycle it runs, then returns."""
+    stop.set()
+    await task
 
 
 async def _shutdown_scheduler(scheduler) -> None:

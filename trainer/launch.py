@@ -24,6 +24,7 @@ from pathlib import Path
 from loopbot.base.errors import LoopbotError
 from loopbot.base.settings import Settings
 from loopbot.storage import crud
+from loopbot.trainer.orphan_guard import PARENT_ENV
 from loopbot.trainer.train import ADAPTER_FILES, TrainJob
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ async def run_worker(command: list[str], log_path: Path, *, echo: bool = False,
                      on_spawn: Callable[[int], None] | None = None,
                      heartbeat: Callable[[], None] | None = None) -> int:
     """Run the worker, teeing its output into `log_path` (and the terminal when echo); return its exit code."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}  # it stops if we die
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     if on_spawn:

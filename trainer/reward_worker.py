@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from loopbot.serving.rerank import RewardScorer
+from loopbot.trainer.orphan_guard import exit_with_parent
 from loopbot.trainer.reward import RewardJob, heldout_votes, ranking_accuracy, training_pairs
 from loopbot.trainer.train import pick_device
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loopbot.trainer.reward_worker", description=__doc__)
     parser.add_argument("--job", required=True, type=Path, help="RewardJob JSON written by trainer.reward")
     args = parser.parse_args(argv)
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     job = RewardJob.load(args.job)

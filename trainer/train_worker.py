@@ -14,6 +14,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from loopbot.trainer.orphan_guard import exit_with_parent
 from loopbot.trainer.train import TrainJob, train_adapter
 
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loopbot.trainer.train_worker", description=__doc__)
     parser.add_argument("--job", required=True, type=Path, help="TrainJob JSON written by trainer.launch")
     args = parser.parse_args(argv)
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -27,11 +27,11 @@ def settings_for(tmp_path, **overrides):
         "discord.enabled": False, **overrides})
 
 
-async def run_until(loopbot, roles, until, timeout: float = 20.0) -> list[str]:
+async def run_until(loopbot, roles, until, limit_s: float = 20.0) -> list[str]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve_all(loopbot, stop=stop, env={}, roles=roles))
     try:
-        await asyncio.wait_for(until(), timeout)
+        await asyncio.wait_for(until(), limit_s)
     finally:
         stop.set()
     return await asyncio.wait_for(task, 30)
@@ -69,7 +69,9 @@ async def test_bots_alone_follow_a_promotion_made_by_another_process(tmp_path):
         async def promoted_then_routed():
             await asyncio.sleep(0.3)
             crud.activate_adapter(other.engine, persona="coach", version=1)
-            while loopbot.router.route("coach") != "coach-v1":
+            for _ in range(400):
+                if loopbot.router.route("coach") == "coach-v1":
+                    return
                 await asyncio.sleep(0.05)
 
         parts = await run_until(loopbot, {"bots"}, promoted_then_routed)
