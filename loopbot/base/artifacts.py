@@ -176,6 +176,22 @@ def read_manifest(uri: str, options: dict | None = None) -> dict:
     return manifest
 
 
+def open_member(uri: str, rel: str, options: dict | None = None):
+    """One file of the artifact at `uri`, opened for reading as text (UTF-8)."""
+    fs, path = _fs(uri, options)
+    return fs.open(f"{path.rstrip('/')}/{rel}", "r", encoding="utf-8")
+
+
+def list_members(uri: str, options: dict | None = None) -> list[str]:
+    """The files under `uri`, relative to it (whether or not its manifest is there)."""
+    fs, path = _fs(uri, options)
+    root = path.rstrip("/")
+    try:
+        return sorted(p[len(root) + 1:] for p in fs.find(root))
+    except FileNotFoundError:
+        return []
+
+
 def exists(uri: str, options: dict | None = None) -> bool:
     """Whether a complete artifact is at `uri` (its manifest exists: one small request)."""
     fs, path = _fs(uri, options)
