@@ -144,3 +144,10 @@ def test_forget_deletes_published_builds_that_hold_the_texts(s3_server, tmp_path
     assert done["dataset_builds"] == [uris["mine"]]
     assert _keys(s3_server, bucket, "p/datasets/coach/mine/") == []
     assert artifacts.exists(uris["other"])
+
+
+def test_forget_finds_published_builds_by_their_events(sqlite_engine):
+    crud.record_event(sqlite_engine, kind="dataset_build", persona="coach", data={"path": "/d/coach/b1"})
+    crud.record_event(sqlite_engine, kind="dataset_published", persona="coach",
+                      data={"build_id": "b1", "uri": "s3://bkt/p/datasets/coach/b1", "sha256": "0" * 64})
+    assert crud.dataset_build_paths(sqlite_engine) == ["/d/coach/b1", "s3://bkt/p/datasets/coach/b1"]
