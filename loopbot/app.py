@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from loopbot.base import redact
+from loopbot.base.artifacts import open_store
 from loopbot.base.settings import Settings
 from loopbot.bot.chat import ChatService
 from loopbot.serving.factory import build_backend, build_router
@@ -23,6 +24,7 @@ class Loopbot:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        open_store(settings)  # cheap (no I/O): URIs in the artifact store are read with its options from now on
 
     @cached_property
     def engine(self) -> Engine:
@@ -63,7 +65,7 @@ class Loopbot:
         routes: dict[str, tuple[str, str] | None] = {}
         for persona in self.settings.personas:
             row = crud.active_adapter(self.engine, persona=persona)
-            routes[persona] = (row.name, row.path or row.remote_model_id or "") if row else None
+            routes[persona] = (row.name, row.artifact_uri or row.path or row.remote_model_id or "") if row else None
         return routes
 
     @cached_property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from loopbot.base.artifacts import store_options
 from loopbot.serving.base import Backend
 from loopbot.serving.base_models import base_model_check, check_servable, persona_models, used_models, vllm_urls
 from loopbot.serving.errors import BackendUnavailable
@@ -26,7 +27,8 @@ def _local(settings, model_name: str) -> LocalBackend:
     return LocalBackend(lambda: resolve_model_path(settings, model_name), model_name=model_name,
                         tokenizer=model.tokenizer, device=local.device, dtype=model.dtype,
                         max_batch_size=local.max_batch_size, batch_wait_ms=local.batch_wait_ms,
-                        threads=local.threads, max_context=model.max_context)
+                        threads=local.threads, max_context=model.max_context,
+                        artifact_cache=settings.artifacts_cache_dir, store_options=store_options(settings) or None)
 
 
 def _vllm(settings, urls: list[str]) -> VllmBackend:

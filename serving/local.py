@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopbot.base import artifacts
+from loopbot.base.errors import LoopbotError
 from loopbot.serving.base import DEFAULT_SAMPLING, AdapterInfo, Finished, SamplingParams, StreamItem, TextChunk
 from loopbot.serving.errors import BackendUnavailable, BadRequest, ModelNotFound, Overloaded, ServingError
 from loopbot.serving.sampling import RowSampling, choose_tokens
@@ -77,7 +79,10 @@ class LocalBackend:
     def __init__(self, model_path: str | Path | Callable[[], str | Path], *, model_name: str | None = None,
                  tokenizer: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto", max_batch_size: int = 8, batch_wait_ms: float = 5.0,
-                 threads: int | None = None, max_context: int = 2048, max_queue: int = 256):
+                 threads: int | None = None, max_context: int = 2048, max_queue: int = 256,
+                 artifact_cache: str | Path | None = None, store_options: dict | None = None):
+        self.artifact_cache = Path(artifact_cache) if artifact_cache else None  # adapters fetched from a store
+        self.store_options = store_options
         self._model_path = model_path  # a callable is resolved by the worker (e.g. a first-use conversion)
         self.model_path = "(resolved on first use)" if callable(model_path) else str(model_path)
         self.model_name = model_name or Path(self.model_path).name
@@ -145,6 +150,16 @@ class LocalBackend:
         return await asyncio.wrap_future(cmd.future)
 
     async def load_adapter(self, name: str, path: str) -> None:
+        """Load the adapter at `path`: a directory, or an artifact store URI (s3://...) fetched into the cache
+        first (verified; a version fetched before is not downloaded again)."""
+        if artifacts.is_remote(path):
+            if self.artifact_cache is None:
+                raise ModelNotFound(f"cannot load {name!r} from {path}: this backend has no artifact cache")
+            try:
+                path = str(await asyncio.to_thread(artifacts.fetch, path, None, self.artifact_cache,
+                                                   self.store_options))
+            except LoopbotError as e:
+                raise ModelNotFound(f"cannot load {name!r}: {e}") from None
         p = Path(path)
         if not (p / "adapter_config.json").is_file():
             raise ModelNotFound(f"no LoRA adapter at {path} (adapter_config.json missing)")

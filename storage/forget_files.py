@@ -5,7 +5,11 @@ Dataset files hold the texts as the builder wrote them: a whole message per turn
 by a blank line) with e-mail addresses and phone numbers replaced by [email] and [phone] when scrubbing is on. So a
 text matches a turn, or one of the blank-line separated parts of a merged turn, when the turn is the text itself
 or the text with any run of digits or e-mail address replaced by something of about its length. A text that is all
-digits and addresses (nothing left of it after scrubbing) matches only verbatim."""
+digits and addresses (nothing left of it after scrubbing) matches only verbatim.
+
+Builds published to a remote artifact store (s3://, docs/artifacts.md) are found by the URIs their events recorded
+(`crud.dataset_build_paths`), searched in place and deleted from the store whole, so no forgotten text survives in
+the bucket. The store's endpoint comes from the process's settings (open_store) or the AWS_* variables."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from loopbot.base import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +69,17 @@ def forget_in_files(texts: Iterable[str], *, datasets_dir: Path, reports_dir: Pa
     done: dict[str, list[str]] = {"dataset_builds": [], "reports": []}
     if not matcher:
         return done
-    for build in _builds(Path(datasets_dir), build_dirs):
+    build_dirs = [str(b) for b in build_dirs]
+    for build in _builds(Path(datasets_dir), [b for b in build_dirs if not artifacts.is_remote(b)]):
         if any(_file_holds(path, matcher) for path in sorted(build.glob("*.jsonl"))):
             shutil.rmtree(build)
             done["dataset_builds"].append(str(build))
             log.info("/forget: deleted the dataset build %s", build)
+    for uri in sorted({b for b in build_dirs if artifacts.is_remote(b)}):
+        if _published_build_holds(uri, matcher):
+            artifacts.delete(uri)
+            done["dataset_builds"].append(uri)
+            log.info("/forget: deleted the published dataset build %s", uri)
     if reports_dir is not None and Path(reports_dir).is_dir():
         for path in sorted(Path(reports_dir).rglob("*.json")):
             if _redact_report(path, matcher):
@@ -98,18 +110,36 @@ def _strings(value) -> Iterator[str]:
             yield from _strings(v)
 
 
+def _published_build_holds(uri: str, matcher: TextMatcher) -> bool:
+    """Whether a build in the artifact store (its .jsonl files, read in place) holds a forgotten text; one whose
+    manifest is gone (deleted, or never complete) is searched too when its files are still there."""
+    try:
+        names = list(artifacts.read_manifest(uri)["files"])
+    except artifacts.ArtifactError:
+        names = artifacts.list_members(uri)
+    for name in sorted(n for n in names if n.endswith(".jsonl")):
+        with artifacts.open_member(uri, name) as f:
+            if _lines_hold(f, matcher):
+                return True
+    return False
+
+
 def _file_holds(path: Path, matcher: TextMatcher) -> bool:
     with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                strings = list(_strings(json.loads(line)))
-            except ValueError:
-                strings = [line]
-            patterns = matcher.candidates("\x00".join(strings))
-            if patterns and any(matcher.matches(s, patterns) for s in strings):
-                return True
+        return _lines_hold(f, matcher)
+
+
+def _lines_hold(lines: Iterable[str], matcher: TextMatcher) -> bool:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            strings = list(_strings(json.loads(line)))
+        except ValueError:
+            strings = [line]
+        patterns = matcher.candidates("\x00".join(strings))
+        if patterns and any(matcher.matches(s, patterns) for s in strings):
+            return True
     return False
 
 

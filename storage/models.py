@@ -172,6 +172,9 @@ class Adapter(SQLModel, table=True):
     base_model: str = Field(max_length=512)
     path: str = Field(default="", max_length=1024, description="adapter directory; empty for a hosted model")
     remote_model_id: str | None = Field(default=None, max_length=256, description="e.g. a Mistral ft: id")
+    artifact_uri: str | None = Field(default=None, max_length=1024, description="where the artifact store holds it "
+                                     "(docs/artifacts.md); None = only `path` (versions from before the store)")
+    artifact_sha256: str | None = Field(default=None, max_length=64, description="the artifact's content hash")
     parent_version: int | None = None
     status: str = Field(default="candidate", max_length=16,
                         description="candidate | active | retired | failed | rolled_back")

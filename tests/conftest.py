@@ -91,3 +91,23 @@ def tiny_adapters(tiny_model_dir, tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     return {"a": build_tiny_adapter(tiny_model_dir, base / "adapter-a", seed=1),
             "b": build_tiny_adapter(tiny_model_dir, base / "adapter-b", seed=2)}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a free port) for the session: yields its endpoint URL. Dummy AWS credentials
+    are set in the environment; nothing leaves the machine. `tests.helpers.s3.make_bucket(url)` makes a bucket."""
+    from tests.helpers.s3 import DUMMY_CREDENTIALS, start_moto
+
+    saved = {k: os.environ.get(k) for k in DUMMY_CREDENTIALS}
+    os.environ.update(DUMMY_CREDENTIALS)
+    server, endpoint = start_moto()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

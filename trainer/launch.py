@@ -1,8 +1,11 @@
 """Start a training worker process and turn its outcome into a new adapter version (or nothing servable).
 
 The worker writes into a hidden `.partial-vN-*` directory; only a worker that exits 0 with the adapter files
-gets its directory renamed to `<data_dir>/adapters/<persona>/vN/` and an Adapter row (status candidate).
-A crash or a kill leaves no `vN/` directory and no Adapter row.
+gets its directory renamed to `<data_dir>/adapters/<persona>/vN/`, published to the artifact store (key
+`adapters/<persona>/vN`; the default store is the data directory, where only a manifest is added) and an Adapter
+row (status candidate) with the store's URI and content hash. A crash or a kill leaves no `vN/` directory and no
+Adapter row. A publish that fails after retries fails the run: the version's row is `failed` with the reason and
+its files stay in `vN/` (publish them with `loopbot.trainer.publish.publish` and set the row's artifact by hand).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopbot.base.artifacts import Artifact
 from loopbot.base.errors import LoopbotError
 from loopbot.base.settings import Settings
 from loopbot.storage import crud
 from loopbot.trainer.orphan_guard import PARENT_ENV
+from loopbot.trainer.publish import PublishFailed, adapter_key, publish
 from loopbot.trainer.train import ADAPTER_FILES, TrainJob
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ class TrainedVersion:
     path: Path
     stages: list[dict]
     log_path: Path
+    artifact: Artifact | None = None
 
 
 def allocate_version(engine, settings: Settings, persona: str) -> int:
@@ -132,10 +138,18 @@ async def train_new_version(engine, settings: Settings, persona: str, *, dataset
         raise
     stages = result["stages"]
     metrics = {"training": {"method": method, "stages": stages, "start_adapter": start_adapter}}
-    crud.create_adapter(engine, persona=persona, version=version, base_model=str(base_model), path=str(final),
-                        parent_version=parent_version, status="candidate", metrics=metrics,
-                        dataset_manifest=dataset_manifest or {}, training_run_id=run_id)
-    return TrainedVersion(version=version, path=final, stages=stages, log_path=log_path)
+    row = {"persona": persona, "version": version, "base_model": str(base_model), "path": str(final),
+           "parent_version": parent_version, "metrics": metrics, "dataset_manifest": dataset_manifest or {},
+           "training_run_id": run_id}
+    try:
+        artifact = await asyncio.to_thread(publish, settings, final, adapter_key(persona, version))
+    except PublishFailed as e:  # the files stay in vN/ and the version is taken, but nothing can serve it
+        crud.create_adapter(engine, **row, status="failed")
+        crud.set_adapter_status(engine, persona=persona, version=version, status="failed", reason=str(e))
+        raise
+    crud.create_adapter(engine, **row, status="candidate", artifact_uri=artifact.uri,
+                        artifact_sha256=artifact.sha256)
+    return TrainedVersion(version=version, path=final, stages=stages, log_path=log_path, artifact=artifact)
 
 
 def _read_result(partial: Path) -> dict:

@@ -26,6 +26,7 @@ from loopbot.trainer.evaluate import evaluate_candidate, write_report
 from loopbot.trainer.gate import GateResult, apply_gate
 from loopbot.trainer.launch import train_new_version
 from loopbot.trainer.mistral_ft import train_on_mistral
+from loopbot.trainer.publish import build_key, local_adapter, publish
 from loopbot.trainer.registry import promote as promote_version
 from loopbot.trainer.reward_pairs import reward_step
 
@@ -148,9 +149,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     new_votes = new["votes"]
     live = crud.active_adapter(engine, persona=persona)
     start, since = continue_from(cfg.start_from, live)
+    live_dir = await asyncio.to_thread(local_adapter, settings, live) if live and live.path else None
+    if start:  # the live version's files here, fetched from the store when another host trained it
+        start = live_dir
     augment = None
     if cfg.reward.enabled:  # a reward model from the votes: its pairs and labels join the build (reward_pairs.py)
-        augment = await reward_step(loopbot, persona, run_id=run_id, live_adapter=live.path if live else None,
+        augment = await reward_step(loopbot, persona, run_id=run_id, live_adapter=live_dir,
                                     echo=echo, on_spawn=on_spawn, heartbeat=lambda: _touch(engine, run_id, persona,
                                                                                           holder))
     build = await asyncio.to_thread(build_datasets, engine, settings, persona, since=since, augment=augment)
@@ -158,8 +162,12 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
              "generation_id_max": build.manifest.get("generation_id_max"), "new_feedback": new["total"],
              "new_retried_unvoted": new["retried_unvoted"], "new_follow_ups": new["follow_up"],
              "replay_rows": build.manifest.get("replay_rows", 0)}
+    published = await asyncio.to_thread(publish, settings, build.out_dir, build_key(persona, build.build_id))
+    crud.record_event(engine, kind="dataset_published", persona=persona,
+                      data={"build_id": build.build_id, "uri": published.uri, "sha256": published.sha256})
     crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
-                      path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"))
+                      path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"),
+                      uri=published.uri, sha256=published.sha256)
     chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs)
     if chosen is None:
         return skip(why, **sizes)
@@ -254,11 +262,13 @@ async def _evaluate(loopbot, persona: str, version: int, dataset_dir: Path) -> t
     if live is not None and live.version == version:
         live = crud.get_adapter(engine, persona=persona, version=candidate.parent_version) \
             if candidate.parent_version else None
-    live_path = live.path if live is not None and live.path else None
+    # local copies: a worker evaluates versions trained on other hosts from the store (cached)
+    live_path = await asyncio.to_thread(local_adapter, settings, live) if live is not None and live.path else None
+    candidate_path = await asyncio.to_thread(local_adapter, settings, candidate)
     report = await asyncio.to_thread(
         evaluate_candidate, settings, persona, dataset_dir=Path(dataset_dir),
         base_model=base_model_dir(settings, persona),
-        candidate_path=candidate.path, live_path=live_path, candidate_name=candidate.name,
+        candidate_path=candidate_path, live_path=live_path, candidate_name=candidate.name,
         live_name=live.name if live_path else None)
     gate = apply_gate(report, settings.trainer.gate)
     report["gate"] = gate.as_dict()

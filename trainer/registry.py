@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from loopbot.base import artifacts
+from loopbot.base.artifacts import open_store
 from loopbot.base.errors import LoopbotError, UsageError
 from loopbot.storage import crud
 from loopbot.storage.db import Session, transaction
@@ -46,9 +48,16 @@ def follows_store(router) -> bool:
 
 
 def _servable(row: Adapter) -> str:
-    """The path (or remote model id) to serve `row` from; raises if there is none."""
+    """The artifact URI, path or remote model id to serve `row` from; raises if there is none. A published version
+    is served from the artifact store (checked by its manifest: one small request), so every serving host gets
+    it from there, not from the training worker's disk."""
     if row.remote_model_id:
         return row.remote_model_id
+    if row.artifact_uri:
+        if not artifacts.exists(row.artifact_uri):
+            raise LoopbotError(f"{row.name}: no artifact at {row.artifact_uri} (its {artifacts.ARTIFACT_MANIFEST} "
+                               "is missing from the store)")
+        return row.artifact_uri
     if not row.path or not (Path(row.path) / "adapter_config.json").is_file():
         raise LoopbotError(f"{row.name}: no adapter files at {row.path or '(no path)'}")
     return row.path
@@ -91,6 +100,7 @@ async def promote(loopbot, persona: str, version: int, *, reason: str = "manual"
     writes what belongs with the promotion (a training run's outcome) in the same transaction."""
     engine = loopbot.engine
     loopbot.settings.persona(persona)
+    open_store(loopbot.settings)  # the store's options apply to its URIs
     row = crud.get_adapter(engine, persona=persona, version=version)
     if row is None:
         raise UsageError(f"{persona} has no version {version} (see `loopbot adapters list --persona {persona}`)")
@@ -129,6 +139,7 @@ async def rollback(loopbot, persona: str, *, reason: str = "manual rollback", to
     with the rollback (the live watch's verdict) in the same transaction."""
     engine = loopbot.engine
     loopbot.settings.persona(persona)
+    open_store(loopbot.settings)
     current, target = rollback_target(engine, persona)
     if to_base:
         target = None
@@ -170,6 +181,7 @@ async def reconcile_router(loopbot) -> dict | None:
     router = running_router(loopbot)
     if router is None:
         return None
+    open_store(loopbot.settings)
     return await router.reconcile(desired_routes(loopbot.engine, loopbot.settings.personas))
 
 
@@ -265,4 +277,5 @@ def adapter_summary(row: Adapter) -> dict:
             "created": row.created_at.isoformat(timespec="seconds") if row.created_at else None,
             "promoted": row.promoted_at.isoformat(timespec="seconds") if row.promoted_at else None,
             "reason": row.status_reason, "path": row.path, "remote_model_id": row.remote_model_id,
+            "artifact": row.artifact_uri,
             "gate": "passed" if gate.get("passed") else (", ".join(gate.get("failed", [])) or None)}

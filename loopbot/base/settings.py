@@ -15,9 +15,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class S3Settings(Section):
+    """An S3-compatible artifact store; credentials come from the standard AWS environment variables."""
+
+    endpoint_url: str | None = Field(None, description="e.g. http://minio:9000; unset = AWS (or AWS_ENDPOINT_URL_S3)")
+    region: str | None = Field(None, description="unset = AWS_DEFAULT_REGION / AWS_REGION, else the server's")
+
+
 class StorageSettings(Section):
     url: str = "sqlite:///{data_dir}/loopbot.db"
     auto_upgrade: bool = True
+    artifacts_url: str = Field("", description="where adapters and dataset builds are published: \"\" = data_dir "
+                               "itself (nothing copied), a directory, or s3://bucket/prefix (docs/artifacts.md)")
+    s3: S3Settings = S3Settings()
 
 
 class ModelSettings(Section):
@@ -470,6 +480,11 @@ class Settings(Section):
     @property
     def datasets_dir(self) -> Path:
         return self.data_dir / "datasets"
+
+    @property
+    def artifacts_cache_dir(self) -> Path:
+        """Where artifacts fetched from a remote store are kept (docs/artifacts.md)."""
+        return self.data_dir / "cache" / "artifacts"
 
     @property
     def reports_dir(self) -> Path:

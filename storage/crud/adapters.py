@@ -32,12 +32,14 @@ def next_adapter_version(db: DB, *, persona: str) -> int:
 def create_adapter(db: DB, *, persona: str, version: int, base_model: str, path: str = "",
                    parent_version: int | None = None, status: str = "candidate", metrics: dict | None = None,
                    dataset_manifest: dict | None = None, training_run_id: int | None = None,
-                   remote_model_id: str | None = None) -> Adapter:
+                   remote_model_id: str | None = None, artifact_uri: str | None = None,
+                   artifact_sha256: str | None = None) -> Adapter:
     with transaction(db) as s:
         row = Adapter(persona=persona, version=version, name=f"{persona}-v{version}", base_model=base_model,
                       path=path, parent_version=parent_version, status=status, metrics=metrics or {},
                       dataset_manifest=dataset_manifest or {}, training_run_id=training_run_id,
-                      remote_model_id=remote_model_id)
+                      remote_model_id=remote_model_id, artifact_uri=artifact_uri,
+                      artifact_sha256=artifact_sha256)
         s.add(row)
         s.flush()
         s.refresh(row)

@@ -153,10 +153,12 @@ def without_texts(prompt: list, texts: set[str]) -> list | None:
 
 
 def dataset_build_paths(db: DB) -> list[str]:
-    """The directories dataset builds were written to, as their events recorded them."""
+    """The directories dataset builds were written to, and the artifact store URIs they were published to (a
+    remote copy must go on /forget too), as their events recorded them."""
     with transaction(db) as s:
-        data = s.execute(select(Event.data).where(Event.kind == "dataset_build")).scalars()
-        return sorted({d["path"] for d in data if isinstance(d, dict) and d.get("path")})
+        data = s.execute(select(Event.data).where(Event.kind.in_(("dataset_build", "dataset_published")))).scalars()
+        return sorted({d.get("path") or d.get("uri") for d in data
+                       if isinstance(d, dict) and (d.get("path") or d.get("uri"))})
 
 
 def last_event_id(db: DB, *, kind: str) -> int:

@@ -49,3 +49,39 @@ def test_chat_bots_migration_keeps_rows_and_their_references(tmp_path):
     _, other = crud.user_and_chat(engine, platform="telegram", platform_user_id=None, platform_chat_id="-100",
                                   bot="coachbot")
     assert old.id == 1 and other.id != 1 and other.bot == "coachbot"
+
+
+def test_artifact_store_migration_keeps_adapters_and_adds_nullable_columns(engine):
+    """0006_artifact_store on a database at 0005 holding a version: the row stays (no artifact: None), new rows
+    record the store's URI and hash; it downgrades back to 0005 and upgrades again."""
+    from sqlalchemy import text
+
+    from loopbot.storage import crud
+    from loopbot.storage.db import upgrade
+
+    _downgrade(engine, "0005_chat_bots")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO adapters (persona, version, name, base_model, path, status, metrics, "
+                          "dataset_manifest, created_at) VALUES ('coach', 1, 'coach-v1', 'm', '/a/v1', 'active', "
+                          "'{}', '{}', '2026-11-01')"))
+    upgrade(engine)
+    old = crud.get_adapter(engine, persona="coach", version=1)
+    assert (old.path, old.artifact_uri, old.artifact_sha256) == ("/a/v1", None, None)
+    new = crud.create_adapter(engine, persona="coach", version=2, base_model="m", path="/a/v2",
+                              artifact_uri="s3://b/adapters/coach/v2", artifact_sha256="ab" * 32)
+    assert crud.get_adapter(engine, persona="coach", version=2).artifact_uri == new.artifact_uri
+    _downgrade(engine, "0005_chat_bots")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM adapters")).scalar() == 2
+    upgrade(engine)
+    assert current_revision(engine) == "0006_artifact_store"
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM adapters"))
+
+
+def _downgrade(engine, revision: str) -> None:
+    from alembic import command
+
+    from loopbot.storage.db import _alembic_config
+
+    command.downgrade(_alembic_config(engine), revision)
