@@ -362,6 +362,19 @@ class WebSettings(Section):
                                      "(plus one count's duration); 0 = count at every scrape")
 
 
+class SharedSettings(Section):
+    redis_url: str = Field("", description="Redis for the state several processes share (rate limits, reaction "
+                           "and busy state), e.g. redis://127.0.0.1:6379/0; empty = each process keeps its own, "
+                           "in memory")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must start with redis:// or rediss:// (or be empty)")
+        return v
+
+
 class Settings(Section):
     data_dir: Path = Path("data")
     default_persona: str = "coach"
@@ -377,6 +390,7 @@ class Settings(Section):
     schedule: ScheduleSettings = ScheduleSettings()
     access: AccessSettings = AccessSettings()
     web: WebSettings = WebSettings()
+    shared: SharedSettings = SharedSettings()
 
     @field_validator("personas")
     @classmethod
