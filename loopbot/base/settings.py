@@ -366,6 +366,8 @@ class SharedSettings(Section):
     redis_url: str = Field("", description="Redis for the state several processes share (rate limits, reaction "
                            "and busy state), e.g. redis://127.0.0.1:6379/0; empty = each process keeps its own, "
                            "in memory")
+    key_prefix: str = Field("loopbot", min_length=1, description="the start of every key in Redis (another "
+                            "prefix for another deployment on the same Redis)")
 
     @field_validator("redis_url")
     @classmethod

@@ -18,7 +18,6 @@ from loopbot.base.settings import SharedSettings
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "loopbot:st"
 REDIS_TIMEOUT_S = 0.5
 ERROR_LOG_EVERY_S = 60.0
 
@@ -27,7 +26,7 @@ def shared_state(shared: SharedSettings | None, *, max_keys: int = 10_000) -> Sh
     """Redis when `shared.redis_url` is set, else memory (at most `max_keys` keys per name, the oldest dropped)."""
     if shared is None or not shared.redis_url:
         return MemoryState(max_keys=max_keys)
-    return RedisState(shared.redis_url, max_keys=max_keys)
+    return RedisState(shared.redis_url, max_keys=max_keys, key_prefix=f"{shared.key_prefix}:st")
 
 
 def describe_url(url: str) -> str:
@@ -149,7 +148,7 @@ return redis.call('lrange', KEYS[1], 0, -1)
 class RedisState(SharedState):
     """Every process with the same `url` sees the same state: keys `loopbot:st:<name>:<key>`."""
 
-    def __init__(self, url: str, *, max_keys: int = 10_000, key_prefix: str = KEY_PREFIX):
+    def __init__(self, url: str, *, max_keys: int = 10_000, key_prefix: str = "loopbot:st"):
         self.url, self.key_prefix = url, key_prefix
         self.fallback = MemoryState(max_keys=max_keys)  # while Redis is down
         self._clients: dict[int, object] = {}  # per event loop: redis.asyncio connections belong to one

@@ -2,9 +2,9 @@
 RateLimiter's methods (retry_after, wait and their async forms). Built by `rate_limiter` from `[shared] redis_url`;
 without one it is the in-memory RateLimiter, as on a laptop.
 
-Keys are `loopbot:rl:<kind>/<key>/...` (the library appends the limit and window). If Redis cannot be reached the
-limiter logs an error and falls back to this process's own in-memory limiter, so a Redis outage neither refuses
-everyone nor lifts every limit: each process then limits on its own until Redis answers again."""
+Keys are `<[shared] key_prefix>:rl:<kind>/<key>/...` (the library appends the limit and window). If Redis cannot
+be reached the limiter logs an error and falls back to this process's own in-memory limiter, so a Redis outage
+neither refuses everyone nor lifts every limit: each process then limits on its own until Redis answers again."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from loopbot.base.shared import describe_url
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "loopbot:rl"
 REDIS_TIMEOUT_S = 0.5  # a Redis that does not answer in this time counts as down (the fallback limits)
 ERROR_LOG_EVERY_S = 60.0
 
@@ -33,14 +32,14 @@ def rate_limiter(shared: SharedSettings | None, kind: str, limit: int, window_s:
     `shared.redis_url` is set (`kind` names the limit there: "web:votes:ip", "bot:messages"), else in memory."""
     if shared is None or not shared.redis_url:
         return RateLimiter(limit, float(window_s))
-    return RedisRateLimiter(shared.redis_url, kind, limit, window_s)
+    return RedisRateLimiter(shared.redis_url, kind, limit, window_s, key_prefix=f"{shared.key_prefix}:rl")
 
 
 class RedisRateLimiter(RateLimiter):
     """A moving window in Redis. `retry_after`/`wait` use the blocking client (for worker threads: FastAPI's plain-def
     routes and dependencies); `retry_after_async`/`wait_async` use redis.asyncio (for the event loop)."""
 
-    def __init__(self, url: str, kind: str, limit: int, window_s: int = 60, *, key_prefix: str = KEY_PREFIX):
+    def __init__(self, url: str, kind: str, limit: int, window_s: int = 60, *, key_prefix: str = "loopbot:rl"):
         super().__init__(limit, float(window_s))  # the fallback while Redis is down
         self.url, self.kind, self.key_prefix = url, kind, key_prefix
         self.item = RateLimitItemPerSecond(limit, int(window_s), namespace=kind)
