@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 
 from loopbot.base.ratelimit import RateLimiter
-from loopbot.base.settings import AccessSettings
+from loopbot.base.settings import AccessSettings, SharedSettings
+from loopbot.base.shared import MemoryState, shared_state
+from loopbot.base.shared_limits import rate_limiter
 
 PRIVATE = "Sorry, this bot is private: you are not on its list of allowed users or chats."
 
@@ -34,47 +36,45 @@ class Access:
         return f"{platform}:{user_id}" in self.settings.admins
 
 
+RUNNING_TTL_S = 600.0  # a reply in progress counts at most this long (a process that died frees its users)
 BUSY = "I'm still answering your previous message. Please wait for it to finish."
 
 
 class ReplyLimits:
     """Per user key: at most `messages_per_minute` accepted messages in any minute and `concurrent` replies in
-    progress. Users with nothing recent and nothing running are forgotten."""
+    progress. Users with nothing recent and nothing running are forgotten. With `[shared] redis_url` (`shared`)
+    the counts and the "still answering" notices are those of every process, else of this one."""
 
-    def __init__(self, messages_per_minute: int, concurrent: int, clock: Callable[[], float] = time.monotonic):
-        self.per_minute = RateLimiter(messages_per_minute, 60.0, clock=clock)
+    def __init__(self, messages_per_minute: int, concurrent: int, clock: Callable[[], float] = time.monotonic, *,
+                 shared: SharedSettings | None = None):
+        self.per_minute = (rate_limiter(shared, "bot:messages", messages_per_minute) if shared and shared.redis_url
+                           else RateLimiter(messages_per_minute, 60.0, clock=clock))
         self.concurrent = concurrent
-        self._running: dict[str, int] = {}
-        self._told_busy: set[str] = set()  # keys told "still answering" since their reply started
+        self.state = shared_state(shared) if shared and shared.redis_url else MemoryState(clock=clock)
 
-    def refusal(self, key: str) -> str | None:
+    async def refusal(self, key: str) -> str | None:
         """None if `key` may start a reply now (and counts it until `done`), else a polite message saying why not."""
-        if self._running.get(key, 0) >= self.concurrent:
+        if not await self.state.acquire("running", key, self.concurrent, RUNNING_TTL_S):
             return BUSY
-        wait = self.per_minute.retry_after(key)
+        wait = await self.per_minute.retry_after_async(key)
         if wait:
+            await self.state.release("running", key)
             return (f"You're sending messages faster than I can answer ({self.per_minute.limit} a minute). "
                     f"Please wait about {max(1, math.ceil(wait))} s.")
-        self._running[key] = self._running.get(key, 0) + 1
         return None
 
-    def should_tell(self, key: str, refusal: str) -> bool:
+    async def should_tell(self, key: str, refusal: str) -> bool:
         """Whether to show `refusal` to `key`: "still answering" once per reply in progress, not once per message
         of a flood (each message is still kept; only the notice is not repeated)."""
         if refusal != BUSY:
             return True
-        if key in self._told_busy:
-            return False
-        self._told_busy.add(key)
-        return True
+        return await self.state.add_once("told_busy", key, RUNNING_TTL_S)
 
-    def done(self, key: str) -> None:
+    async def done(self, key: str) -> None:
         """The reply `refusal` let start has ended."""
-        self._told_busy.discard(key)
-        running = self._running.pop(key, 0)
-        if running > 1:
-            self._running[key] = running - 1
+        await self.state.discard("told_busy", key)
+        await self.state.release("running", key)
 
     def __len__(self) -> int:
-        """How many users it remembers now."""
-        return len(self.per_minute) + sum(key not in self.per_minute for key in self._running)
+        """How many users it remembers now (in this process)."""
+        return len(self.per_minute) + len(self.state)

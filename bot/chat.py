@@ -55,13 +55,13 @@ class ChatService(ChatCore):
         replied = await self._replied_message(chat.id, inc.reply_to_message_id)
         key = f"{inc.platform}:{inc.user_id}"
         refusal = (f"That message is too long for me ({len(text):,} characters; the limit is {limit:,}). "
-                   "Please send a shorter one.") if len(text) > limit else self.limiter.refusal(key)
+                   "Please send a shorter one.") if len(text) > limit else await self.limiter.refusal(key)
         if refusal:
             # kept (nothing a user sends is lost) but outside the conversation, so it never enters a prompt
             await self.db.run(crud.record_message, chat_id=chat.id, user_id=user.id, role="user", text=text,
                               persona=persona, conversation_id=f"refused:{chat.conversation_id}"[:64],
                               platform_message_id=inc.message_id)
-            if self.limiter.should_tell(key, refusal):
+            if await self.limiter.should_tell(key, refusal):
                 yield Reply(0, refusal, final=True, plain=True)
             return
         try:
@@ -75,7 +75,7 @@ class ChatService(ChatCore):
                 async for reply in replies:
                     yield reply
         finally:
-            self.limiter.done(key)
+            await self.limiter.done(key)
 
     async def _replied_message(self, chat_id: int, platform_message_id: str | None):
         if not platform_message_id:

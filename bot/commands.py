@@ -117,7 +117,7 @@ async def _retry(service, inc, user, chat, args):
         yield _say("There is nothing to retry yet: send me a message first.")
         return
     key = f"{inc.platform}:{inc.user_id}"
-    refusal = service.limiter.refusal(key)
+    refusal = await service.limiter.refusal(key)
     if refusal:
         yield _say(refusal)
         return

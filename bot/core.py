@@ -55,7 +55,7 @@ class ChatCore:
         self.rng = rng or random.Random()
         self.access = Access(settings.access)
         self.limiter = ReplyLimits(settings.access.messages_per_minute, settings.access.concurrent_generations,
-                                   clock=clock)
+                                   clock=clock, shared=settings.shared)
         self.reactions_in_order = asyncio.Lock()
         self._users: dict[tuple[str, str], tuple[float, object]] = {}
         self._chats: dict[tuple[str, str, str], tuple[float, object]] = {}
@@ -175,7 +175,7 @@ class ChatCore:
                     yield reply
         finally:
             if limiter_key:
-                self.limiter.done(limiter_key)
+                await self.limiter.done(limiter_key)
 
     async def _record(self, chat, persona: str, conversation_id: str, new_prompt: NewPrompt):
         return await self.db.run(crud.record_message, chat_id=chat.id, user_id=new_prompt.user_id, role="user",

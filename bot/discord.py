@@ -15,6 +15,7 @@ from discord import app_commands
 
 from loopbot.base.errors import ConfigError, LoopbotError
 from loopbot.base.settings import DiscordSettings, ServedBot, Settings
+from loopbot.base.shared import shared_state
 from loopbot.bot.chat import ChatService
 from loopbot.bot.commands import COMMANDS
 from loopbot.bot.messages import Button, Incoming, Press, Reaction
@@ -29,6 +30,7 @@ CUSTOM_ID_PREFIX = "lb:"
 EXPIRED = "This button has expired."
 FAILED = "Sorry, something went wrong. Please try again."
 SKIN_TONES = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
+REACTIONS_TTL_S = 7 * 24 * 3600.0  # a user's reactions on a message are remembered this long after the last change
 COMMAND_OPTIONS: dict[str, tuple[str, str, bool]] = {  # command -> (option name, description, required)
     "persona": ("name", "the persona to talk to (leave empty to list them)", False),
     "consent": ("choice", "on: your chats may train the bot; off: they may not", True),
@@ -217,7 +219,9 @@ class DiscordBot:
         self.client: _Client | None = None
         self.errors: list[BaseException] = []
         self._task: asyncio.Task | None = None
-        self._reactions: dict[tuple[int, int], list[str]] = {}  # (user, message) -> unicode reactions, in order
+        # "user:message" -> the user's unicode reactions on it, in order; shared by the bot's processes with
+        # [shared] redis_url, else this process's (at most max_reactions_tracked, the oldest dropped)
+        self._reactions = shared_state(self.service.settings.shared, max_keys=max_reactions_tracked)
         self._saved_endpoints: tuple[str, Any] | None = None
         self._in_progress = InProgress()  # the replies being shown now (finished before the client closes)
 
@@ -462,15 +466,9 @@ class DiscordBot:
         if self.client.user is None or payload.user_id == self.client.user.id or payload.emoji.id is not None:
             return
         emoji = base_emoji(payload.emoji.name)
-        key = (payload.user_id, payload.message_id)
-        current = self._reactions.get(key, [])
-        current = [e for e in current if e != emoji] + ([emoji] if added else [])
-        if current:
-            self._reactions[key] = current
-            while len(self._reactions) > self.max_reactions_tracked:
-                self._reactions.pop(next(iter(self._reactions)))
-        else:
-            self._reactions.pop(key, None)
+        current = await self._reactions.update_ordered(f"discord:{self.name}:reactions",
+                                                       f"{payload.user_id}:{payload.message_id}", emoji, added,
+                                                       REACTIONS_TTL_S)
         if emoji not in ("👍", "👎"):
             return
         user_name = payload.member.display_name if payload.member else ""

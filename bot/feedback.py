@@ -38,7 +38,7 @@ async def handle_press(core: ChatCore, press: Press) -> PressOutcome:
         return PressOutcome(EXPIRED)
     if action.kind == "vote":
         return await _vote(core, gen, user, int(action.arg))
-    return _retry(core, press, chat, gen)
+    return await _retry(core, press, chat, gen)
 
 
 async def handle_reaction(core: ChatCore, reaction: Reaction) -> int | None:
@@ -92,9 +92,9 @@ def _toggle_vote(engine, *, generation_id: int, user_id: int, value: int) -> tup
     return (withdrawn, *crud.vote_tally(engine, generation_id=generation_id))
 
 
-def _retry(core: ChatCore, press: Press, chat, gen) -> PressOutcome:
+async def _retry(core: ChatCore, press: Press, chat, gen) -> PressOutcome:
     key = f"{press.platform}:{press.user_id}"
-    refusal = core.limiter.refusal(key)
+    refusal = await core.limiter.refusal(key)
     if refusal:
         return PressOutcome(refusal)
     return PressOutcome("Trying again…", replies=core.retry(chat, gen, key))

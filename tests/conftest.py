@@ -111,3 +111,28 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+REDIS_URL = os.environ.get("LOOPBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def shared_redis():
+    """`[shared]` settings on the test Redis with a key prefix of this test's own; its keys are deleted after.
+    Skips (saying why) when Redis is unreachable."""
+    import uuid
+
+    import redis
+
+    from loopbot.base.settings import SharedSettings
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        pytest.skip(f"no Redis at {REDIS_URL} ({e}); set LOOPBOT_TEST_REDIS_URL")
+    shared = SharedSettings(redis_url=REDIS_URL, key_prefix=f"loopbot-test-{uuid.uuid4().hex[:12]}")
+    yield shared
+    for key in client.scan_iter(f"{shared.key_prefix}:*"):
+        client.delete(key)
+    client.close()

@@ -14,7 +14,6 @@ import json
 import re
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import pytest

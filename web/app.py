@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loopbot.base.ratelimit import RateLimiter
+from loopbot.base.shared_limits import rate_limiter
 from loopbot.web.bodylimit import BodyLimit
 from loopbot.web.routes import admin, arena, health, home, leaderboard
 from loopbot.web.security import Signer, load_secret
@@ -35,11 +35,13 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     app = FastAPI(title="loopbot", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.loopbot = loopbot
     app.state.signer = Signer(load_secret(loopbot.data_path("web", "secret.key")))
-    app.state.visitor_limit = RateLimiter(settings.votes_per_minute)
-    app.state.ip_limit = RateLimiter(settings.votes_per_minute_per_ip)
-    app.state.login_limit = RateLimiter(10)
-    app.state.page_limit = RateLimiter(settings.pages_per_minute_per_ip)
-    app.state.fresh_limit = RateLimiter(settings.fresh_pairs_per_minute) if settings.fresh_pairs_per_minute else None
+    shared = loopbot.settings.shared  # [shared] redis_url: every web process counts against the same limits
+    app.state.visitor_limit = rate_limiter(shared, "web:votes:visitor", settings.votes_per_minute)
+    app.state.ip_limit = rate_limiter(shared, "web:votes:ip", settings.votes_per_minute_per_ip)
+    app.state.login_limit = rate_limiter(shared, "web:login", 10)
+    app.state.page_limit = rate_limiter(shared, "web:pages", settings.pages_per_minute_per_ip)
+    app.state.fresh_limit = (rate_limiter(shared, "web:fresh", settings.fresh_pairs_per_minute)
+                             if settings.fresh_pairs_per_minute else None)
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}
     app.state.rng = rng or random.Random()

@@ -40,6 +40,13 @@ class RateLimiter:
             live = [t for t in self._hits.get(key, ()) if t > now - self.window_s]
             return live[0] + self.window_s - now if len(live) >= self.limit else 0.0
 
+    async def retry_after_async(self, key: str) -> float:
+        """`retry_after` for code on the event loop (the same call here; a shared limiter awaits its store)."""
+        return self.retry_after(key)
+
+    async def wait_async(self, key: str) -> float:
+        return self.wait(key)
+
     def __len__(self) -> int:
         """How many keys it remembers now."""
         return len(self._hits)

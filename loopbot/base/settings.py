@@ -240,13 +240,6 @@ class DiscordSettings(Section):
         return self
 
 
-class SharedSettings(Section):
-    """State several `loopbot run` processes share (docs/platforms.md#several-processes)."""
-
-    redis_url: str = Field("", description="redis://host:port/db: webhook update de-duplication and per-chat "
-                           "order across processes; empty = this process alone")
-
-
 class FeedbackSettings(Section):
     arena_rate: float = Field(0.1, ge=0, le=1)
     consent_default: bool = True
@@ -443,6 +436,21 @@ class WebSettings(Section):
                                 "before they are read")
     metrics_max_age_s: float = Field(30.0, ge=0, description="/metrics serves database counts at most this old "
                                      "(plus one count's duration); 0 = count at every scrape")
+
+
+class SharedSettings(Section):
+    redis_url: str = Field("", description="Redis for the state several processes share (rate limits, reaction "
+                           "and busy state, webhook updates handled once and each chat in order), e.g. "
+                           "redis://127.0.0.1:6379/0; empty = each process keeps its own, in memory")
+    key_prefix: str = Field("loopbot", min_length=1, description="the start of every key in Redis (another "
+                            "prefix for another deployment on the same Redis)")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must start with redis:// or rediss:// (or be empty)")
+        return v
 
 
 class Settings(Section):

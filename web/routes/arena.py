@@ -32,7 +32,7 @@ from loopbot.web.deps import (
     get_rng,
     get_settings,
     get_signer,
-    limit_page_loads,
+    limit_page_loads_async,
     valid_persona,
 )
 from loopbot.web.fresh import generate_pair
@@ -72,7 +72,7 @@ async def _page_parts(request: Request, persona: str) -> _PageParts:
     separate plain-def dependencies FastAPI would run each in a worker thread, eleven thread hops per page that cost
     more than choosing the pair on a busy machine. The page-load limit is checked first, then the persona."""
     loopbot, limits = get_loopbot(request), get_limits(request)
-    limit_page_loads(limits, client_ip(request))
+    await limit_page_loads_async(limits, client_ip(request))
     persona = valid_persona(persona, get_settings(loopbot))
     return _PageParts(persona, loopbot, get_signer(request), limits, get_rng(request), get_fresh_lock(request),
                       get_page(request))
@@ -88,7 +88,7 @@ async def arena_page(request: Request, parts: Annotated[_PageParts, Depends(_pag
         return choose_matchup(loopbot.engine, persona=persona, visitor_id=vid, chats=chats, rng=rng)
 
     matchup = await run_in_threadpool(choose)
-    if matchup is None and _fresh_pair_allowed(loopbot, parts.limits.fresh):
+    if matchup is None and await _fresh_pair_allowed(loopbot, parts.limits.fresh):
         async with parts.fresh_lock:
             matchup = await run_in_threadpool(choose)  # another request may have made one meanwhile
             if matchup is None and await generate_pair(loopbot, persona, rng=rng):
@@ -107,11 +107,11 @@ async def arena_page(request: Request, parts: Annotated[_PageParts, Depends(_pag
     return response
 
 
-def _fresh_pair_allowed(loopbot, fresh_limit: RateLimiter | None) -> bool:
+async def _fresh_pair_allowed(loopbot, fresh_limit: RateLimiter | None) -> bool:
     """Only in a process that serves a model, and within the per-minute budget (generation costs compute)."""
     if running_router(loopbot) is None or fresh_limit is None:
         return False
-    return fresh_limit.retry_after("fresh") == 0
+    return await fresh_limit.retry_after_async("fresh") == 0
 
 
 @router.post("/arena/{persona}/vote")
