@@ -247,6 +247,9 @@ class Router:
                     current = self._routes.get(persona)
                     self._routes[persona] = current if current in loaded else None
                     continue
+            if self._routes.get(persona, name) != name:
+                log.info("route %s: %s -> %s", persona, self._routes[persona] or "the base model",
+                         name or "the base model")
             self._routes[persona] = name
             self.problems.pop(persona, None)
             if name and path:

@@ -75,6 +75,13 @@ async def poll(check, limit_s: float, what: str, cluster: Cluster, every: float 
         await asyncio.sleep(every)
 
 
+def sql(engine, query: str) -> list[tuple]:
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return [tuple(r) for r in c.execute(text(query))]
+
+
 def replies(fake: FakeTelegram, chat: int) -> list:
     return [m for m in fake.bot_messages(chat) if m.reply_markup]
 
@@ -122,7 +129,7 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
         serves = [cluster.add(f"vllm{i}", ["serve", "--port", str(p)]) for i, p in enumerate(vllm_ports, 1)]
         for host in serves:
             await host.start()
-        worker = await cluster.add("worker", ["worker", "--stalled-after", "2"]).start()
+        worker = await cluster.add("worker", ["worker"]).start()
         await cluster.add("scheduler", ["run", "--only", "scheduler"]).start()
         web = await cluster.add("web", ["run", "--only", "web"]).start()
         for host in serves:
@@ -130,7 +137,6 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
         bots = [await cluster.add(f"bots{i}", ["run", "--only", "bots"], {**bot_env, "LOOPBOT_LOG_LEVEL": "DEBUG"})
                 .start() for i in (1, 2)]
         await poll(lambda: fake.count("setWebhook") >= 2, 120, "both bot processes registered the webhook", cluster)
-        await worker.wait_log("", timeout=1)
 
         # users chat and vote through both processes (the load balancer here is the kernel: SO_REUSEPORT)
         users = list(range(1, 9))
@@ -140,8 +146,8 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
         for u in users:
             reply = replies(fake, u)[0]
             fake.press(reply, reply.data("👍" if u % 2 else "👎"))
-        await poll(lambda: len(crud.recent_votes(engine, persona="coach", limit=1000)) >= 80 + len(users), 30,
-                   "the votes stored", cluster)
+        await poll(lambda: sum(crud.vote_counts(engine, persona="coach")) >= 80 + len(users), 30, "the votes stored",
+                   cluster)
         handled = [re.findall(r"handled update (\d+)", b.log()) for b in bots]
         assert all(handled), f"each bot process handled some updates: {[len(h) for h in handled]}"
 
@@ -160,7 +166,7 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
         async def chatter():
             n = 0
             while not chatting.is_set():
-                user = 100 + n % 20  # 20 users: each stays under its per-minute limit
+                user = 100 + n % 60  # 60 users, a message each 0.5 s or more: each stays under its limit
                 before = len(replies(fake, user))
                 fake.send(f"and how far on Sunday? {n}", user_id=user)
                 try:
@@ -169,6 +175,7 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
                 except AssertionError:
                     failures.append(f"no reply to chatter message {n}")
                 n += 1
+                await asyncio.sleep(0.5)
             return n
 
         chat_task = asyncio.create_task(chatter())
@@ -201,25 +208,24 @@ async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_
         chatting.set()
         sent = await asyncio.wait_for(chat_task, 90)
         assert sent > 0 and failures == [], failures
-        errors = [m.text for u in range(100, 120) for m in fake.bot_messages(u) if "went wrong" in (m.text or "")]
-        assert errors == []
-        gens = crud.recent_generations(engine, persona="coach", limit=20)
-        assert any(g.adapter_version == "coach-v1" for g in gens), [g.adapter_version for g in gens]
+        assert sql(engine, "SELECT count(*) FROM generations WHERE status = 'error'") == [(0,)]
+        served = sql(engine, "SELECT DISTINCT adapter_version FROM generations WHERE persona = 'coach'")
+        assert {v for (v,) in served} >= {None, "coach-v1"}, served
         print(f"\ncluster: cycle finished -> both replicas hold coach-v1 in {held - finished:.1f} s; "
               f"-> both bot processes route to it in {routed - finished:.1f} s; {sent} chats during the flip")
 
         # a worker killed mid-job: the live version keeps serving, the run is failed
         await worker.stop()
         seed_feedback(engine, conversations=20, seed=1)
-        slow = await cluster.add("worker2", ["worker", "--stalled-after", "2"], _env_overrides(
+        slow = await cluster.add("worker2", ["worker"], _env_overrides(
             {"trainer.sft.max_steps": 100_000, "trainer.dpo.max_steps": 100_000})).start()
         fake.send("/train", user_id=ADMIN)
         train_logs = slow.dir / "data" / "logs" / "train"
         await poll(lambda: train_logs.is_dir() and any("stage " in p.read_text(errors="replace")
                                                       for p in train_logs.iterdir()), 300, "training started", cluster)
         await slow.stop(signal.SIGKILL)
-        await asyncio.sleep(3.0)
-        recovery = await cluster.add("worker3", ["jobs", "recover", "--stalled-after", "2"]).start()
+        await asyncio.sleep(16.0)  # workers beat every 10 s: silent for 15 s = dead
+        recovery = await cluster.add("ops", ["jobs", "recover", "--stalled-after", "15"]).start()
         assert await asyncio.wait_for(recovery.proc.wait(), 120) == 0, recovery.log()
         runs = crud.list_training_runs(engine, persona="coach")
         killed = max(runs, key=lambda r: r.id)

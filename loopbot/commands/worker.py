@@ -72,6 +72,34 @@ def retry(ctx: typer.Context, job_id: int = typer.Argument(..., help="the job id
     typer.echo(f"job {job_id} queued again" if new_id == job_id else f"job {job_id} queued again as job {new_id}")
 
 
+@jobs_app.command("recover")
+def recover(ctx: typer.Context,
+            stalled_after: float = typer.Option(STALLED_AFTER_S, "--stalled-after", min=1, help="seconds without a "
+                                                "heartbeat after which a running job's worker counts as dead")) -> None:
+    """Now, without waiting for a worker to do it: fail the runs of jobs whose worker died, release their run locks
+    and put the jobs back in the queue (or end them failed after their last try)."""
+    import asyncio
+
+    from loopbot.trainer.job_recovery import recover_stalled_jobs
+    from loopbot.trainer.job_worker import worker_app
+    from loopbot.trainer.jobs import ensure_schema
+
+    loopbot = app_from(ctx)
+    _require_queue(loopbot.settings)
+
+    async def main() -> list[dict]:
+        await asyncio.to_thread(ensure_schema, loopbot.settings)
+        app = worker_app(loopbot)
+        async with app.open_async():
+            return await recover_stalled_jobs(app, loopbot.engine, stalled_after_s=stalled_after)
+
+    done = asyncio.run(main())
+    if not done:
+        typer.echo("no stalled training jobs")
+    for item in done:
+        typer.echo(", ".join(f"{k} {v}" for k, v in item.items()))
+
+
 def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.add_typer(jobs_app, name="jobs")
