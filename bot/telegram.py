@@ -180,6 +180,7 @@ class TelegramBot:
         if self._webhook is not None:
             await self._webhook.stop()
             self._webhook = None
+            log.info("webhook: this process handled %d updates", self.handled)
         if self._in_progress:
             log.info("stopping %d Telegram repl%s in progress", len(self._in_progress),
                      "y" if len(self._in_progress) == 1 else "ies")
