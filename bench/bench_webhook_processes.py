@@ -52,10 +52,11 @@ async def _round(processes: int, postgres_url: str, tmp: Path) -> float:
                 "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     procs = []
     try:
-        for _ in range(processes):
-            procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "testkit.instant_run", str(ROOT / "config.toml"), env=env, cwd=tmp,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+        for i in range(processes):
+            with (tmp / f"bot{processes}-{i}.log").open("wb") as out:
+                procs.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "testkit.instant_run", str(ROOT / "config.toml"), env=env, cwd=tmp,
+                    stdout=out, stderr=out))
         await fake.wait_for(lambda: fake.count("setWebhook") >= processes, timeout=120)
         users = range(10_000, 10_000 + BURST)
 
@@ -65,13 +66,18 @@ async def _round(processes: int, postgres_url: str, tmp: Path) -> float:
         for u in users:  # warm-up: every user has talked to the bot before
             fake.send("hello", user_id=u)
         await fake.wait_for(answered, timeout=300)
+        lost = len(fake.webhook_failures)
         before = {u: len(fake.bot_messages(u)) for u in users}
         started = time.perf_counter()
         for u in users:
             fake.send("how far should I run today?", user_id=u)
         await fake.wait_for(lambda: all(sum(1 for m in fake.bot_messages(u)[before[u]:] if m.reply_markup) >= 1
                                         for u in users), timeout=300)
-        return BURST / (time.perf_counter() - started)
+        rate = BURST / (time.perf_counter() - started)
+        if fake.webhook_failures[lost:]:
+            print(f"{processes} process(es): {len(fake.webhook_failures) - lost} deliveries re-sent after a "
+                  f"connection error", file=sys.stderr)
+        return rate
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -93,7 +99,7 @@ async def _measure() -> tuple[float, float]:
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp:
             one = await _round(1, url, Path(tmp))
             two = await _round(2, url, Path(tmp))
         return two, one

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.01  # how often a waiting update looks at its chat's queue (Redis form)
 MAX_POLL_S = 0.1
 LEASE_S = 30.0  # a dead process's queue entries are dropped this long after it stopped refreshing them
+MAX_CONNECTIONS = 64  # Redis connections per process; a burst of deliveries waits for one
 MEMORY_SEEN = 100_000  # update_ids a memory gate remembers at most
 
 
@@ -87,7 +88,9 @@ class RedisGate:
     def from_url(cls, url: str, prefix: str, **kw) -> RedisGate:
         import redis.asyncio
 
-        return cls(redis.asyncio.Redis.from_url(url), prefix, **kw)
+        # a burst of webhook deliveries waits for a free connection instead of failing with "Too many connections"
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=30)
+        return cls(redis.asyncio.Redis(connection_pool=pool), prefix, **kw)
 
     def _queue(self, chat_id: int) -> str:
         return f"{self.prefix}:chat:{chat_id}"

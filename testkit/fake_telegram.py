@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientError, ClientSession, web
 
 from testkit.loopback_http import serve_on_loopback
 
 TOKEN = "123456:TEST-token"
+WEBHOOK_ATTEMPTS = 5  # deliveries of one update before the fake gives up, like Telegram's retries
 BOT = {"id": 999000, "is_bot": True, "first_name": "Loopbot", "username": "loopbot_test_bot",
        "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
 JSON_FIELDS = {"reply_markup", "allowed_updates", "entities", "reply_parameters", "link_preview_options",
@@ -118,6 +119,7 @@ class FakeTelegram:
         self.commands: list[dict] = []
         self.webhook: dict | None = None
         self.webhook_responses: list[int] = []
+        self.webhook_failures: list[str] = []  # deliveries that got no HTTP answer (then re-sent)
         self.webhook_updates: list[dict] = []  # every update posted to the webhook, in order
         self.webhook_serial = False  # True: post one update at a time, each on a new connection, in order
         self._backlog: list[dict] = []
@@ -316,11 +318,21 @@ class FakeTelegram:
         if self.webhook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook["secret_token"]
         self.webhook_updates.append(update)
-        async with ClientSession() as session, session.post(self.webhook["url"], json=update,
-                                                            headers=headers) as resp:
-            self.webhook_responses.append(resp.status)
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):  # Telegram re-sends an update the webhook failed to take
+            try:
+                async with ClientSession() as session, session.post(self.webhook["url"], json=update,
+                                                                    headers=headers) as resp:
+                    status = resp.status
+            except ClientError as e:
+                self.webhook_failures.append(repr(e))
+                status = None
+            if status is not None:
+                self.webhook_responses.append(status)
+                if status < 500:
+                    break
+            await asyncio.sleep(0.2 * attempt)
         await self._notify()
-        return resp.status
+        return status
 
     redeliver = _post_webhook
 

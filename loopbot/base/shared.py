@@ -171,9 +171,10 @@ class RedisState(SharedState):
         if client is None:
             if len(self._clients) > 8:
                 self._clients.clear()
-            client = self._clients[loop] = aioredis.from_url(
-                self.url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-                decode_responses=True)
+            pool = aioredis.BlockingConnectionPool.from_url(  # a burst waits for a connection, it does not fail
+                self.url, max_connections=64, timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True)
+            client = self._clients[loop] = aioredis.Redis(connection_pool=pool)
         return client
 
     def _key(self, name: str, key: str) -> str:
