@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from loopbot.base.settings import Settings
 from loopbot.storage import crud
 from loopbot.storage.models import utcnow
-from loopbot.trainer import registry
+from loopbot.trainer import pipeline, registry
 from loopbot.web.security import ADMIN_COOKIE, Signer, digest
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,12 @@ async def promote(loopbot, *, persona: str, version: int, reason: str) -> str:
         raise LookupError(f"{persona} has no version {version}")
     await registry.promote(loopbot, persona, version, reason=reason)
     return f"{persona}-v{version} is live"
+
+
+def train(loopbot, *, persona: str) -> str:
+    """Start a training cycle as the bots' /train does: queued for a `loopbot worker` (PostgreSQL), else started in
+    the background of this process. Called on the event loop (an in-process cycle is a task of it)."""
+    return pipeline.request_cycle(loopbot, persona, trigger="dashboard")
 
 
 async def rollback(loopbot, *, persona: str, reason: str) -> str:

@@ -239,3 +239,27 @@ async def test_the_nightly_cron_queues_the_cycle_when_the_queue_is_on(pg_bot, mo
     [job] = jobs.list_jobs(pg_bot.settings)
     assert (job.persona, job.trigger, job.status) == ("coach", "cron", "todo")
     assert crud.list_training_runs(pg_bot.engine) == []
+
+
+@pytest.mark.postgres
+def test_the_dashboards_train_button_queues_a_cycle_after_confirmation(pg_bot, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from loopbot.web.app import create_app
+    from tests.web.conftest import ADMIN_TOKEN
+    from tests.web.forms import hidden_fields
+
+    monkeypatch.setenv(pg_bot.settings.web.admin_token_env, ADMIN_TOKEN)
+    with TestClient(create_app(pg_bot), headers={"accept": "text/html"}) as client:
+        assert client.post("/admin/login", data={"token": ADMIN_TOKEN}, follow_redirects=False).status_code == 303
+        ask = client.post("/admin/coach/train", data=hidden_fields(client.get("/admin").text, "/admin/coach/train"))
+        assert ask.status_code == 200 and "Train coach now" in ask.text
+        assert jobs.list_jobs(pg_bot.settings) == []  # nothing before the confirmation
+        done = client.post("/admin/coach/train", data=hidden_fields(ask.text))
+        assert done.status_code == 200 and "a training cycle of coach queued (job" in done.text
+        again = client.post("/admin/coach/train", data=hidden_fields(
+            client.post("/admin/coach/train", data=hidden_fields(client.get("/admin").text,
+                                                                  "/admin/coach/train")).text))
+        assert "already queued" in again.text
+    [job] = jobs.list_jobs(pg_bot.settings)
+    assert (job.persona, job.trigger, job.status) == ("coach", "dashboard", "todo")

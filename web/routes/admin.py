@@ -137,6 +137,25 @@ async def promote(request: Request, _: RequireAdmin, persona: PersonaDep, page: 
     return page("admin_done.html", message=done, persona=persona)
 
 
+@router.post("/admin/{persona}/train")
+async def train(request: Request, _: RequireAdmin, persona: PersonaDep, page: PageDep, signer: SignerDep,
+                loopbot: LoopbotDep, eng: EngineDep, csrf: str = Form(""), confirm: str = Form(""),
+                nonce: str = Form("")):
+    _check_admin_csrf(request, signer, csrf)
+    action = admin.action_key(request, persona, "train", "now")
+    if confirm != "yes":
+        return page("admin_confirm.html", action="train", persona=persona, version=None, csrf=csrf,
+                    nonce=await run_in_threadpool(admin.confirmation, eng, action),
+                    question=f"Train {persona} now on the feedback so far? The new version goes live only if it "
+                             "passes the gate.")
+    await _confirmed(request, eng, nonce, action)
+    try:
+        done = admin.train(loopbot, persona=persona)
+    except LoopbotError as e:  # e.g. the job queue is unreachable
+        raise HTTPException(409, str(e)) from None
+    return page("admin_done.html", message=done, persona=persona)
+
+
 @router.post("/admin/{persona}/rollback")
 async def rollback(request: Request, _: RequireAdmin, persona: PersonaDep, page: PageDep, signer: SignerDep,
                    loopbot: LoopbotDep, eng: EngineDep, csrf: str = Form(""), confirm: str = Form(""),
