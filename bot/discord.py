@@ -177,9 +177,6 @@ class _Client(discord.Client):
         await self.owner.on_message(message)
 
 
-class _ShardedClient(_Client, discord.AutoShardedClient):
-    """Several shards in this process (`shard_ids`), one gateway connection each."""
-
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.owner.on_reaction(payload, added=True)
 
@@ -198,6 +195,10 @@ class _ShardedClient(_Client, discord.AutoShardedClient):
         import sys
 
         self.owner.record_error(sys.exc_info()[1], f"event {event_method}")
+
+
+class _ShardedClient(_Client, discord.AutoShardedClient):
+    """Several shards in this process (`shard_ids`), one gateway connection each."""
 
 
 class DiscordBot:
