@@ -13,6 +13,13 @@ from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# tables other libraries keep in the same database, outside alembic: procrastinate's job queue, APScheduler's jobs
+FOREIGN_TABLE_PREFIXES = ("procrastinate_", "apscheduler_")
+
+
+def ours(name: str | None, type_: str, parent_names: dict) -> bool:
+    """alembic's include_name: compare and autogenerate loopbot's own tables only."""
+    return not (type_ == "table" and name and name.startswith(FOREIGN_TABLE_PREFIXES))
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:

@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import loopbot.storage.models  # noqa: F401  (registers the tables)
+from loopbot.storage.db import ours
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
@@ -21,6 +22,7 @@ with engine.connect() as connection:
                 target_metadata=SQLModel.metadata,
                 render_as_batch=sqlite,
                 compare_type=True,
+                include_name=ours,  # the job queue's and the scheduler's tables are not alembic's
             )
             context.run_migrations()
             if sqlite:
