@@ -115,7 +115,7 @@ class TelegramBot:
 
     def __init__(self, service: ChatService, settings: TelegramSettings, token: str, *,
                  webhook_secret: str | None = None, poll_timeout_s: int = 10, bot: ServedBot | None = None,
-                 redis_url: str = ""):
+                 redis_url: str = "", redis_prefix: str = "loopbot"):
         self.service = service
         self.settings = settings
         self.served = bot
@@ -123,7 +123,7 @@ class TelegramBot:
         self.token = token
         self.webhook_secret = webhook_secret
         self.poll_timeout_s = poll_timeout_s
-        self.redis_url = redis_url
+        self.redis_url, self.redis_prefix = redis_url, redis_prefix
         self.app: Application | None = None
         self._in_progress = InProgress()  # the replies being shown now (finished before the application stops)
         self._webhook: WebhookServer | None = None
@@ -205,7 +205,8 @@ class TelegramBot:
         url = (self.served.webhook_url if self.served else self.settings.webhook_url) or ""
         port = (self.served.webhook_port if self.served else None) or self.settings.webhook_port
         bot_id = self.token.split(":", 1)[0]
-        self._gate = make_gate(self.redis_url, f"loopbot:telegram:{bot_id}", ttl_s=self.settings.webhook_dedupe_ttl_s)
+        self._gate = make_gate(self.redis_url, f"{self.redis_prefix}:telegram:{bot_id}",
+                               ttl_s=self.settings.webhook_dedupe_ttl_s)
         self._webhook = WebhookServer(webhook_app(urlparse(url).path or "/", self.webhook_secret, self.receive),
                                       self.settings.webhook_listen, port, reuse_port=self.settings.webhook_reuse_port)
         await self._webhook.start()

@@ -155,7 +155,8 @@ async def _start_bots(loopbot, env, stoppers: list[tuple[str, Stopper]]) -> None
         secret = _webhook_secret(settings, served, env)
         redact.add_secrets([token, secret])
         bot = TelegramBot(loopbot.chat_service, settings.telegram, token, webhook_secret=secret,
-                          bot=served if served.name else None, redis_url=settings.shared.redis_url)
+                          bot=served if served.name else None, redis_url=settings.shared.redis_url,
+                          redis_prefix=settings.shared.key_prefix)
         try:
             await bot.start()
         except TokenRejected:

@@ -17,6 +17,7 @@ adapter and in the event log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -182,7 +183,10 @@ async def reconcile_router(loopbot) -> dict | None:
     if router is None:
         return None
     open_store(loopbot.settings)
-    return await router.reconcile(desired_routes(loopbot.engine, loopbot.settings.personas))
+    # the database and the store (a manifest request per published version) off the event loop: a bots process
+    # reconciles every serving.reconcile_interval_s while it answers chats
+    desired = await asyncio.to_thread(desired_routes, loopbot.engine, loopbot.settings.personas)
+    return await router.reconcile(desired)
 
 
 # ---- the live watch -------------------------------------------------------------------------------------------
