@@ -184,10 +184,13 @@ def _webhook_secret(settings, served, env: Mapping[str, str]) -> str:
     """The webhook's secret from its variable; a random one for one process alone. Several processes serving one
     bot (`webhook_reuse_port`, `[shared] redis_url`) must share it: each would otherwise register its own."""
     name = served.webhook_secret_env or settings.telegram.webhook_secret_env
+    tg = settings.telegram
+    if tg.mode == "webhook" and tg.webhook_reuse_port and not settings.shared.redis_url:
+        raise ConfigError("[telegram] webhook_reuse_port = true needs [shared] redis_url: the processes behind one "
+                          "webhook address take each update once and a chat's messages in order through Redis")
     secret = env.get(name)
     if secret:
         return secret
-    tg = settings.telegram
     if tg.mode == "webhook" and (tg.webhook_reuse_port or settings.shared.redis_url):
         raise ConfigError(f"set {name} ({served.key}.webhook_secret_env): the processes that serve one webhook "
                           "must share its secret")

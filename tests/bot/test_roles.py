@@ -5,6 +5,7 @@ processes; unknown roles and a worker without the job queue are refused with one
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,21 @@ def test_unknown_roles_and_a_worker_without_the_queue_are_refused(tmp_path, monk
     assert main(["--config", str(ROOT / "config.toml"), "run", "--only", only]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("overrides", "env", "message"), [
+    ({"telegram.webhook_reuse_port": True}, {"TELEGRAM_WEBHOOK_SECRET": "s" * 32},
+     "webhook_reuse_port = true needs [shared] redis_url"),
+    ({"shared.redis_url": "redis://127.0.0.1:6379/0"}, {},
+     "set TELEGRAM_WEBHOOK_SECRET (telegram.webhook_secret_env): the processes that serve one webhook must share"),
+])
+async def test_several_webhook_processes_are_refused_without_what_they_must_share(tmp_path, overrides, env, message):
+    from loopbot.base.errors import ConfigError
+
+    settings = settings_for(tmp_path, **{"telegram.enabled": True, "telegram.mode": "webhook",
+                                         "telegram.webhook_url": "https://bots.example.org/tg", **overrides})
+    loopbot = Loopbot(settings)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        await serve_all(loopbot, stop=asyncio.Event(), env={"TELEGRAM_BOT_TOKEN": "123456:TEST-token", **env},
+                        roles={"bots"})
+    loopbot.engine.dispose()
