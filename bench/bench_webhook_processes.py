@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ async def _round(processes: int, postgres_url: str, tmp: Path) -> float:
     from loopbot.storage.db import make_engine
     from testkit.fake_telegram import FakeTelegram
     from testkit.ports import free_port
+    from testkit.processes import stop_processes
     from tests.helpers.databases import truncate_all
 
     engine = make_engine(postgres_url)
@@ -79,14 +79,7 @@ async def _round(processes: int, postgres_url: str, tmp: Path) -> float:
                   f"connection error", file=sys.stderr)
         return rate
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
+        await stop_processes(procs)
         await fake.stop()
 
 

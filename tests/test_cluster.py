@@ -25,6 +25,7 @@ from testkit.fake_telegram import FakeTelegram
 from testkit.ports import free_port
 from testkit.tiny_model import build_tiny_model
 from tests.helpers.databases import create_postgres_database, drop_postgres_database, postgres_unreachable_reason
+from tests.helpers.redis import redis_or_skip
 from tests.helpers.s3 import DUMMY_CREDENTIALS, make_bucket, s3_client
 from tests.trainer.conftest import FAST_TRAINING, LOOSE_DEGENERACY
 from tests.trainer.synthetic import seed_feedback
@@ -41,19 +42,6 @@ def _env_overrides(settings: dict) -> dict[str, str]:
     """{"trainer.sft.max_steps": 40} -> {"LOOPBOT_TRAINER__SFT__MAX_STEPS": "40"}"""
     return {"LOOPBOT_" + k.upper().replace(".", "__"): json.dumps(v) if isinstance(v, (list, bool)) else str(v)
             for k, v in settings.items()}
-
-
-async def _redis_or_skip():
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as e:
-        await client.aclose()
-        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
-    await client.flushdb()
-    return client
 
 
 async def models_on(url: str) -> set[str]:
@@ -102,7 +90,7 @@ def vllm_model(tmp_path_factory):
 async def test_a_cluster_without_a_shared_disk_trains_publishes_and_flips_every_host(tmp_path, s3_server, vllm_model):
     if reason := postgres_unreachable_reason():
         pytest.skip(reason)
-    redis = await _redis_or_skip()
+    redis = await redis_or_skip(REDIS_URL, flush=True)
     db_url = create_postgres_database()
     bucket = make_bucket(s3_server)
     fake = await FakeTelegram().start()

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -16,22 +15,12 @@ from aiohttp import ClientSession
 
 from testkit.fake_telegram import FakeTelegram
 from testkit.ports import free_port
+from testkit.processes import stop_processes
+from tests.helpers.redis import redis_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET = "webhook-secret-shared-by-both"
-
-
-async def _redis_or_skip():
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as e:
-        await client.aclose()
-        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
-    return client
 
 
 @pytest.mark.postgres
@@ -42,7 +31,7 @@ async def test_two_processes_on_one_webhook_port_answer_each_message_once_and_in
     engine = make_engine(postgres_url)
     truncate_all(engine)
     engine.dispose()
-    redis = await _redis_or_skip()
+    redis = await redis_or_skip(REDIS_URL)
     bot_id = random.randrange(10**8, 10**9)  # its own Redis keys (loopbot:telegram:BOT_ID:*) in a shared Redis
     fake = await FakeTelegram(token=f"{bot_id}:TEST-token").start()
     fake.webhook_serial = True  # Telegram's order; each delivery on a new connection, so the kernel spreads them
@@ -93,14 +82,7 @@ async def test_two_processes_on_one_webhook_port_answer_each_message_once_and_in
             assert replies == [f"[base] {t}" for t in sent[c]], (c, replies)
         assert set(fake.webhook_responses) == {200}
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
+        await stop_processes(procs)
         await fake.stop()
         async for key in redis.scan_iter(f"loopbot:telegram:{bot_id}:*"):
             await redis.delete(key)
