@@ -41,7 +41,7 @@ def test_auto_picks_redis_then_postgres_then_memory():
 
 
 def test_a_backend_that_cannot_be_is_refused():
-    with pytest.raises(ValueError, match="PostgreSQL storage.url"):
+    with pytest.raises(ValueError, match="a PostgreSQL storage"):
         shared_backend(SharedSettings(backend="postgres"), SQLITE)
     with pytest.raises(ValueError, match="redis_url"):
         SharedSettings(backend="redis")
@@ -148,3 +148,27 @@ async def test_while_the_database_is_down_each_process_limits_on_its_own_and_say
                for m in errors)
     assert any("shared state: PostgreSQL at postgresql+psycopg://127.0.0.1:1/test failed" in m for m in errors)
     assert len(errors) == 2  # once each, not once per call
+
+
+@pytest.mark.postgres
+def test_the_shared_tables_sit_beside_the_migrated_schema_outside_alembic(shared_postgres):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from loopbot.base.pg_store import engine as shared_engine
+    from loopbot.storage.db import make_engine, ours, upgrade
+
+    eng = make_engine(shared_postgres)
+    try:
+        upgrade(eng)
+        shared_engine(shared_postgres)  # makes shared_hits and shared_state
+        with eng.connect() as conn:
+            tables = set(conn.execute(text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'shared_%'"))
+                         .scalars())
+            context = MigrationContext.configure(conn, opts={"compare_type": False, "include_name": ours})
+            diff = compare_metadata(context, SQLModel.metadata)
+        assert tables == {"shared_hits", "shared_state"}
+        assert diff == []
+    finally:
+        eng.dispose()
