@@ -172,3 +172,17 @@ def test_the_shared_tables_sit_beside_the_migrated_schema_outside_alembic(shared
         assert diff == []
     finally:
         eng.dispose()
+
+
+def test_the_config_refuses_postgres_sharing_on_sqlite(settings):
+    from pathlib import Path
+
+    from loopbot.base.config import load_settings
+    from loopbot.base.errors import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=r"(?i)needs a PostgreSQL storage"):
+        load_settings(root / "config.toml", env={}, overrides={"shared.backend": "postgres"})
+    on_pg = load_settings(root / "config.toml", env={}, overrides={
+        "shared.backend": "postgres", "storage.url": "postgresql+psycopg://u@h/db"})
+    assert shared_backend(on_pg.shared, on_pg.database_url) == "postgres"

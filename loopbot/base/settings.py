@@ -487,6 +487,12 @@ class Settings(Section):
             raise ValueError("define at least one [personas.NAME] table")
         return v
 
+    @model_validator(mode="after")
+    def _shared_postgres_needs_postgres(self):
+        if self.shared.backend == "postgres" and not self.database_url.startswith("postgresql"):
+            raise ValueError("[shared] backend = \"postgres\" needs a PostgreSQL storage.url")
+        return self
+
     @property
     def database_url(self) -> str:
         return self.storage.url.replace("{data_dir}", str(self.data_dir))
