@@ -186,3 +186,17 @@ def test_the_config_refuses_postgres_sharing_on_sqlite(settings):
     on_pg = load_settings(root / "config.toml", env={}, overrides={
         "shared.backend": "postgres", "storage.url": "postgresql+psycopg://u@h/db"})
     assert shared_backend(on_pg.shared, on_pg.database_url) == "postgres"
+
+
+@pytest.mark.postgres
+async def test_concurrent_slots_and_counts_are_never_given_twice(shared_postgres, caplog):
+    import asyncio
+
+    states = [shared_state(SHARED, shared_postgres) for _ in range(2)]
+    got = await asyncio.gather(*(states[i % 2].acquire("running", "u", 5, 60) for i in range(20)))
+    assert sum(got) == 5
+    limiters = [rate_limiter(SHARED, "web:votes:ip", 4, database_url=shared_postgres) for _ in range(2)]
+    waits = await asyncio.gather(*(limiters[i % 2].retry_after_async("ip:x") for i in range(20)))
+    assert sum(w == 0 for w in waits) == 4
+    assert rate_limiter(SHARED, "web:fresh", 0, database_url=shared_postgres).retry_after("x") == 60
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # all in the database, no fallback

@@ -65,4 +65,6 @@ class PgRateLimiter(RateLimiter):
                 n, first, now = conn.execute(_LOOK, args).one()
         if n < self.limit:
             return 0.0
+        if first is None:  # a limit of 0: never
+            return self.window_s
         return max(0.001, first + self.window_s - now)  # until the oldest counted event leaves the window
