@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import AccessSettings, SharedSettings
-from loopbot.base.shared import MemoryState, shared_state
+from loopbot.base.shared import MemoryState, shared_backend, shared_state
 from loopbot.base.shared_limits import rate_limiter
 
 PRIVATE = "Sorry, this bot is private: you are not on its list of allowed users or chats."
@@ -42,15 +42,17 @@ BUSY = "I'm still answering your previous message. Please wait for it to finish.
 
 class ReplyLimits:
     """Per user key: at most `messages_per_minute` accepted messages in any minute and `concurrent` replies in
-    progress. Users with nothing recent and nothing running are forgotten. With `[shared] redis_url` (`shared`)
-    the counts and the "still answering" notices are those of every process, else of this one."""
+    progress. Users with nothing recent and nothing running are forgotten. Shared through Redis or the PostgreSQL
+    database at `database_url` (`shared`, see loopbot/base/shared.py) the counts and the "still answering" notices
+    are those of every process, else of this one (on `clock`)."""
 
     def __init__(self, messages_per_minute: int, concurrent: int, clock: Callable[[], float] = time.monotonic, *,
-                 shared: SharedSettings | None = None):
-        self.per_minute = (rate_limiter(shared, "bot:messages", messages_per_minute) if shared and shared.redis_url
-                           else RateLimiter(messages_per_minute, 60.0, clock=clock))
+                 shared: SharedSettings | None = None, database_url: str = ""):
+        in_memory = shared_backend(shared, database_url) == "memory"
+        self.per_minute = (RateLimiter(messages_per_minute, 60.0, clock=clock) if in_memory
+                           else rate_limiter(shared, "bot:messages", messages_per_minute, database_url=database_url))
         self.concurrent = concurrent
-        self.state = shared_state(shared) if shared and shared.redis_url else MemoryState(clock=clock)
+        self.state = MemoryState(clock=clock) if in_memory else shared_state(shared, database_url)
 
     async def refusal(self, key: str) -> str | None:
         """None if `key` may start a reply now (and counts it until `done`), else a polite message saying why not."""

@@ -55,7 +55,7 @@ class ChatCore:
         self.rng = rng or random.Random()
         self.access = Access(settings.access)
         self.limiter = ReplyLimits(settings.access.messages_per_minute, settings.access.concurrent_generations,
-                                   clock=clock, shared=settings.shared)
+                                   clock=clock, shared=settings.shared, database_url=settings.database_url)
         self.reactions_in_order = asyncio.Lock()
         self._users: dict[tuple[str, str], tuple[float, object]] = {}
         self._chats: dict[tuple[str, str, str], tuple[float, object]] = {}

@@ -221,8 +221,10 @@ class DiscordBot:
         self.errors: list[BaseException] = []
         self._task: asyncio.Task | None = None
         # "user:message" -> the user's unicode reactions on it, in order; shared by the bot's processes with
-        # [shared] redis_url, else this process's (at most max_reactions_tracked, the oldest dropped)
-        self._reactions = shared_state(self.service.settings.shared, max_keys=max_reactions_tracked)
+        # [shared] redis_url or a PostgreSQL database, else this process's (at most max_reactions_tracked, the oldest
+        # dropped)
+        self._reactions = shared_state(self.service.settings.shared, self.service.settings.database_url,
+                                       max_keys=max_reactions_tracked)
         self._saved_endpoints: tuple[str, Any] | None = None
         self._in_progress = InProgress()  # the replies being shown now (finished before the client closes)
 

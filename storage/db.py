@@ -13,8 +13,9 @@ from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# tables other libraries keep in the same database, outside alembic: procrastinate's job queue, APScheduler's jobs
-FOREIGN_TABLE_PREFIXES = ("procrastinate_", "apscheduler_")
+# tables kept in the same database outside alembic: procrastinate's job queue, APScheduler's jobs, and the state
+# several processes share without Redis (loopbot/base/pg_store.py)
+FOREIGN_TABLE_PREFIXES = ("procrastinate_", "apscheduler_", "shared_")
 
 
 def ours(name: str | None, type_: str, parent_names: dict) -> bool:

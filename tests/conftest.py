@@ -36,6 +36,22 @@ def postgres_url():
     drop_postgres_database(url)
 
 
+@pytest.fixture
+def shared_postgres():
+    """The URL of a throwaway PostgreSQL database for the state several processes share without Redis
+    (`[shared] backend = "auto"` picks it when storage.url is this URL); dropped after. Skips (saying why) when
+    PostgreSQL is unreachable."""
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    url = create_postgres_database()
+    yield url
+    from loopbot.base.pg_store import forget
+
+    forget(url)
+    drop_postgres_database(url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def engine(request, tmp_path):
     """A migrated, empty database: run every test that takes it on SQLite and on PostgreSQL."""

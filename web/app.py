@@ -35,12 +35,13 @@ def create_app(loopbot, *, rng: random.Random | None = None) -> FastAPI:
     app = FastAPI(title="loopbot", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.loopbot = loopbot
     app.state.signer = Signer(load_secret(loopbot.data_path("web", "secret.key")))
-    shared = loopbot.settings.shared  # [shared] redis_url: every web process counts against the same limits
-    app.state.visitor_limit = rate_limiter(shared, "web:votes:visitor", settings.votes_per_minute)
-    app.state.ip_limit = rate_limiter(shared, "web:votes:ip", settings.votes_per_minute_per_ip)
-    app.state.login_limit = rate_limiter(shared, "web:login", 10)
-    app.state.page_limit = rate_limiter(shared, "web:pages", settings.pages_per_minute_per_ip)
-    app.state.fresh_limit = (rate_limiter(shared, "web:fresh", settings.fresh_pairs_per_minute)
+    # [shared]: every web process counts against the same limits (through Redis, or a PostgreSQL database)
+    shared, db = loopbot.settings.shared, loopbot.settings.database_url
+    app.state.visitor_limit = rate_limiter(shared, "web:votes:visitor", settings.votes_per_minute, database_url=db)
+    app.state.ip_limit = rate_limiter(shared, "web:votes:ip", settings.votes_per_minute_per_ip, database_url=db)
+    app.state.login_limit = rate_limiter(shared, "web:login", 10, database_url=db)
+    app.state.page_limit = rate_limiter(shared, "web:pages", settings.pages_per_minute_per_ip, database_url=db)
+    app.state.fresh_limit = (rate_limiter(shared, "web:fresh", settings.fresh_pairs_per_minute, database_url=db)
                              if settings.fresh_pairs_per_minute else None)
     app.state.fresh_lock = asyncio.Lock()
     app.state.leaderboard_cache = {}

@@ -130,7 +130,7 @@ def too_many(wait: float, what: str) -> HTTPException:
 
 def limit_page_loads(limits: LimitsDep, ip: ClientIpDep) -> None:
     """At most `[web] pages_per_minute_per_ip` loads of the arena and leaderboard pages per address, else 429
-    (a plain def: FastAPI runs it in a worker thread, where a shared limiter may wait for Redis)."""
+    (a plain def: FastAPI runs it in a worker thread, where a shared limiter may wait for Redis or PostgreSQL)."""
     wait = limits.pages.retry_after("page:" + ip)
     if wait:
         raise too_many(wait, "page loads from your address")
@@ -140,7 +140,8 @@ PageLoadLimit = Annotated[None, Depends(limit_page_loads)]
 
 
 async def limit_page_loads_async(limits: Limits, ip: str) -> None:
-    """`limit_page_loads` for a coroutine (a shared limiter's Redis call does not block the event loop)."""
+    """`limit_page_loads` for a coroutine (a shared limiter's Redis or PostgreSQL call does not block the event
+    loop)."""
     wait = await limits.pages.retry_after_async("page:" + ip)
     if wait:
         raise too_many(wait, "page loads from your address")

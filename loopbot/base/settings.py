@@ -444,6 +444,16 @@ class SharedSettings(Section):
                            "redis://127.0.0.1:6379/0; empty = each process keeps its own, in memory")
     key_prefix: str = Field("loopbot", min_length=1, description="the start of every key in Redis (another "
                             "prefix for another deployment on the same Redis)")
+    backend: Literal["auto", "memory", "redis", "postgres"] = Field(
+        "auto", description="where rate limits and reaction/busy state are shared: redis = redis_url; postgres = "
+        "the storage.url database (tables shared_*); memory = this process only; auto = redis when redis_url is "
+        "set, else postgres when storage.url is PostgreSQL, else memory")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self):
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend = \"redis\" needs a redis_url")
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -476,6 +486,12 @@ class Settings(Section):
         if not v:
             raise ValueError("define at least one [personas.NAME] table")
         return v
+
+    @model_validator(mode="after")
+    def _shared_postgres_needs_postgres(self):
+        if self.shared.backend == "postgres" and not self.database_url.startswith("postgresql"):
+            raise ValueError("[shared] backend = \"postgres\" needs a PostgreSQL storage.url")
+        return self
 
     @property
     def database_url(self) -> str:

@@ -1,20 +1,22 @@
 """Small state that several bot processes share: replies in progress per user, the "still answering" notices
-given, and the reactions each user has on each message. `shared_state(settings.shared)` gives a RedisState when
-`[shared] redis_url` is set (every process sees the same), else a MemoryState (this process only, bounded).
+given, and the reactions each user has on each message. `shared_state(settings.shared, settings.database_url)`
+gives a RedisState with `[shared] redis_url`, a PgState (loopbot/base/pg_state.py) when the database is PostgreSQL
+and there is no Redis, else a MemoryState (this process only, bounded): `shared_backend` chooses.
 
-Every entry has a time to live in Redis, so the state of a process that died goes away by itself. If Redis cannot
-be reached, a RedisState logs an error and uses its own MemoryState until Redis answers: the bot keeps working,
-as one process would."""
+Every entry has a time to live, so the state of a process that died goes away by itself. If Redis (or PostgreSQL)
+cannot be reached, the shared state logs an error and uses its own MemoryState until it answers: the bot keeps
+working, as one process would."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from urllib.parse import urlsplit
 
 from loopbot.base.settings import SharedSettings
+from loopbot.base.state_base import MemoryState, SharedState, describe_url
+
+__all__ = ["MemoryState", "RedisState", "SharedState", "describe_url", "shared_backend", "shared_state"]
 
 log = logging.getLogger(__name__)
 
@@ -22,106 +24,30 @@ REDIS_TIMEOUT_S = 0.5
 ERROR_LOG_EVERY_S = 60.0
 
 
-def shared_state(shared: SharedSettings | None, *, max_keys: int = 10_000) -> SharedState:
-    """Redis when `shared.redis_url` is set, else memory (at most `max_keys` keys per name, the oldest dropped)."""
-    if shared is None or not shared.redis_url:
-        return MemoryState(max_keys=max_keys)
-    return RedisState(shared.redis_url, max_keys=max_keys, key_prefix=f"{shared.key_prefix}:st")
+def shared_backend(shared: SharedSettings | None, database_url: str = "") -> str:
+    """"redis", "postgres" or "memory": `[shared] backend`, where "auto" is redis with a redis_url, else postgres
+    when `database_url` is PostgreSQL, else memory (a laptop on SQLite)."""
+    if shared is None:
+        return "memory"
+    postgres = database_url.startswith("postgresql")
+    if shared.backend == "auto":
+        return "redis" if shared.redis_url else "postgres" if postgres else "memory"
+    if shared.backend == "postgres" and not postgres:
+        raise ValueError(f"[shared] backend = \"postgres\" needs a PostgreSQL storage.url, not {database_url!r}")
+    return shared.backend
 
 
-def describe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+def shared_state(shared: SharedSettings | None, database_url: str = "", *, max_keys: int = 10_000) -> SharedState:
+    """Shared through Redis or PostgreSQL (`shared_backend`), else memory (at most `max_keys` keys per name, the
+    oldest dropped)."""
+    backend = shared_backend(shared, database_url)
+    if backend == "redis":
+        return RedisState(shared.redis_url, max_keys=max_keys, key_prefix=f"{shared.key_prefix}:st")
+    if backend == "postgres":
+        from loopbot.base.pg_state import PgState  # here: a laptop never imports it
 
-
-class SharedState:
-    """Named maps of small values (`name` is the kind, e.g. "busy"; `key` the user or message)."""
-
-    async def acquire(self, name: str, key: str, limit: int, ttl_s: float) -> bool:
-        """Take one of `limit` slots of `key` (False: all taken). Each `acquire` that returned True needs a
-        `release`; slots not released within `ttl_s` of the last acquire go away."""
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        """How many keys this process holds (0 when they are all in Redis)."""
-        return 0
-
-    async def release(self, name: str, key: str) -> None:
-        raise NotImplementedError
-
-    async def add_once(self, name: str, key: str, ttl_s: float) -> bool:
-        """Mark `key` (True if it was not marked already)."""
-        raise NotImplementedError
-
-    async def discard(self, name: str, key: str) -> None:
-        raise NotImplementedError
-
-    async def update_ordered(self, name: str, key: str, item: str, present: bool, ttl_s: float) -> tuple[str, ...]:
-        """Move `item` to the end of `key`'s list (present) or remove it (not present); the list after, in one step."""
-        raise NotImplementedError
-
-
-class MemoryState(SharedState):
-    """This process only; at most `max_keys` keys per name (the least recently changed dropped first)."""
-
-    def __init__(self, *, max_keys: int = 10_000, clock=time.monotonic):
-        self.max_keys, self.clock = max_keys, clock
-        self._maps: dict[str, OrderedDict[str, tuple[object, float]]] = {}  # name -> key -> (value, expires)
-
-    def _map(self, name: str) -> OrderedDict[str, tuple[object, float]]:
-        return self._maps.setdefault(name, OrderedDict())
-
-    def _get(self, name: str, key: str, default=None):
-        value, expires = self._map(name).get(key, (default, 0.0))
-        return value if expires > self.clock() else default
-
-    def _set(self, name: str, key: str, value, ttl_s: float) -> None:
-        m = self._map(name)
-        m[key] = (value, self.clock() + ttl_s)
-        m.move_to_end(key)
-        while len(m) > self.max_keys:
-            m.popitem(last=False)
-
-    def _drop(self, name: str, key: str) -> None:
-        self._map(name).pop(key, None)
-
-    def __len__(self) -> int:
-        """How many keys it remembers now, all names together."""
-        return sum(len(m) for m in self._maps.values())
-
-    async def acquire(self, name, key, limit, ttl_s):
-        taken = self._get(name, key, 0)
-        if taken >= limit:
-            return False
-        self._set(name, key, taken + 1, ttl_s)
-        return True
-
-    async def release(self, name, key):
-        taken = self._get(name, key, 0)
-        if taken > 1:
-            m = self._map(name)
-            m[key] = (taken - 1, m[key][1])
-        else:
-            self._drop(name, key)
-
-    async def add_once(self, name, key, ttl_s):
-        if self._get(name, key):
-            return False
-        self._set(name, key, True, ttl_s)
-        return True
-
-    async def discard(self, name, key):
-        self._drop(name, key)
-
-    async def update_ordered(self, name, key, item, present, ttl_s):
-        items = tuple(i for i in self._get(name, key, ()) if i != item) + ((item,) if present else ())
-        if items:
-            self._set(name, key, items, ttl_s)
-        else:
-            self._drop(name, key)
-        return items
+        return PgState(database_url, max_keys=max_keys, key_prefix=f"{shared.key_prefix}:st")
+    return MemoryState(max_keys=max_keys)
 
 
 # One round trip each, atomic: two processes cannot both take the last slot or both see the same old list.

@@ -1,6 +1,7 @@
 """Rate limits that several processes share: the `limits` library's moving window in Redis, with the in-memory
 RateLimiter's methods (retry_after, wait and their async forms). Built by `rate_limiter` from `[shared] redis_url`;
-without one it is the in-memory RateLimiter, as on a laptop.
+without one, on a PostgreSQL database, it is a PgRateLimiter (loopbot/base/pg_limits.py), else the in-memory
+RateLimiter, as on a laptop.
 
 Keys are `<[shared] key_prefix>:rl:<kind>/<key>/...` (the library appends the limit and window). If Redis cannot
 be reached the limiter logs an error and falls back to this process's own in-memory limiter, so a Redis outage
@@ -19,7 +20,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import SharedSettings
-from loopbot.base.shared import describe_url
+from loopbot.base.shared import describe_url, shared_backend
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,19 @@ REDIS_TIMEOUT_S = 0.5  # a Redis that does not answer in this time counts as dow
 ERROR_LOG_EVERY_S = 60.0
 
 
-def rate_limiter(shared: SharedSettings | None, kind: str, limit: int, window_s: int = 60) -> RateLimiter:
-    """At most `limit` events per `window_s` seconds per key, for every process of this deployment when
-    `shared.redis_url` is set (`kind` names the limit there: "web:votes:ip", "bot:messages"), else in memory."""
-    if shared is None or not shared.redis_url:
-        return RateLimiter(limit, float(window_s))
-    return RedisRateLimiter(shared.redis_url, kind, limit, window_s, key_prefix=f"{shared.key_prefix}:rl")
+def rate_limiter(shared: SharedSettings | None, kind: str, limit: int, window_s: int = 60,
+                 database_url: str = "") -> RateLimiter:
+    """At most `limit` events per `window_s` seconds per key, for every process of this deployment when they
+    share a Redis or a PostgreSQL database (`shared_backend`; `kind` names the limit there: "web:votes:ip",
+    "bot:messages"), else in memory."""
+    backend = shared_backend(shared, database_url)
+    if backend == "redis":
+        return RedisRateLimiter(shared.redis_url, kind, limit, window_s, key_prefix=f"{shared.key_prefix}:rl")
+    if backend == "postgres":
+        from loopbot.base.pg_limits import PgRateLimiter  # here: a laptop never imports it
+
+        return PgRateLimiter(database_url, kind, limit, window_s, key_prefix=f"{shared.key_prefix}:rl")
+    return RateLimiter(limit, float(window_s))
 
 
 class RedisRateLimiter(RateLimiter):

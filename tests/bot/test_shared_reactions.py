@@ -1,13 +1,16 @@
-"""Two processes of one Discord bot share its reaction state through Redis ([shared] redis_url): a 👍 seen by one
-and a 👎 seen by the other are one user changing their vote, and removing the 👎 brings back the 👍 still on the
-message, whichever process sees it. Driven through `DiscordBot.on_reaction` with gateway payloads (no gateway)."""
+"""Two processes of one Discord bot share its reaction state through Redis ([shared] redis_url), or without Redis
+through a PostgreSQL database: a 👍 seen by one and a 👎 seen by the other are one user changing their vote, and
+removing the 👎 brings back the 👍 still on the message, whichever process sees it. Driven through
+`DiscordBot.on_reaction` with gateway payloads (no gateway)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import select
 
+from loopbot.base.pg_state import PgState
 from loopbot.bot.discord import DiscordBot
 from loopbot.bot.messages import Incoming
 from loopbot.storage.db import session_scope
@@ -56,6 +59,23 @@ async def test_a_vote_changed_through_another_process_is_one_vote(sqlite_engine,
     assert a.errors == [] and b.errors == []
     await a._reactions.aclose()
     await b._reactions.aclose()
+
+
+@pytest.mark.postgres
+async def test_without_redis_a_vote_changed_through_another_process_is_one_vote_on_postgresql(
+        sqlite_engine, settings, shared_postgres):
+    settings.storage.url = shared_postgres  # the shared state's database ([shared] backend = "auto", no redis_url)
+    a, b = process(sqlite_engine, settings), process(sqlite_engine, settings)
+    assert isinstance(a._reactions, PgState)
+    message = await _delivered_reply(a)
+    await a.on_reaction(payload("👍", message), added=True)
+    await b.on_reaction(payload("👎", message), added=True)
+    assert votes(sqlite_engine) == [(-1, "reaction")]  # changed, not a second vote
+    await b.on_reaction(payload("👎", message), added=False)
+    assert votes(sqlite_engine) == [(1, "reaction")]  # the 👍 seen by the other process is still on the message
+    await a.on_reaction(payload("👍", message), added=False)
+    assert votes(sqlite_engine) == []
+    assert a.errors == [] and b.errors == []
 
 
 async def test_without_redis_the_reaction_state_stays_bounded_in_the_process(sqlite_engine, settings):

@@ -47,6 +47,8 @@ def truncate_all(engine) -> None:
     with engine.begin() as c:
         if engine.dialect.name == "postgresql":
             c.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            for t in ("shared_hits", "shared_state"):  # loopbot.base.pg_store's, outside the models
+                c.execute(text(f"DO $$ BEGIN IF to_regclass('{t}') IS NOT NULL THEN DELETE FROM {t}; END IF; END $$"))
         else:
             for t in reversed(tables):
                 c.execute(text(f'DELETE FROM "{t}"'))
