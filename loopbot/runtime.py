@@ -108,7 +108,7 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         if not queue_enabled(settings):
             raise UsageError("the worker role takes training jobs from the PostgreSQL job queue, which is off "
                              f"([trainer] queue = {settings.trainer.queue!r}, storage.url is "
-                             f"{make_url_dialect(settings.database_url)}): cycles run where they are requested")
+                             f"{_dialect(settings.database_url)}): cycles run where they are requested")
         worker_stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(loopbot, worker_stop), name="worker")
         watched.append(worker)
@@ -119,7 +119,8 @@ async def _start_parts(loopbot, env, stoppers: list[tuple[str, Stopper]], watche
         stoppers.append(("web", lambda: _cancel(task)))
 
 
-def make_url_dialect(url: str) -> str:
+def _dialect(url: str) -> str:
+    """The dialect ("sqlite", "postgresql", ...) of a SQLAlchemy URL."""
     return url.split(":", 1)[0].split("+", 1)[0]
 
 
