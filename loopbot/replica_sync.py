@@ -38,6 +38,7 @@ class Wanted:
     name: str
     uri: str
     sha256: str | None
+    published: bool = True  # False: a version from before the store, loaded from its recorded path
 
 
 def wanted_versions(engine, settings, model: str) -> dict[str, Wanted]:
@@ -56,9 +57,10 @@ def wanted_versions(engine, settings, model: str) -> dict[str, Wanted]:
             if row is not None:
                 rows.append(row)
         for row in rows:
-            uri = row.artifact_uri or row.path
-            if uri and not row.remote_model_id:
-                out[row.name] = Wanted(row.name, uri, row.artifact_sha256)
+            if row.artifact_uri:
+                out[row.name] = Wanted(row.name, row.artifact_uri, row.artifact_sha256)
+            elif row.path and not row.remote_model_id:  # trained before the store: only where its disk is shared
+                out[row.name] = Wanted(row.name, row.path, None, published=False)
     return out
 
 
@@ -89,7 +91,8 @@ class ReplicaSync:
             if name in present:
                 continue
             try:
-                local = await asyncio.to_thread(fetch, w.uri, w.sha256, self.cache_dir, store_options(self.settings))
+                local = w.uri if not w.published else await asyncio.to_thread(
+                    fetch, w.uri, w.sha256, self.cache_dir, store_options(self.settings))
                 await self.vllm.load_adapter(name, str(local))
                 self.problems.pop(name, None)
                 done["loaded"].append(name)
