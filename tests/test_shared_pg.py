@@ -6,8 +6,6 @@ database is down."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -19,7 +17,8 @@ from loopbot.base.ratelimit import RateLimiter
 from loopbot.base.settings import SharedSettings
 from loopbot.base.shared import MemoryState, RedisState, shared_backend, shared_state
 from loopbot.base.shared_limits import RedisRateLimiter, rate_limiter
-from loopbot.bot.access import BUSY, ReplyLimits
+from loopbot.bot.access import ReplyLimits
+from tests.helpers.shared_checks import allowed_in_two_processes, check_one_reply_in_progress
 
 SHARED = SharedSettings()  # backend = "auto", no Redis
 SQLITE = "sqlite:///data/loopbot.db"
@@ -76,9 +75,7 @@ def test_two_processes_on_one_key_get_the_limit_in_all_not_each(shared_postgres)
         blocking = sum(limiter.retry_after("discord:42") == 0 for _ in range(5))
         print(blocking + asyncio.run(main()))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    allowed = [int(p.communicate(timeout=60)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    allowed = allowed_in_two_processes(script)
     assert sum(allowed) == 7, allowed
 
 
@@ -120,18 +117,7 @@ async def test_expired_state_is_gone(shared_postgres):
 @pytest.mark.postgres
 async def test_reply_limits_of_two_processes_see_one_reply_in_progress(shared_postgres):
     a, b = (ReplyLimits(10, 1, shared=SHARED, database_url=shared_postgres) for _ in range(2))
-    assert await a.refusal("telegram:1") is None
-    assert await b.refusal("telegram:1") == BUSY
-    assert await b.should_tell("telegram:1", BUSY)  # "still answering": told once, whichever process
-    assert not await a.should_tell("telegram:1", BUSY)
-    await a.done("telegram:1")
-    assert await b.refusal("telegram:1") is None
-    await b.done("telegram:1")
-    for _ in range(8):
-        assert await a.refusal("telegram:1") is None
-        await a.done("telegram:1")
-    refusal = await b.refusal("telegram:1")  # the 11th message in the minute, through the other process
-    assert refusal and "(10 a minute)" in refusal
+    await check_one_reply_in_progress(a, b)
 
 
 async def test_while_the_database_is_down_each_process_limits_on_its_own_and_says_so(caplog):
