@@ -8,9 +8,8 @@ from collections import defaultdict
 from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
-from loopbot.storage.crud.signals import unvoted_implicit_replies
 from loopbot.trainer.datasets import BUILD_EVENT, build_datasets, unusable_reason
-from loopbot.trainer.implicit_signals import keep_follow_up
+from loopbot.trainer.implicit_signals import implicit_replies, sampled, usable_reason
 from loopbot.trainer.splits import conversation_key, is_heldout
 
 TRAINED_RUN_STATUSES = ("succeeded", "promoted", "rejected")
@@ -49,24 +48,17 @@ def new_implicit_signals(engine: Engine, persona: str, signals, *, after_generat
     now turn into training rows (trainer.implicit_signals, with the same switches, consent, usability, held-out
     and follow-up sampling rules)."""
     out = {"retried_unvoted": 0, "follow_up": 0}
-    if not (signals.retried_unvoted or signals.follow_up):
-        return out
     excluded = None
-    for gid, _prompt, status, finish, chat_id, text, conv, retried, followed in \
-            unvoted_implicit_replies(engine, persona, generation_id_min=after_generation_id):
-        kind = "retried_unvoted" if retried else "follow_up"
-        if not (signals.retried_unvoted if retried else signals.follow_up):
-            continue
+    # ended conversations are not counted: every reply ends or goes on, so they would trigger cycles on traffic alone
+    for kind, (gid, _prompt, status, finish, chat_id, text, conv, _r, _f) in \
+            implicit_replies(engine, persona, signals, generation_id_min=after_generation_id, with_ended=False):
         if excluded is None:
             excluded = crud.unconsented_conversations(engine)
-        if (chat_id, conv) in excluded:
-            continue
-        reason = unusable_reason(status, finish, text)
-        if reason and not (retried and reason == "cut_off" and (text or "").strip()):
+        if (chat_id, conv) in excluded or usable_reason(kind, status, finish, text, unusable_reason):
             continue
         if is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), heldout_fraction):
             continue
-        if followed and not keep_follow_up(gid, signals.follow_up_weight):
+        if not sampled(kind, gid, signals):
             continue
         out[kind] += 1
     return out

@@ -111,8 +111,13 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
         if history:
             _add_heldout_history(engine, persona, snap, cfg.heldout_fraction, sink, excluded, signals.retry_pairs)
+        if history:
+            sink.splits = ("train",)
         add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
                           unusable=unusable_reason)
+        sink.splits = ("train", "heldout")
+        if history:
+            _add_heldout_signals_history(engine, persona, snap, signals, cfg.heldout_fraction, sink, excluded)
         if augment is not None:
             augment(engine, persona, snap, sink, excluded, nets)
     except BaseException:
@@ -280,6 +285,19 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
     if fmin is not None:
         fids = [fmin, fmax]
     return nets, by_prompt, fids, liked_cut, trimmed
+
+
+def _add_heldout_signals_history(engine: Engine, persona: str, snap: Snapshot, signals, fraction: float,
+                                 sink: _Sink, excluded: set[tuple[int, str]]) -> None:
+    """The held-out implicit rows of every round up to `snap`, as `_add_heldout_history` does for votes (a
+    continuing build's own window trained, and wrote no held-out rows: its split is ("train",) then)."""
+    counts, dropped, notes = sink.counts["heldout_kto"], sink.dropped.copy(), sink.notes.copy()
+    sink.splits = ("heldout",)
+    add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=fraction, unusable=unusable_reason,
+                      whole_history=True)
+    sink.dropped, sink.notes, sink.splits = dropped, notes, ("train", "heldout")
+    if sink.counts["heldout_kto"] > counts:
+        sink.note("heldout_signals_from_all_rounds", sink.counts["heldout_kto"] - counts)
 
 
 def _add_heldout_history(engine: Engine, persona: str, snap: Snapshot, fraction: float, sink: _Sink,

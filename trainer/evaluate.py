@@ -19,6 +19,7 @@ from loopbot.base.settings import Settings
 from loopbot.trainer.base_model import load_with_adapters
 from loopbot.trainer.datasets import SOURCES_SUFFIX
 from loopbot.trainer.degeneracy import degeneracy_figures
+from loopbot.trainer.heldout_feedback import heldout_feedback, heldout_kto_sources, split_heldout_kto
 from loopbot.trainer.judge import PairwiseJudge
 from loopbot.trainer.train import dataset_rows
 
@@ -166,20 +167,6 @@ def _key(prompt: list[dict], completion: list[dict]) -> str:
     return json.dumps([prompt, completion], sort_keys=True)
 
 
-def heldout_votes(held: dict[str, list[dict]]) -> list[tuple[list[dict], list[dict], bool]]:
-    """Every distinct held-out voted reply as (prompt, completion, liked): the KTO rows and both sides of the pairs."""
-    seen, out = set(), []
-    rows = [(r["prompt"], r["completion"], bool(r["label"])) for r in held["kto"]]
-    for r in held["dpo"]:
-        rows += [(r["prompt"], r["chosen"], True), (r["prompt"], r["rejected"], False)]
-    for prompt, completion, liked in rows:
-        key = _key(prompt, completion)
-        if key not in seen:
-            seen.add(key)
-            out.append((prompt, completion, liked))
-    return out
-
-
 def _score_once(scorer: _Scorer, items: list[tuple[list[dict], list[dict]]]) -> list[tuple[float, int]]:
     """The scores of `items`, in order, each distinct (prompt, completion) scored once (a held-out pair's sides
     are held-out votes too)."""
@@ -203,12 +190,22 @@ def vote_auc(liked: list[bool], candidate: list[float], live: list[float]) -> di
     scores = [c - v for c, v in zip(candidate, live, strict=True)]
     good = [s for s, ok in zip(scores, liked, strict=False) if ok]
     bad = [s for s, ok in zip(scores, liked, strict=False) if not ok]
-    out = {"liked": len(good), "disliked": len(bad), "auc": None, "liked_gain": None, "disliked_gain": None}
+    out = {"liked": len(good), "disliked": len(bad), "auc": None, "se": None, "liked_gain": None,
+           "disliked_gain": None}
     if good and bad:
         wins = sum(1.0 if g > b else 0.5 if g == b else 0.0 for g in good for b in bad)
-        out.update(auc=round(wins / (len(good) * len(bad)), 4), liked_gain=round(sum(good) / len(good), 4),
-                   disliked_gain=round(sum(bad) / len(bad), 4))
+        auc = wins / (len(good) * len(bad))
+        out.update(auc=round(auc, 4), se=round(auc_standard_error(auc, len(good), len(bad)), 4),
+                   liked_gain=round(sum(good) / len(good), 4), disliked_gain=round(sum(bad) / len(bad), 4))
     return out
+
+
+def auc_standard_error(auc: float, n_liked: int, n_disliked: int) -> float:
+    """The AUC's standard error by Hanley & McNeil (1982), from the AUC and the two group sizes."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_liked - 1) * (q1 - auc * auc) + (n_disliked - 1) * (q2 - auc * auc)) \
+        / (n_liked * n_disliked)
+    return math.sqrt(max(var, 0.0))
 
 
 def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, base_model: Path,
@@ -221,10 +218,11 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     t0 = time.monotonic()
     p = settings.persona(persona)
     held = _heldout(Path(dataset_dir))
+    kto_votes, _ = split_heldout_kto(held["kto"], heldout_kto_sources(Path(dataset_dir), len(held["kto"])))
     adapters = {"candidate": candidate_path, **({"live": live_path} if live_path else {})}
     scorer = _Scorer(base_model, adapters, settings.trainer.max_length)
     variants = {"candidate": "candidate", "live": "live" if live_path else None, "base": None}
-    liked = held["sft"] or [{"messages": r["prompt"] + r["completion"]} for r in held["kto"] if r["label"]]
+    liked = held["sft"] or [{"messages": r["prompt"] + r["completion"]} for r in kto_votes if r["label"]]
     sources = heldout_sources(Path(dataset_dir), "sft", len(held["sft"])) if held["sft"] else None
     groups = [source_group(x) for x in sources] if sources is not None else \
         (None if held["sft"] else ["liked"] * len(liked))
@@ -237,7 +235,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     if corpus:  # the corpus' own replies: the degeneracy band of a first version trained on it
         report["corpus"] = {"replies": len(corpus), "degeneracy": degeneracy_figures(corpus, ["stop"] * len(corpus))}
     replies: dict[str, list[tuple[str, str]]] = {}
-    votes = heldout_votes(held)
+    votes, signals = heldout_feedback(Path(dataset_dir))
     vote_logprobs: dict[str, list[float]] = {}
     for label, adapter in variants.items():
         if label == "base" and not live_path:
@@ -247,7 +245,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
             items = [(r["messages"][:-1], r["messages"][-1:]) for r in liked]
             items += [(r["prompt"], r[side]) for r in held["dpo"] for side in ("chosen", "rejected")]
             if label != "base":
-                items += [(pr, c) for pr, c, _ in votes]
+                items += [(pr, c) for pr, c, _ in votes + signals]
             scores = _score_once(scorer, items)
             replies_nll, pair_sides = scores[:len(liked)], scores[len(liked):len(liked) + 2 * len(held["dpo"])]
             nll, tokens = -sum(lp for lp, _ in replies_nll), sum(n for _, n in replies_nll)
@@ -268,8 +266,10 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
                                                            [f for _, f in replies[label]])
         report["variants"][label] = figures
-    report["votes"] = vote_auc([liked for _, _, liked in votes], vote_logprobs.get("candidate", []),
-                               vote_logprobs.get("live", []))
+    cand_scores, live_scores = vote_logprobs.get("candidate", []), vote_logprobs.get("live", [])
+    n = len(votes)
+    report["votes"] = vote_auc([liked for _, _, liked in votes], cand_scores[:n], live_scores[:n])
+    report["signals"] = vote_auc([liked for _, _, liked in signals], cand_scores[n:], live_scores[n:])
     with scorer.using("candidate"):
         smoke = []
         for q in p.smoke_prompts:

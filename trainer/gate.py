@@ -7,6 +7,7 @@ better by a large drop in held-out corpus perplexity, with its degeneracy band t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 from loopbot.base.settings import GateSettings
 from loopbot.trainer.degeneracy import shorter_reference
@@ -68,6 +69,9 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
     votes = report.get("votes") or {}
     if votes.get("auc") is not None:
         better.append(_votes_check(votes, gate))
+    signals = report.get("signals") or {}
+    if gate.signals_evidence and signals.get("auc") is not None and signals.get("se") is not None:
+        better.append(_signals_check(signals, gate))
     judge = report.get("judge") or {}
     if judge.get("win_rate") is not None:
         better.append(Check("judge", judge["win_rate"] >= gate.min_judge_win_rate,
@@ -77,7 +81,7 @@ def apply_gate(report: dict, gate: GateSettings) -> GateResult:
         better.append(corpus)
     if not better:
         checks.append(Check("better", False,
-                            "no held-out pairs or votes and no judge: nothing shows the candidate is better"))
+                            "no held-out pairs, votes or signals and no judge: nothing shows the candidate is better"))
     else:
         ok = any(c.passed for c in better)
         checks.append(Check("better", ok, " or ".join(c.detail for c in better)))
@@ -115,6 +119,21 @@ def _votes_check(votes: dict, gate: GateSettings) -> Check:
     if min(n_liked, n_disliked) < need:
         return Check("votes", False, detail + f"; too few to count: needs {need} liked and {need} disliked)")
     return Check("votes", votes["auc"] >= gate.min_vote_auc - 1e-9, detail + ")")
+
+
+def _signals_check(signals: dict, gate: GateSettings) -> Check:
+    """The held-out implicit signals' AUC as evidence: a follow-up marks a reply liked, 🔄 or an ended conversation
+    disliked, each often wrongly, so no fixed AUC threshold fits; the AUC must be above 0.5 with
+    `signals_confidence` (one-sided, Hanley-McNeil standard error), over enough replies on each side."""
+    n_liked, n_disliked, need = signals["liked"], signals["disliked"], gate.min_heldout_signals_per_side
+    z = NormalDist().inv_cdf(gate.signals_confidence)
+    lower = signals["auc"] - z * signals["se"]
+    detail = (f"held-out signals: followed-up replies gained on retried/ended ones in {signals['auc']:.0%} of "
+              f"{n_liked}x{n_disliked} comparisons, {gate.signals_confidence:.0%} lower bound {lower:.0%} "
+              "(needs > 50%")
+    if min(n_liked, n_disliked) < need:
+        return Check("signals", False, detail + f"; too few to count: needs {need} on each side)")
+    return Check("signals", lower > 0.5, detail + ")")
 
 
 def _perplexity_check(cand: dict, live: dict, gate: GateSettings) -> Check:

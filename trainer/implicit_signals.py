@@ -1,15 +1,20 @@
 """Implicit feedback as KTO rows, and how many rows each feedback signal gave a build (the manifest's `signals`).
 
-Most replies get no vote. Two things people do anyway say something about a reply nobody voted on:
+Most replies get no vote. What people do anyway says something about a reply nobody voted on:
   - 🔄 replaced it: the user wanted another answer -> an undesirable KTO row (`retried_unvoted`);
   - the user wrote again in the same conversation after it -> a desirable KTO row (`follow_up`), a weaker signal
-    (people also keep talking after a poor answer), kept for `follow_up_weight` of such replies.
-Implicit rows train only: in a held-out conversation they are skipped, so the gate's held-out votes stay votes.
+    (people also keep talking after a poor answer), kept for `follow_up_weight` of such replies;
+  - the user wrote nothing more in that conversation (it ended after this reply) -> an undesirable KTO row
+    (`ended`), weaker still (people also leave after a good answer), kept for `ended_weight` of such replies.
+    Whether a user goes on talking is the engagement signal the origin role-play project (Chai) trained on.
+In a held-out conversation these rows go to the held-out split with their signal as the source: the gate reads them
+apart from the held-out votes (`trainer.evaluate`: the held-out signals check), never as votes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -20,7 +25,8 @@ from loopbot.trainer.splits import conversation_key, heldout_score, is_heldout
 PAIR_SIGNALS = {"vote_pairs": ("opposite_votes",), "retry_pairs": ("retry_vote", "retry_kept"),
                 "arena_pairs": ("arena",), "reward_pairs": ("reward_model",)}
 KTO_SIGNALS = {"votes": ("feedback", "feedback_cut_off"), "retried_unvoted": ("retried_unvoted",),
-               "follow_up": ("follow_up",), "reward_labels": ("reward_label",)}
+               "follow_up": ("follow_up",), "ended": ("ended",), "reward_labels": ("reward_label",)}
+IMPLICIT_SOURCES = ("retried_unvoted", "follow_up", "ended")  # held-out KTO rows that are signals, not votes
 
 
 def keep_follow_up(generation_id: int, weight: float) -> bool:
@@ -28,39 +34,76 @@ def keep_follow_up(generation_id: int, weight: float) -> bool:
     return heldout_score(f"follow_up:{generation_id}") < weight
 
 
-def add_implicit_rows(engine: Engine, persona: str, snap, signals, sink, excluded: set[tuple[int, str]], *,
-                      fraction: float, unusable: Callable[[str, str | None, str | None], str | None]) -> None:
-    """Write a KTO row for every unvoted reply that was retried (undesirable) or followed up (desirable), as the
-    `signals` settings allow. `unusable(status, finish_reason, text)` says why a reply can never be trained on."""
-    if not (signals.retried_unvoted or signals.follow_up):
+def keep_ended(generation_id: int, weight: float) -> bool:
+    """Whether this reply's ended row is kept: a stable draw per reply, true for about `weight` of them."""
+    return heldout_score(f"ended:{generation_id}") < weight
+
+
+def implicit_replies(engine: Engine, persona: str, signals, *, generation_id_min: int = 0,
+                     generation_id_max: int | None = None, feedback_id_max: int | None = None,
+                     with_ended: bool = True, now: datetime | None = None) -> Iterator[tuple[str, tuple]]:
+    """(kind, row) for every unvoted reply an enabled signal speaks about; `row` as `unvoted_implicit_replies`."""
+    if not (signals.retried_unvoted or signals.follow_up or (with_ended and signals.ended)):
         return
-    rows = unvoted_implicit_replies(engine, persona, generation_id_min=snap.generation_id_min,
-                                    generation_id_max=snap.generation_id_max or None,
-                                    feedback_id_max=snap.feedback_id_max)
-    for gid, prompt, status, finish, chat_id, text, conv, retried, followed in rows:
-        kind = "retried_unvoted" if retried else "follow_up"
-        if not (signals.retried_unvoted if retried else signals.follow_up):
-            continue
+    ended_before = (now or datetime.now(UTC)) - timedelta(seconds=signals.ended_after_s) \
+        if with_ended and signals.ended else None
+    for row in unvoted_implicit_replies(engine, persona, generation_id_min=generation_id_min,
+                                        generation_id_max=generation_id_max, feedback_id_max=feedback_id_max,
+                                        ended_before=ended_before):
+        retried, followed = row[7], row[8]
+        kind = "retried_unvoted" if retried else "follow_up" if followed else "ended"
+        if getattr(signals, kind):
+            yield kind, row
+
+
+def usable_reason(kind: str, status: str, finish: str | None, text: str | None,
+                  unusable: Callable[[str, str | None, str | None], str | None]) -> str | None:
+    """Why this reply cannot be a row of its signal, or None. A cut-off reply the user replaced with 🔄 is still
+    one they did not want; any other cut-off, errored or empty reply is never used."""
+    reason = unusable(status, finish, text)
+    if reason and kind == "retried_unvoted" and reason == "cut_off" and (text or "").strip():
+        return None
+    return reason
+
+
+def sampled(kind: str, generation_id: int, signals) -> bool:
+    """Whether a weak signal's row is kept for training (follow-ups and ended conversations are sampled)."""
+    if kind == "follow_up":
+        return keep_follow_up(generation_id, signals.follow_up_weight)
+    if kind == "ended":
+        return keep_ended(generation_id, signals.ended_weight)
+    return True
+
+
+def add_implicit_rows(engine: Engine, persona: str, snap, signals, sink, excluded: set[tuple[int, str]], *,
+                      fraction: float, unusable: Callable[[str, str | None, str | None], str | None],
+                      whole_history: bool = False) -> None:
+    """Write a KTO row for every unvoted reply that was retried or ended its conversation (undesirable) or was
+    followed up (desirable), as the `signals` settings allow; rows of held-out conversations go to the held-out
+    split, every one of them (the sampling only weakens what trains). `whole_history`: every round's held-out
+    conversations, for a continuing build (the sink writes only its held-out split then)."""
+    rows = implicit_replies(engine, persona, signals,
+                            generation_id_min=0 if whole_history else snap.generation_id_min,
+                            generation_id_max=snap.generation_id_max or None, feedback_id_max=snap.feedback_id_max)
+    for kind, (gid, prompt, _status, _finish, chat_id, text, conv, _retried, _followed) in rows:
         if (chat_id, conv) in excluded:
             sink.drop(f"{kind}_not_consented")
             continue
-        reason = unusable(status, finish, text)
-        if reason and not (retried and reason == "cut_off" and (text or "").strip()):
-            sink.drop(f"{kind}_{reason}")  # a cut-off reply the user replaced is still one they did not want
+        reason = usable_reason(kind, _status, _finish, text, unusable)
+        if reason:
+            sink.drop(f"{kind}_{reason}")
             continue
-        if is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction):
-            sink.note(f"{kind}_heldout_skipped")
+        heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
+        if not heldout and not sampled(kind, gid, signals):
+            sink.note(f"{kind}_not_sampled")
             continue
-        if followed and not keep_follow_up(gid, signals.follow_up_weight):
-            sink.note("follow_up_not_sampled")
-            continue
-        sink.add_kto(prompt, [{"role": "assistant", "content": text}], not retried, False, kind)
+        sink.add_kto(prompt, [{"role": "assistant", "content": text}], kind == "follow_up", heldout, kind)
 
 
 def signal_counts(sink) -> dict[str, int]:
     """Rows (training and held-out) each feedback signal gave: DPO pairs from opposite votes on one message, from
     🔄 retries and from arena picks; KTO rows from votes, of which `votes_unpaired` are replies in no pair (what
-    DPO alone would not see); KTO rows from unvoted retried and followed-up replies."""
+    DPO alone would not see); KTO rows from unvoted retried, followed-up and ended replies."""
     def total(kind: str, sources: tuple[str, ...]) -> int:
         return sum(sink.sources.get(name, {}).get(src, 0) for name in (kind, f"heldout_{kind}") for src in sources)
 

@@ -239,6 +239,7 @@ def metrics_summary(report: dict) -> dict:
             out[label]["degeneracy"] = v["degeneracy"]
     out["judge"] = report.get("judge")
     out["votes"] = report.get("votes")
+    out["signals"] = report.get("signals")
     out["gate"] = report.get("gate")
     return out
 

@@ -34,6 +34,7 @@ from loopbot.base.errors import LoopbotError
 from loopbot.base.settings import Settings
 from loopbot.storage import crud
 from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.heldout_feedback import heldout_feedback
 from loopbot.trainer.launch import run_worker
 from loopbot.trainer.train import dataset_rows
 
@@ -157,18 +158,9 @@ def training_pairs(dataset_dir: Path, *, cross_pairs_per_vote: int = 2, seed: in
 
 
 def heldout_votes(dataset_dir: Path) -> list[tuple[list[dict], list[dict], bool]]:
-    """Every distinct held-out voted reply as (prompt, completion, liked): KTO rows and both sides of the pairs."""
-    d = Path(dataset_dir)
-    seen, out = set(), []
-    rows = [(r["prompt"], r["completion"], bool(r["label"])) for r in dataset_rows(d / "heldout_kto.jsonl")]
-    for r in dataset_rows(d / "heldout_dpo.jsonl"):
-        rows += [(r["prompt"], r["chosen"], True), (r["prompt"], r["rejected"], False)]
-    for prompt, completion, liked in rows:
-        key = json.dumps([prompt, completion, liked], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append((prompt, completion, liked))
-    return out
+    """Every distinct held-out voted reply as (prompt, completion, liked): vote KTO rows and both sides of the pairs
+    (not the rows implicit signals labelled: the reward model is judged on votes)."""
+    return heldout_feedback(Path(dataset_dir))[0]
 
 
 def ranking_accuracy(scores: list[float], liked: list[bool]) -> tuple[float | None, int]:

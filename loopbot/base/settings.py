@@ -277,6 +277,11 @@ class GateSettings(Section):
                                 "pairs whose log-probability the candidate moved apart, relative to live")
     min_heldout_votes_per_side: int = Field(5, ge=1, description="held-out votes: liked and disliked replies each "
                                             "needed before the votes check counts as evidence (3 x 5 is noise)")
+    signals_evidence: bool = Field(True, description="held-out implicit signals (follow-ups as liked, 🔄 and ended "
+                                   "conversations as disliked) may show the candidate is better, with confidence")
+    min_heldout_signals_per_side: int = Field(15, ge=1, description="held-out replies each signal side needs first")
+    signals_confidence: float = Field(0.9, gt=0.5, lt=1, description="one-sided confidence that the candidate "
+                                      "moved signal-liked replies up against signal-disliked ones (AUC > 0.5)")
     max_cutoff_rate_rise: float = Field(0.10, ge=0)
     max_words_ratio: float = Field(1.5, gt=1)
     min_words_ratio: float = Field(0.5, gt=0, lt=1, description="words per reply at least this share of the live "
@@ -337,6 +342,11 @@ class SignalSettings(Section):
                             "a desirable KTO row")
     follow_up_weight: float = Field(0.5, ge=0, le=1, description="share of follow-up rows kept (stable per reply): "
                                     "a weaker signal than a vote; trl's KTO has no per-row weights")
+    ended: bool = Field(True, description="a reply nobody voted on after which the user wrote nothing more in "
+                        "that conversation: a weak undesirable KTO row (people leave after poor answers more often)")
+    ended_weight: float = Field(0.5, ge=0, le=1, description="share of ended rows kept (stable per reply)")
+    ended_after_s: float = Field(3600, ge=0, description="a conversation counts as ended this long after its last "
+                                 "reply, or as soon as the user writes in a newer conversation of the same chat")
 
 
 class RewardSettings(Section):

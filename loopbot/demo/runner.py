@@ -64,13 +64,13 @@ def _first_answers(turns: list[Turn]) -> list[tuple[str, bool, bool]]:
 
 def round_summary(turns: list[Turn]) -> str:
     """What the users read and did in a round: replies liked by their true taste, and the feedback they gave."""
-    answers = [a for t in turns for a in t.answers] + [t.follow_up for t in turns if t.follow_up]
+    answers = [a for t in turns for a in [*t.answers, *t.follow_ups]]
     votes = [a for a in answers if a.vote is not None]
     flipped = sum(1 for a in votes if (a.vote > 0) != a.liked)
     retries = sum(len(t.answers) - 1 for t in turns if t.answers and not t.arena)
     return (f"{len(turns)} questions, {len(answers)} replies read ({sum(a.liked for a in answers)} liked by their "
             f"taste); {sum(a.vote > 0 for a in votes)} 👍 / {sum(a.vote < 0 for a in votes)} 👎 votes "
-            f"({flipped} flipped), {retries} 🔄 retries, {sum(1 for t in turns if t.follow_up)} follow-ups, "
+            f"({flipped} flipped), {retries} 🔄 retries, {sum(len(t.follow_ups) for t in turns)} follow-ups, "
             f"{sum(1 for t in turns if t.arena_pick)} arena picks in {sum(1 for t in turns if t.arena)} arena rounds")
 
 
@@ -96,9 +96,10 @@ def _summarise_cycle(engine, n: int, result, seconds: float, live_after: str | N
         acc = (metrics.get(label) or {}).get("preference_accuracy")
         if acc is not None:
             ev[f"{label} pref. acc."] = acc
-    auc = (metrics.get("votes") or {}).get("auc")
-    if auc is not None:
-        ev["held-out votes AUC"] = auc
+    for key, name in (("votes", "held-out votes AUC"), ("signals", "held-out signals AUC")):
+        auc = (metrics.get(key) or {}).get("auc")
+        if auc is not None:
+            ev[name] = auc
     gate = []
     for step in run.steps or []:
         if step.get("step") == "gate":

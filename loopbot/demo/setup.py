@@ -27,10 +27,13 @@ class Plan:
     max_length: int
     arena_rate: float
     users: int = 8  # simulated users asking at once; the local backend batches that many replies
+    kto_steps: int | None = None  # None = dpo_steps
 
 
 FULL = Plan(measure_questions=100, traffic_questions=120, max_retries=3, max_tokens=128, dpo_steps=20,
-            max_length=320, arena_rate=0.2, users=48)
+            max_length=320, arena_rate=0.2, users=48, kto_steps=40)
+# KTO gets twice DPO's steps: realistic users' rounds give ~100 KTO rows each (votes, 🔄, follow-ups, ended
+# conversations), and 20 steps of 4 rows read 80 of the 268 rows a second round gave (the vote share 1.0 run).
 # 48 users at once: the local backend decodes their replies as one batch. Measured (SmolLM2, 2 threads, AMD EPYC,
 # 128 sampled tokens): 66 tok/s with 16 at once, 110 with 32, 130 with 48, 143 with 96.
 # 100 = every held-out question once. With 80 training questions per round, cycle 1 of a mentions_recovery run had
@@ -90,13 +93,15 @@ def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan
     # rejected it; the same data with an SFT term on the chosen replies (RPO) gave 40.5 words, perplexity 6.54 vs
     # 6.56 and held-out votes AUC 0.72 vs 0.68, and passed
     t.dpo.sft_weight = 1.0
-    t.kto.max_steps = plan.dpo_steps
+    t.kto.max_steps = plan.kto_steps or plan.dpo_steps
     # ... and at most 2 epochs (the recipe's 30 steps were ~1.7 epochs of 71 pairs): a cycle with few pairs
     # trained 30 steps on 21 KTO rows (~6 epochs), over-fitted, and the gate rejected it
     t.dpo.max_epochs = t.kto.max_epochs = 2.0
     # users who vote on a fifth of the replies give a fifth of the votes; the cycle also learns from their retries
     # and follow-ups (trainer.signals), which the new-votes check does not count
     t.min_new_votes = min(t.min_new_votes, max(2, round(10 * vote_share)))
+    # every simulated conversation is over before the cycle runs: its last unvoted reply is an ended one at once
+    t.signals.ended_after_s = 0
     t.judge.url = None
     t.judge.prompts = 12  # greedy replies per version for the gate's degeneracy checks
     return s

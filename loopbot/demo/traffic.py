@@ -3,9 +3,10 @@
 Each question is a fresh private chat: the user asks and reads the stored reply, and, as its `Behaviour` says,
 votes 👍/👎 by its taste (on a share of replies, some votes flipped), presses 🔄 for another answer on a share of the
 replies it dislikes (up to `max_retries`), picks in arena rounds (A/B), and asks a follow-up question in the same
-conversation more often after a reply it liked. Whether a user liked a reply (`Answer.liked`) is always its true
-taste, voted or not. Every draw comes from a per-question seeded RNG, so a run is reproducible.
-Everything goes through `ChatService.handle` and `ChatService.press`, as a Telegram or Discord adapter calls them.
+conversation more often after a reply it liked (and again after that answer, up to `max_follow_ups`). Whether a
+user liked a reply (`Answer.liked`) is always its true taste, voted or not. Every draw comes from a per-question
+seeded RNG, so a run is reproducible. Everything goes through `ChatService.handle` and `ChatService.press`, as a
+Telegram or Discord adapter calls them.
 """
 
 from __future__ import annotations
@@ -45,12 +46,17 @@ class Turn:
     answers: list[Answer] = field(default_factory=list)
     arena_pick: str | None = None
     error: str | None = None
-    follow_up: Answer | None = None
+    follow_ups: list[Answer] = field(default_factory=list)  # answers to follow-up questions, in order
     arena: bool = False  # the first message got two candidates (A/B)
 
     @property
     def first(self) -> Answer | None:
         return self.answers[0] if self.answers else None
+
+    @property
+    def follow_up(self) -> Answer | None:
+        """The answer to the first follow-up question, if the user asked one."""
+        return self.follow_ups[0] if self.follow_ups else None
 
 
 class TrafficError(RuntimeError):
@@ -72,7 +78,7 @@ class Traffic:
 
     def __init__(self, service, likes: Preference | Sequence[Preference], *, tag: str, seed: int = 0,
                  users: int = 8, max_retries: int = 2, behaviour: Behaviour = IDEAL,
-                 follow_ups: Sequence[str] = ("What else should I keep in mind?",)):
+                 follow_ups: Sequence[str] = ("What else should I keep in mind?",), max_follow_ups: int = 3):
         self.service = service
         self.tastes = list(likes) if isinstance(likes, Sequence) else [likes]
         self.tag = tag  # keeps chat ids unique across rounds
@@ -81,6 +87,7 @@ class Traffic:
         self.max_retries = max_retries
         self.behaviour = behaviour
         self.follow_ups = list(follow_ups)
+        self.max_follow_ups = max_follow_ups
 
     def _answer(self, likes: Preference, question: str, generation_id: int) -> Answer:
         gen = crud.get_generation(self.service.engine, generation_id=generation_id)
@@ -116,18 +123,22 @@ class Traffic:
         return kept
 
     async def _follow_up(self, rng, likes, user: str, chat_id: str, kept: Answer, turn: Turn) -> None:
-        """Keep talking, more often after a reply the user liked: a short question in the same conversation."""
-        chance = self.behaviour.follow_up_liked if kept.liked else self.behaviour.follow_up_disliked
-        if rng.random() >= chance:
-            return
-        text = rng.choice(self.follow_ups)
-        inc = Incoming(platform=PLATFORM, chat_id=chat_id, user_id=user, text=text, user_name=user,
-                       message_id=f"{chat_id}-2")
-        final = await _final(self.service.handle(inc))
-        if final.plain or not final.generation_ids or final.comparison_id is not None:
-            return
-        turn.follow_up = self._answer(likes, text, final.generation_ids[0])
-        await self._maybe_vote(rng, user, chat_id, turn.follow_up)
+        """Keep talking, more often after a reply the user liked: a short question in the same conversation, and
+        after its answer perhaps another, up to `max_follow_ups` (then the user leaves, as after any reply it did
+        not answer)."""
+        for n in range(self.max_follow_ups):
+            chance = self.behaviour.follow_up_liked if kept.liked else self.behaviour.follow_up_disliked
+            if rng.random() >= chance:
+                return
+            text = rng.choice(self.follow_ups)
+            inc = Incoming(platform=PLATFORM, chat_id=chat_id, user_id=user, text=text, user_name=user,
+                           message_id=f"{chat_id}-{n + 2}")
+            final = await _final(self.service.handle(inc))
+            if final.plain or not final.generation_ids or final.comparison_id is not None:
+                return
+            kept = self._answer(likes, text, final.generation_ids[0])
+            turn.follow_ups.append(kept)
+            await self._maybe_vote(rng, user, chat_id, kept)
 
     async def ask(self, user: str, chat_id: str, question: str, *, likes: Preference | None = None,
                   rng: random.Random | None = None) -> Turn:

@@ -1,5 +1,6 @@
-"""Replies nobody voted on: those a user replaced with 🔄 or answered (implicit feedback for the dataset builder),
-and the rest, for the reward model to label (`loopbot.trainer.reward_pairs`).
+"""Replies nobody voted on: those a user replaced with 🔄, answered, or left (the conversation ended after them:
+implicit feedback for the dataset builder), and the rest, for the reward model to label
+(`loopbot.trainer.reward_pairs`).
 
 Only consenting people count, as for votes: the reply's prompt author consented (their words are in the prompt).
 Rows stream in chunks, never as ORM objects."""
@@ -7,6 +8,7 @@ Rows stream in chunks, never as ORM objects."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
@@ -54,13 +56,21 @@ def _unvoted(persona: str, *, generation_id_min: int, generation_id_max: int | N
 
 
 def unvoted_implicit_replies(engine: Engine, persona: str, *, generation_id_min: int = 0,
-                             generation_id_max: int | None = None,
-                             feedback_id_max: int | None = None) -> Iterator[tuple]:
+                             generation_id_max: int | None = None, feedback_id_max: int | None = None,
+                             ended_before: datetime | None = None) -> Iterator[tuple]:
     """The unvoted replies (see `_unvoted`) that were replaced by a 🔄 retry or followed by a user message later in
-    their conversation, oldest first, streamed in chunks."""
+    their conversation, oldest first, streamed in chunks. With `ended_before`, also those the conversation ended
+    after (retried and followed_up both false): nothing later in their conversation, and written before
+    `ended_before` or followed by the user's message in a newer conversation of the same chat."""
     q, retried, followed = _unvoted(persona, generation_id_min=generation_id_min,
                                     generation_id_max=generation_id_max, feedback_id_max=feedback_id_max)
-    q = q.where(or_(retried, followed)).order_by(Generation.id)
+    implicit = [retried, followed]
+    if ended_before is not None:
+        later = aliased(Message, name="later_chat")
+        moved_on = select(later.id).where(later.chat_id == Generation.chat_id, later.role == "user",
+                                          later.id > Generation.message_id).exists()
+        implicit.append(or_(Generation.created_at <= ended_before, moved_on))
+    q = q.where(or_(*implicit)).order_by(Generation.id)
     with engine.connect() as c:
         result = c.execution_options(stream_results=True, yield_per=CHUNK).execute(q)
         for partition in result.partitions(CHUNK):

@@ -87,8 +87,8 @@ async def test_realistic_users_vote_sparsely_with_noise_retry_rarely_and_follow_
     turns = await traffic.run(questions)
     firsts = [t.first for t in turns]
     assert [a.liked for a in firsts] == [i % 2 == 1 for i in range(160)]  # the true taste, voted or not
-    votes = [a for t in turns for a in [*t.answers, *([t.follow_up] if t.follow_up else [])] if a.vote is not None]
-    read = sum(len(t.answers) + bool(t.follow_up) for t in turns)
+    votes = [a for t in turns for a in [*t.answers, *t.follow_ups] if a.vote is not None]
+    read = sum(len(t.answers) + len(t.follow_ups) for t in turns)
     assert 0.18 * read < len(votes) < 0.42 * read
     flipped = [a for a in votes if (a.vote > 0) != a.liked]
     assert 0.05 * len(votes) < len(flipped) < 0.4 * len(votes)
@@ -106,8 +106,15 @@ async def test_realistic_users_vote_sparsely_with_noise_retry_rarely_and_follow_
     follow = next(t.follow_up for t in turns if t.follow_up)
     gen = with_gens[follow.generation_id]
     assert gen.prompt[-1] == {"role": "user", "content": "And then?"} and len(gen.prompt) >= 4  # same conversation
+    # after an answer to a follow-up the user may go on again, by the same chances ("And then?" gets a disliked
+    # "Pacing is key.": follow_up_disliked = 0.1), up to 3 follow-ups
+    chained = [t for t in turns if len(t.follow_ups) > 1]
+    assert chained and len(chained) < 0.25 * sum(1 for t in turns if t.follow_ups)
+    assert max(len(t.follow_ups) for t in turns) <= 3
+    second = with_gens[chained[0].follow_ups[1].generation_id]
+    assert len(second.prompt) > len(with_gens[chained[0].follow_ups[0].generation_id].prompt)
     summary = round_summary(turns)
-    assert f"{len(flipped)} flipped" in summary and f"{sum(1 for t in turns if t.follow_up)} follow-ups" in summary
+    assert f"{len(flipped)} flipped" in summary and f"{sum(len(t.follow_ups) for t in turns)} follow-ups" in summary
 
 
 def _generations(engine):

@@ -88,6 +88,11 @@ def test_degeneracy_figures_spot_cut_offs_repetition_and_symbols():
 def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(train_settings, tiny_model_dir,
                                                                                tiny_adapters, tmp_path):
     data = write_dataset(tmp_path / "ds")
+    # the second half of the held-out KTO rows came from implicit signals: scored apart from the votes
+    kto_rows = len((data / "heldout_kto.jsonl").read_text().splitlines())
+    labels = [json.loads(line)["label"] for line in (data / "heldout_kto.jsonl").read_text().splitlines()]
+    (data / "heldout_kto.sources").write_text("".join(
+        "feedback\n" if i < kto_rows // 2 else ("follow_up\n" if labels[i] else "ended\n") for i in range(kto_rows)))
     with FakeJudge() as judge:
         train_settings.trainer.judge.url = judge.url
         train_settings.trainer.judge.prompts = 3
@@ -103,6 +108,8 @@ def test_a_report_compares_candidate_live_and_base_and_is_saved_as_json_and_png(
     assert report["judge"]["judgements"] == 6 and 0 <= report["judge"]["win_rate"] <= 1
     votes = report["votes"]  # every held-out pair side and KTO row, scored candidate vs live
     assert votes["liked"] >= 4 and votes["disliked"] >= 4 and 0 <= votes["auc"] <= 1
+    signals = report["signals"]  # the held-out rows implicit signals labelled, with the AUC's standard error
+    assert (signals["liked"], signals["disliked"]) == (4, 4) and 0 <= signals["auc"] <= 1 and signals["se"] > 0
     assert [s["prompt"] for s in report["smoke"]] == train_settings.personas["coach"].smoke_prompts
     json_path, png_path = write_report(report, train_settings, "coach", "v2-test")
     assert json.loads(json_path.read_text())["candidate"] == "coach-v2"

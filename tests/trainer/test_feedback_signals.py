@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.heldout_feedback import heldout_feedback
 from loopbot.trainer.pipeline import choose_method
 from tests.helpers.feedback_factory import FeedbackFactory
 
@@ -17,9 +18,11 @@ def _kto(build):
     return {r["completion"][0]["content"]: r["label"] for r in _rows(build, "kto")}
 
 
-def _settings(settings, *, weight=1.0, heldout=0.0):
+def _settings(settings, *, weight=1.0, heldout=0.0, ended_weight=1.0, ended_after_s=3600):
     settings.trainer.dataset.heldout_fraction = heldout
     settings.trainer.signals.follow_up_weight = weight
+    settings.trainer.signals.ended_weight = ended_weight
+    settings.trainer.signals.ended_after_s = ended_after_s
     return settings
 
 
@@ -38,7 +41,7 @@ def test_each_signal_gives_its_rows_and_the_manifest_counts_them(engine, setting
     f.exchange(eve, "And naps?", "Short ones help.")  # eve went on after "Eight hours": a follow-up row
     build = build_datasets(engine, _settings(settings), "coach")
     assert build.manifest["signals"] == {"vote_pairs": 1, "retry_pairs": 1, "arena_pairs": 1, "votes": 4,
-                                         "votes_unpaired": 1, "retried_unvoted": 1, "follow_up": 1,
+                                         "votes_unpaired": 1, "retried_unvoted": 1, "follow_up": 1, "ended": 0,
                                          "reward_pairs": 0, "reward_labels": 0}
     assert _kto(build) == {"Tested ones.": True, "Brand new ones.": False, "About three weeks.": True,
                            "Hill repeats once a week.": True, "Dunno.": False, "Eight hours a night.": True}
@@ -94,6 +97,8 @@ def test_implicit_signals_can_be_switched_off(engine, settings):
     f.exchange(bob, "Naps?", "Short ones.")
     s = _settings(settings)
     s.trainer.signals.retried_unvoted = s.trainer.signals.follow_up = s.trainer.signals.retry_pairs = False
+    s.trainer.signals.ended = False
+    s.trainer.signals.ended_after_s = 0  # every conversation here is over: only the switch keeps its rows out
     build = build_datasets(engine, s, "coach")
     assert build.counts["kto"] == 0 and build.counts["dpo"] == 0
     s.trainer.signals.retry_pairs = True
@@ -101,20 +106,57 @@ def test_implicit_signals_can_be_switched_off(engine, settings):
     assert build.manifest["signals"]["retry_pairs"] == 1 and build.counts["kto"] == 0
 
 
-def test_implicit_rows_train_only_and_never_come_from_people_without_consent(engine, settings):
+def test_a_reply_the_conversation_ended_after_is_a_weak_undesirable_row(engine, settings):
+    """People leave after a poor answer more often than after a good one: an unvoted reply with nothing after it in
+    its conversation, once the conversation is over (quiet for ended_after_s, or the user began a new one)."""
+    f = FeedbackFactory(engine)
+    ana, bob = f.user("ana"), f.user("bob")
+    f.exchange(ana, "Taper?", "Just stop running.")
+    f.exchange(ana, "New topic: shoes?", "Any shoes.", new_conversation=True)  # ana moved on: the taper talk ended
+    f.exchange(bob, "Hills?", "Hill repeats weekly.")
+    f.exchange(bob, "How many?", "Six to eight.")  # bob answered: a follow-up row; "Six to eight." is the newest
+    fresh = build_datasets(engine, _settings(settings), "coach")
+    assert _kto(fresh) == {"Just stop running.": False, "Hill repeats weekly.": True}
+    assert fresh.manifest["signals"]["ended"] == 1 and fresh.manifest["sources"]["kto"]["ended"] == 1
+    later = build_datasets(engine, _settings(settings, ended_after_s=0), "coach")  # every conversation now quiet
+    assert _kto(later) == {"Just stop running.": False, "Any shoes.": False, "Hill repeats weekly.": True,
+                           "Six to eight.": False}
+    settings.trainer.signals.ended = False
+    assert _kto(build_datasets(engine, settings, "coach")) == {"Hill repeats weekly.": True}
+
+
+def test_ended_rows_are_kept_for_a_stable_share_of_replies(engine, settings):
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    for i in range(40):
+        f.exchange(ana, f"Question {i}?", f"Answer number {i}.", new_conversation=True)
+    half = build_datasets(engine, _settings(settings, ended_weight=0.5, ended_after_s=0), "coach")
+    kept = half.manifest["signals"]["ended"]
+    assert 10 <= kept <= 30 and set(_kto(half).values()) == {False}
+    assert kept + half.manifest["notes"]["ended_not_sampled"] == 40
+    again = build_datasets(engine, _settings(settings, ended_weight=0.5, ended_after_s=0), "coach", write=False)
+    assert again.manifest["content_hash"] == half.manifest["content_hash"]
+
+
+def test_implicit_rows_of_held_out_conversations_are_held_out_signals_not_votes(engine, settings):
     f = FeedbackFactory(engine)
     ana, carl = f.user("ana"), f.user("carl", consent=False)
     for i in range(12):
         f.exchange(ana, f"Question {i}?", f"Answer {i}.", new_conversation=True)
-        f.exchange(ana, f"Follow-up {i}?", f"More {i}.")
+        f.exchange(ana, f"Follow-up {i}?", f"More {i}.")  # "Answer i" followed up; "More i" ended (ana moved on)
+    f.vote(f.exchange(ana, "Voted?", "A voted answer.", new_conversation=True), ana, +1)
     f.retry(f.exchange(carl, "My secret race?", "Secret answer."), "Another secret.")
     f.exchange(carl, "Private follow-up", "Private reply.")
-    build = build_datasets(engine, _settings(settings, heldout=0.5), "coach")
+    build = build_datasets(engine, _settings(settings, heldout=0.5, weight=0.0, ended_weight=0.0), "coach")
     text = "".join(p.read_text() for p in build.paths.values())
     assert "ecret" not in text and "Private" not in text
-    assert build.counts["heldout_kto"] == 0  # the gate's held-out votes stay votes
-    assert build.counts["kto"] + build.manifest["notes"]["follow_up_heldout_skipped"] == 12
-    assert 0 < build.counts["kto"] < 12
+    assert build.counts["kto"] in (0, 1)  # weights 0: no implicit row trains; the vote may
+    votes, signals = heldout_feedback(build.paths["heldout_kto"].parent)
+    held_signals = {c[0]["content"]: liked for _, c, liked in signals}
+    assert 0 < len(held_signals) < 24  # every held-out signal kept, whatever the training weights
+    assert all(liked == reply.startswith("Answer") for reply, liked in held_signals.items())
+    assert all(c[0]["content"] == "A voted answer." for _, c, _ in votes)  # the gate's votes stay votes
+    assert build.manifest["signals"]["follow_up"] + build.manifest["signals"]["ended"] == len(held_signals)
 
 
 def test_sparse_unpaired_feedback_trains_with_kto_when_pairs_are_fewer_than_min_pairs(engine, settings):

@@ -100,6 +100,37 @@ def test_a_high_votes_auc_over_a_handful_of_held_out_votes_is_not_evidence():
     assert stricter.failed == ["better"]
 
 
+def test_held_out_signals_show_an_improvement_only_with_confidence_over_enough_replies():
+    """Follow-ups, 🔄 and ended conversations label many more held-out replies than votes do, each often wrongly:
+    their AUC counts when it is above 0.5 with 90% confidence, not at a fixed threshold."""
+    from loopbot.trainer.evaluate import auc_standard_error
+
+    few = {"preference_accuracy": 0.75}
+
+    def signals(auc, liked, disliked):
+        return {"liked": liked, "disliked": disliked, "auc": auc, "se": auc_standard_error(auc, liked, disliked)}
+
+    clear = apply_gate({**report(few, few), "signals": signals(0.62, 40, 60)}, GateSettings())
+    assert clear.passed, clear.summary()
+    assert "followed-up replies gained on retried/ended ones in 62% of 40x60" in _detail(clear, "better")
+    small = apply_gate({**report(few, few), "signals": signals(0.62, 15, 15)}, GateSettings())
+    assert small.failed == ["better"] and "lower bound" in small.summary()  # 0.62 - 1.28 x 0.10 < 0.5
+    handful = apply_gate({**report(few, few), "signals": signals(0.9, 10, 40)}, GateSettings())
+    assert handful.failed == ["better"] and "too few to count: needs 15 on each side" in handful.summary()
+    off = apply_gate({**report(few, few), "signals": signals(0.62, 40, 60)}, GateSettings(signals_evidence=False))
+    assert off.failed == ["better"]
+    stricter = apply_gate({**report(few, few), "signals": signals(0.62, 40, 60)},
+                          GateSettings(signals_confidence=0.995))
+    assert stricter.failed == ["better"]
+
+
+def test_the_auc_standard_error_shrinks_with_more_replies_and_matches_hanley_mcneil():
+    from loopbot.trainer.evaluate import auc_standard_error
+
+    assert abs(auc_standard_error(0.5, 10, 10) - 0.1323) < 1e-3  # Hanley & McNeil's formula at AUC 0.5, 10 x 10
+    assert auc_standard_error(0.6, 100, 100) < auc_standard_error(0.6, 20, 20) < auc_standard_error(0.6, 5, 5)
+
+
 def test_perplexity_within_tolerance_is_not_worse():
     assert apply_gate(report({"perplexity": 21.9}), GateSettings()).passed
 
@@ -117,7 +148,7 @@ def test_the_judge_can_show_the_candidate_is_better_when_pairs_do_not():
 
 def test_without_pairs_votes_or_judge_nothing_shows_an_improvement():
     result = apply_gate(report({"preference_accuracy": None}, {"preference_accuracy": None}), GateSettings())
-    assert result.failed == ["better"] and "no held-out pairs or votes and no judge" in result.summary()
+    assert result.failed == ["better"] and "no held-out pairs, votes or signals and no judge" in result.summary()
 
 
 @pytest.mark.slow
@@ -226,7 +257,7 @@ def test_with_a_live_adapter_the_corpus_path_does_not_apply():
     """Continuing a live version, only votes, pairs or a judge show it is better, and live is the length band."""
     result = apply_gate(seeded(first_version=False), GateSettings())
     assert set(result.failed) == {"better", "length"}
-    assert "no held-out pairs or votes and no judge" in _detail(result, "better")
+    assert "no held-out pairs, votes or signals and no judge" in _detail(result, "better")
     assert "vs live 22.5" in _detail(result, "length")
     assert not any(c.name == "band" for c in result.checks)
     off = apply_gate(seeded(), GateSettings(first_version_from_corpus=False))

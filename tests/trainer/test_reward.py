@@ -198,6 +198,7 @@ def test_reward_pairs_and_labels_reach_the_build_and_the_manifest(engine, settin
     settings.trainer.dataset.heldout_fraction = 0.0
     settings.trainer.reward.label_unvoted = True
     settings.trainer.reward.label_quantile = 0.25
+    settings.trainer.signals.ended = False  # the unvoted replies below are for the reward model to label
     f = FeedbackFactory(engine)
     ana = f.user("ana")
     liked = [f.exchange(ana, q, text, new_conversation=True) for q, text in zip(QUESTIONS[:4], LIKED, strict=False)]
