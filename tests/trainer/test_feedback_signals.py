@@ -173,3 +173,33 @@ def test_sparse_unpaired_feedback_trains_with_kto_when_pairs_are_fewer_than_min_
                                       f"{settings.trainer.min_pairs})"
     method, _ = choose_method("sft+dpo", build.counts, min_pairs=settings.trainer.min_pairs)
     assert method == "sft+kto"
+
+
+def test_a_continuing_build_holds_out_every_rounds_held_out_signals(engine, settings):
+    """As with votes: a build continuing the live version trains on its own window's signals, and its held-out
+    signals are those of every round so far (no version trained on them)."""
+    from loopbot.trainer.splits import conversation_key, is_heldout
+
+    s = _settings(settings, heldout=0.4, ended_after_s=0)
+    s.trainer.dataset.replay_seed_fraction = 0
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+
+    def round_of_talk(tag: str) -> tuple[set[str], set[str]]:
+        train, held = set(), set()
+        for i in range(12):
+            g = f.exchange(ana, f"{tag} question {i}?", f"{tag} answer {i}.", new_conversation=True)
+            key = conversation_key(chat_id=g.chat_id, conversation_id=f.conversations[ana.id].conversation_id)
+            (held if is_heldout(key, 0.4) else train).add(f"{tag} answer {i}.")  # each one ended: a 👎 row
+        return train, held
+
+    _train1, held1 = round_of_talk("first")
+    first = build_datasets(engine, s, "coach")
+    train2, held2 = round_of_talk("second")
+    assert held1 and held2 and train2, "the draw must hold out some conversations of each round"
+    later = build_datasets(engine, s, "coach", since=first.manifest)
+    assert set(_kto(later)) == train2
+    _votes, signals = heldout_feedback(later.paths["heldout_kto"].parent)
+    assert {c[0]["content"] for _, c, _ in signals} == held1 | held2
+    assert later.manifest["notes"]["heldout_signals_from_all_rounds"] == len(held1 | held2)
+    assert later.manifest["dropped"] == {}  # the history pass counts nothing twice
