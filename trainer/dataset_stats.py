@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from loopbot.storage import crud
 from loopbot.trainer.datasets import BUILD_EVENT, build_datasets, unusable_reason
-from loopbot.trainer.implicit_signals import implicit_replies, sampled, usable_reason
+from loopbot.trainer.implicit_signals import implicit_replies, sampled, usable_text
 from loopbot.trainer.splits import conversation_key, is_heldout
 
 TRAINED_RUN_STATUSES = ("succeeded", "promoted", "rejected")
@@ -43,7 +43,7 @@ def last_trained_generation_id(engine: Engine, persona: str) -> int:
 
 
 def new_implicit_signals(engine: Engine, persona: str, signals, *, after_generation_id: int = 0,
-                         heldout_fraction: float = 0.0) -> dict[str, int]:
+                         heldout_fraction: float = 0.0, trim_cut_off: bool = True) -> dict[str, int]:
     """{retried_unvoted, follow_up}: unvoted replies newer than `after_generation_id` that a dataset build would
     now turn into training rows (trainer.implicit_signals, with the same switches, consent, usability, held-out
     and follow-up sampling rules)."""
@@ -54,7 +54,8 @@ def new_implicit_signals(engine: Engine, persona: str, signals, *, after_generat
             implicit_replies(engine, persona, signals, generation_id_min=after_generation_id, with_ended=False):
         if excluded is None:
             excluded = crud.unconsented_conversations(engine)
-        if (chat_id, conv) in excluded or usable_reason(kind, status, finish, text, unusable_reason):
+        if (chat_id, conv) in excluded or usable_text(kind, status, finish, text, trim=trim_cut_off,
+                                                      unusable=unusable_reason)[1]:
             continue
         if is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), heldout_fraction):
             continue
@@ -75,7 +76,8 @@ def new_feedback_since_last_run(engine: Engine, persona: str, settings) -> dict:
     if weight > 0:
         implicit = new_implicit_signals(engine, persona, settings.trainer.signals,
                                         after_generation_id=last_trained_generation_id(engine, persona),
-                                        heldout_fraction=settings.trainer.dataset.heldout_fraction)
+                                        heldout_fraction=settings.trainer.dataset.heldout_fraction,
+                                        trim_cut_off=settings.trainer.dataset.trim_cut_off_liked)
     total = votes + weight * (implicit["retried_unvoted"] + implicit["follow_up"])
     return {"votes": votes, **implicit, "weight": weight, "total": round(total, 3)}
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from loopbot.storage.crud.signals import unvoted_implicit_replies
+from loopbot.trainer.cleaning import finished_part
 from loopbot.trainer.splits import conversation_key, heldout_score, is_heldout
 
 # manifest key -> the builder's row sources that count for it ("vote_pairs" etc. are DPO rows, the rest KTO rows)
@@ -56,14 +57,19 @@ def implicit_replies(engine: Engine, persona: str, signals, *, generation_id_min
             yield kind, row
 
 
-def usable_reason(kind: str, status: str, finish: str | None, text: str | None,
-                  unusable: Callable[[str, str | None, str | None], str | None]) -> str | None:
-    """Why this reply cannot be a row of its signal, or None. A cut-off reply the user replaced with 🔄 is still
-    one they did not want; any other cut-off, errored or empty reply is never used."""
+def usable_text(kind: str, status: str, finish: str | None, text: str | None, *, trim: bool,
+                unusable: Callable[[str, str | None, str | None], str | None]) -> tuple[str | None, str | None]:
+    """(the reply's text as a row of its signal, None) or (None, why it cannot be one). A reply cut off at the token
+    limit counts as a vote on it would: retried or ended, it stands as it is (the user did not want it, finished
+    or not); followed up, its complete sentences do (what the user read and went on from; `trim`, as
+    `trim_cut_off_liked` does for votes). Errored and empty replies never count."""
     reason = unusable(status, finish, text)
-    if reason and kind == "retried_unvoted" and reason == "cut_off" and (text or "").strip():
-        return None
-    return reason
+    if reason != "cut_off" or not (text or "").strip():
+        return (text, None) if reason is None else (None, reason)
+    if kind != "follow_up":
+        return text, None
+    head = finished_part(text) if trim else None
+    return (head, None) if head else (None, reason)
 
 
 def sampled(kind: str, generation_id: int, signals) -> bool:
@@ -85,19 +91,21 @@ def add_implicit_rows(engine: Engine, persona: str, snap, signals, sink, exclude
     rows = implicit_replies(engine, persona, signals,
                             generation_id_min=0 if whole_history else snap.generation_id_min,
                             generation_id_max=snap.generation_id_max or None, feedback_id_max=snap.feedback_id_max)
-    for kind, (gid, prompt, _status, _finish, chat_id, text, conv, _retried, _followed) in rows:
+    for kind, (gid, prompt, status, finish, chat_id, text, conv, _retried, _followed) in rows:
         if (chat_id, conv) in excluded:
             sink.drop(f"{kind}_not_consented")
             continue
-        reason = usable_reason(kind, _status, _finish, text, unusable)
+        usable, reason = usable_text(kind, status, finish, text, trim=sink.cfg.trim_cut_off_liked, unusable=unusable)
         if reason:
             sink.drop(f"{kind}_{reason}")
             continue
+        if usable != text:
+            sink.note(f"{kind}_cut_off_trimmed")
         heldout = is_heldout(conversation_key(chat_id=chat_id, conversation_id=conv), fraction)
         if not heldout and not sampled(kind, gid, signals):
             sink.note(f"{kind}_not_sampled")
             continue
-        sink.add_kto(prompt, [{"role": "assistant", "content": text}], kind == "follow_up", heldout, kind)
+        sink.add_kto(prompt, [{"role": "assistant", "content": usable}], kind == "follow_up", heldout, kind)
 
 
 def signal_counts(sink) -> dict[str, int]:

@@ -72,6 +72,26 @@ def test_a_cut_off_reply_the_user_replaced_is_undesirable_and_an_errored_one_is_
     assert build.manifest["dropped"]["retried_unvoted_error"] == 1
 
 
+def test_cut_off_replies_count_as_a_vote_on_them_would(engine, settings):
+    """SmolLM2 runs into the token limit on most replies: a cut-off reply the user went on from trains as its
+    complete sentences; one the conversation ended after stands as it is (the user did not want it, finished or
+    not)."""
+    f = FeedbackFactory(engine)
+    ana, bob, carl = f.user("ana"), f.user("bob"), f.user("carl")
+    f.exchange(ana, "Taper?", "Cut volume by a third. Keep some speed. Then rest and", status="cut_off",
+               finish_reason="length")
+    f.exchange(ana, "And the last week?", "Easy runs.")
+    f.exchange(bob, "Hills?", "Run them once a week and", status="cut_off", finish_reason="length")
+    f.exchange(carl, "Gels?", "Every", status="cut_off", finish_reason="length")  # no complete sentence
+    f.exchange(carl, "Really?", "Yes.")
+    build = build_datasets(engine, _settings(settings, ended_after_s=0), "coach")
+    kto = _kto(build)
+    assert kto["Cut volume by a third. Keep some speed."] is True
+    assert kto["Run them once a week and"] is False
+    assert "Every" not in kto and build.manifest["dropped"]["follow_up_cut_off"] == 1
+    assert build.manifest["notes"]["follow_up_cut_off_trimmed"] == 1
+
+
 def test_follow_ups_are_weak_positives_kept_for_a_stable_share_of_replies(engine, settings):
     f = FeedbackFactory(engine)
     ana = f.user("ana")
