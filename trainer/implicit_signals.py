@@ -60,16 +60,18 @@ def implicit_replies(engine: Engine, persona: str, signals, *, generation_id_min
 def usable_text(kind: str, status: str, finish: str | None, text: str | None, *, trim: bool,
                 unusable: Callable[[str, str | None, str | None], str | None]) -> tuple[str | None, str | None]:
     """(the reply's text as a row of its signal, None) or (None, why it cannot be one). A reply cut off at the token
-    limit counts as a vote on it would: retried or ended, it stands as it is (the user did not want it, finished
-    or not); followed up, its complete sentences do (what the user read and went on from; `trim`, as
-    `trim_cut_off_liked` does for votes). Errored and empty replies never count."""
+    limit trains as its complete sentences (`trim`, as `trim_cut_off_liked` does for liked votes), whichever its
+    signal: liked and disliked rows then have the same shape, so the trainer cannot learn "short = liked" from the
+    trimming itself (a first cut of this kept disliked cut-off replies whole, and its candidate learned to stop at
+    35 words instead of the taste). Without `trim` (or with no complete sentence) a retried or ended cut-off reply
+    stands as it is, and a followed-up one is dropped. Errored and empty replies never count."""
     reason = unusable(status, finish, text)
     if reason != "cut_off" or not (text or "").strip():
         return (text, None) if reason is None else (None, reason)
-    if kind != "follow_up":
-        return text, None
     head = finished_part(text) if trim else None
-    return (head, None) if head else (None, reason)
+    if head:
+        return head, None
+    return (None, reason) if kind == "follow_up" else (text, None)
 
 
 def sampled(kind: str, generation_id: int, signals) -> bool:

@@ -31,9 +31,10 @@ class Plan:
 
 
 FULL = Plan(measure_questions=100, traffic_questions=120, max_retries=3, max_tokens=128, dpo_steps=20,
-            max_length=320, arena_rate=0.2, users=48, kto_steps=40)
-# KTO gets twice DPO's steps: realistic users' rounds give ~100 KTO rows each (votes, 🔄, follow-ups, ended
-# conversations), and 20 steps of 4 rows read 80 of the 268 rows a second round gave (the vote share 1.0 run).
+            max_length=320, arena_rate=0.2, users=48, kto_steps=30)
+# KTO gets more steps than DPO: realistic users' rounds give ~80-100 KTO rows each (votes, 🔄, follow-ups, ended
+# conversations), and 20 steps of 4 rows read 80 of the 268 rows a second round gave (the vote share 1.0 run). Not
+# more: a KTO step with its KL batch took 10 s here (40 steps: 406 s of an 11-minute cycle).
 # 48 users at once: the local backend decodes their replies as one batch. Measured (SmolLM2, 2 threads, AMD EPYC,
 # 128 sampled tokens): 66 tok/s with 16 at once, 110 with 32, 130 with 48, 143 with 96.
 # 100 = every held-out question once. With 80 training questions per round, cycle 1 of a mentions_recovery run had

@@ -72,24 +72,28 @@ def test_a_cut_off_reply_the_user_replaced_is_undesirable_and_an_errored_one_is_
     assert build.manifest["dropped"]["retried_unvoted_error"] == 1
 
 
-def test_cut_off_replies_count_as_a_vote_on_them_would(engine, settings):
-    """SmolLM2 runs into the token limit on most replies: a cut-off reply the user went on from trains as its
-    complete sentences; one the conversation ended after stands as it is (the user did not want it, finished or
-    not)."""
+def test_cut_off_replies_train_as_their_complete_sentences_whichever_their_signal(engine, settings):
+    """SmolLM2 runs into the token limit on most replies. A cut-off reply trains as its complete sentences, liked
+    or not (trimming only the liked side taught a candidate "short = liked"); with none complete, one the user went
+    on from is dropped and one the conversation ended after stands as it is."""
     f = FeedbackFactory(engine)
-    ana, bob, carl = f.user("ana"), f.user("bob"), f.user("carl")
+    ana, bob, carl, dana = f.user("ana"), f.user("bob"), f.user("carl"), f.user("dana")
     f.exchange(ana, "Taper?", "Cut volume by a third. Keep some speed. Then rest and", status="cut_off",
                finish_reason="length")
     f.exchange(ana, "And the last week?", "Easy runs.")
-    f.exchange(bob, "Hills?", "Run them once a week and", status="cut_off", finish_reason="length")
+    f.exchange(bob, "Hills?", "Run them once a week, hard. Rest the day after and", status="cut_off",
+               finish_reason="length")
     f.exchange(carl, "Gels?", "Every", status="cut_off", finish_reason="length")  # no complete sentence
     f.exchange(carl, "Really?", "Yes.")
+    f.exchange(dana, "Shoes?", "Any pair that", status="cut_off", finish_reason="length")
     build = build_datasets(engine, _settings(settings, ended_after_s=0), "coach")
     kto = _kto(build)
     assert kto["Cut volume by a third. Keep some speed."] is True
-    assert kto["Run them once a week and"] is False
+    assert kto["Run them once a week, hard."] is False
+    assert kto["Any pair that"] is False  # ended, nothing complete: as it is
     assert "Every" not in kto and build.manifest["dropped"]["follow_up_cut_off"] == 1
     assert build.manifest["notes"]["follow_up_cut_off_trimmed"] == 1
+    assert build.manifest["notes"]["ended_cut_off_trimmed"] == 1
 
 
 def test_follow_ups_are_weak_positives_kept_for_a_stable_share_of_replies(engine, settings):
