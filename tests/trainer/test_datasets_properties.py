@@ -14,6 +14,7 @@ from loopbot.storage.db import session_scope
 from loopbot.storage.models import Feedback, Generation, Message, User
 from loopbot.trainer.cleaning import finished_part, scrub_pii
 from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.implicit_signals import IMPLICIT_SOURCES
 from loopbot.trainer.importers.whatsapp import chat_examples, parse_whatsapp
 from tests.helpers.databases import truncate_all
 from tests.helpers.feedback_factory import FeedbackFactory
@@ -106,9 +107,13 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
         rejected = row["rejected"][0]["content"]
         assert rejected not in cut_off or sum(votes.get(rejected, [-1])) < 0, "a cut-off reply nobody disliked " \
                                                                              "was a rejected side"
+    held_sources = build.paths["heldout_kto"].with_name("heldout_kto.sources").read_text().splitlines()
+    assert len(held_sources) == len(rows["heldout_kto"])
+    held_source = {json.dumps(r, sort_keys=True): src for r, src in zip(rows["heldout_kto"], held_sources, strict=True)}
     for row in rows["kto"] + rows["heldout_kto"]:
-        if row["completion"][0]["content"] not in votes:  # unvoted: replaced by 🔄 (👎) or answered (👍), train only
-            assert row in rows["kto"], "an unvoted reply reached the held-out votes"
+        if row["completion"][0]["content"] not in votes:  # unvoted: 🔄 or ended (👎), answered (👍)
+            src = held_source.get(json.dumps(row, sort_keys=True))
+            assert row in rows["kto"] or src in IMPLICIT_SOURCES, "an unvoted reply reached the held-out votes"
             assert not row["label"] or _finished(row["completion"][0]["content"], cut_off, votes)
             continue
         cast = votes[row["completion"][0]["content"]]
