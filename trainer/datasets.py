@@ -111,8 +111,7 @@ def build_datasets(engine: Engine, settings, persona: str, out_dir: str | Path |
         _add_pairs(engine, pairs, cfg.heldout_fraction, sink, excluded, trimmed)
         if history:
             _add_heldout_history(engine, persona, snap, cfg.heldout_fraction, sink, excluded, signals.retry_pairs)
-        if history:
-            sink.splits = ("train",)
+            sink.splits = ("train",)  # the held-out implicit rows come from every round, below
         add_implicit_rows(engine, persona, snap, signals, sink, excluded, fraction=cfg.heldout_fraction,
                           unusable=unusable_reason)
         sink.splits = ("train", "heldout")
