@@ -19,7 +19,7 @@ from loopbot.base.settings import Settings
 from loopbot.trainer.base_model import load_with_adapters
 from loopbot.trainer.datasets import SOURCES_SUFFIX
 from loopbot.trainer.degeneracy import degeneracy_figures
-from loopbot.trainer.heldout_feedback import heldout_feedback, heldout_kto_sources, split_heldout_kto
+from loopbot.trainer.heldout_feedback import heldout_kto_sources, labelled_feedback, split_heldout_kto
 from loopbot.trainer.judge import PairwiseJudge
 from loopbot.trainer.train import dataset_rows
 
@@ -218,7 +218,8 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     t0 = time.monotonic()
     p = settings.persona(persona)
     held = _heldout(Path(dataset_dir))
-    kto_votes, _ = split_heldout_kto(held["kto"], heldout_kto_sources(Path(dataset_dir), len(held["kto"])))
+    kto_sources = heldout_kto_sources(Path(dataset_dir), len(held["kto"]))
+    kto_votes, _ = split_heldout_kto(held["kto"], kto_sources)
     adapters = {"candidate": candidate_path, **({"live": live_path} if live_path else {})}
     scorer = _Scorer(base_model, adapters, settings.trainer.max_length)
     variants = {"candidate": "candidate", "live": "live" if live_path else None, "base": None}
@@ -235,7 +236,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     if corpus:  # the corpus' own replies: the degeneracy band of a first version trained on it
         report["corpus"] = {"replies": len(corpus), "degeneracy": degeneracy_figures(corpus, ["stop"] * len(corpus))}
     replies: dict[str, list[tuple[str, str]]] = {}
-    votes, signals = heldout_feedback(Path(dataset_dir))
+    votes, signals = labelled_feedback(held["kto"], held["dpo"], kto_sources)
     vote_logprobs: dict[str, list[float]] = {}
     for label, adapter in variants.items():
         if label == "base" and not live_path:

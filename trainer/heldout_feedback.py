@@ -37,14 +37,19 @@ def split_heldout_kto(kto: list[dict], sources: list[str]) -> tuple[list[dict], 
     return votes, signals
 
 
-def heldout_feedback(dataset_dir: Path) -> tuple[list[Labelled], list[Labelled]]:
-    """(votes, signals): every distinct held-out voted reply, and every distinct held-out reply an implicit signal
-    labelled, as (prompt, completion, liked)."""
-    d = Path(dataset_dir)
-    kto = dataset_rows(d / "heldout_kto.jsonl")
-    vote_rows, signal_rows = split_heldout_kto(kto, heldout_kto_sources(d, len(kto)))
+def labelled_feedback(kto: list[dict], dpo: list[dict], sources: list[str]) -> tuple[list[Labelled], list[Labelled]]:
+    """(votes, signals) of held-out rows already read: every distinct voted reply (vote KTO rows and both sides of
+    the pairs), and every distinct reply an implicit signal labelled, as (prompt, completion, liked)."""
+    vote_rows, signal_rows = split_heldout_kto(kto, sources)
     votes = [(r["prompt"], r["completion"], bool(r["label"])) for r in vote_rows]
-    for r in dataset_rows(d / "heldout_dpo.jsonl"):
+    for r in dpo:
         votes += [(r["prompt"], r["chosen"], True), (r["prompt"], r["rejected"], False)]
     signals = [(r["prompt"], r["completion"], bool(r["label"])) for r in signal_rows]
     return _distinct(votes), _distinct(signals)
+
+
+def heldout_feedback(dataset_dir: Path) -> tuple[list[Labelled], list[Labelled]]:
+    """(votes, signals) of a build's held-out split (see `labelled_feedback`)."""
+    d = Path(dataset_dir)
+    kto = dataset_rows(d / "heldout_kto.jsonl")
+    return labelled_feedback(kto, dataset_rows(d / "heldout_dpo.jsonl"), heldout_kto_sources(d, len(kto)))

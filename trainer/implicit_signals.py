@@ -30,16 +30,6 @@ KTO_SIGNALS = {"votes": ("feedback", "feedback_cut_off"), "retried_unvoted": ("r
 IMPLICIT_SOURCES = ("retried_unvoted", "follow_up", "ended")  # held-out KTO rows that are signals, not votes
 
 
-def keep_follow_up(generation_id: int, weight: float) -> bool:
-    """Whether this reply's follow-up row is kept: a stable draw per reply, true for about `weight` of them."""
-    return heldout_score(f"follow_up:{generation_id}") < weight
-
-
-def keep_ended(generation_id: int, weight: float) -> bool:
-    """Whether this reply's ended row is kept: a stable draw per reply, true for about `weight` of them."""
-    return heldout_score(f"ended:{generation_id}") < weight
-
-
 def implicit_replies(engine: Engine, persona: str, signals, *, generation_id_min: int = 0,
                      generation_id_max: int | None = None, feedback_id_max: int | None = None,
                      with_ended: bool = True, now: datetime | None = None) -> Iterator[tuple[str, tuple]]:
@@ -75,12 +65,10 @@ def usable_text(kind: str, status: str, finish: str | None, text: str | None, *,
 
 
 def sampled(kind: str, generation_id: int, signals) -> bool:
-    """Whether a weak signal's row is kept for training (follow-ups and ended conversations are sampled)."""
-    if kind == "follow_up":
-        return keep_follow_up(generation_id, signals.follow_up_weight)
-    if kind == "ended":
-        return keep_ended(generation_id, signals.ended_weight)
-    return True
+    """Whether a weak signal's row is kept for training: a stable draw per reply, true for about the signal's
+    weight of them (`follow_up_weight`, `ended_weight`); 🔄 rows are always kept."""
+    weight = {"follow_up": signals.follow_up_weight, "ended": signals.ended_weight}.get(kind)
+    return weight is None or heldout_score(f"{kind}:{generation_id}") < weight
 
 
 def add_implicit_rows(engine: Engine, persona: str, snap, signals, sink, excluded: set[tuple[int, str]], *,
