@@ -237,7 +237,8 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
 
     A reply cut off at the token limit is unfinished: it is never SFT, a 👍 KTO example or a pair's chosen side
     as it stands. Liked, its complete sentences are (`trim_cut_off_liked`; returned as `trimmed`: id -> text).
-    Net 👎 on it is still a real signal (the user preferred a finished answer): a 👎 KTO example and a rejected side."""
+    Net 👎 on it is still a real signal: a 👎 KTO example and a rejected side, as its complete sentences too when
+    it has some (in `trimmed` as well), else as it was read."""
     nets: dict[int, int] = {}
     by_prompt: dict[int, list[int]] = defaultdict(list)
     liked_cut: set[int] = set()
@@ -256,8 +257,13 @@ def _add_voted_replies(engine: Engine, persona: str, snap: Snapshot, fraction: f
         net = ups - downs
         source = "feedback"
         if reason == "cut_off" and (text or "").strip() and net < 0:
-            # a disliked unfinished reply: 👎 KTO and a possible rejected side (never SFT: it has a 👎)
+            # a disliked unfinished reply: 👎 KTO and a possible rejected side (never SFT: it has a 👎), trimmed
+            # as a liked one is, so that "short" is not what tells liked rows from disliked ones (kept whole,
+            # a realistic cycle's candidate learned 24-word replies against live's 51 and was rejected)
             reason, source = None, "feedback_cut_off"
+            if trim and (head := finished_part(text)):
+                text = trimmed[gid] = head
+                sink.note("cut_off_disliked_trimmed")
         elif reason == "cut_off" and net > 0 and trim and (head := finished_part(text)):
             # liked, but unfinished: what the user liked is what they read, so its complete sentences are
             # trained on as a finished reply (SFT, 👍 KTO, a pair's chosen side); the unfinished tail is dropped
@@ -363,6 +369,8 @@ def _add_pairs(engine: Engine, pairs: dict[tuple[int, int], str], fraction: floa
         _r_prompt, r_status, r_finish, r_chat, r_text, r_conv = gens[rejected]
         if trimmed and chosen in trimmed:  # a liked cut-off reply: its complete sentences
             c_status, c_finish, c_text = "ok", "stop", trimmed[chosen]
+        if trimmed and rejected in trimmed:  # a disliked one, the same way
+            r_status, r_finish, r_text = "ok", "stop", trimmed[rejected]
         if (chat_id, conv) in excluded or (r_chat, r_conv) in excluded:
             sink.drop("pair_not_consented")
             continue

@@ -44,12 +44,20 @@ class CycleResult:
     report: Path | None = None
 
 
-def choose_method(configured: str, counts: dict, min_pairs: int) -> tuple[str | None, str]:
-    """The method to run on these dataset counts, and why (None = nothing to train on)."""
+def choose_method(configured: str, counts: dict, min_pairs: int, kto_over_pairs: float = 0.0
+                  ) -> tuple[str | None, str]:
+    """The method to run on these dataset counts, and why (None = nothing to train on).
+
+    DPO sees only the pairs; KTO sees every voted and signalled reply, paired or not. So DPO gives way to KTO when
+    pairs are fewer than `min_pairs`, or when the KTO rows are at least `kto_over_pairs` times the pairs (0 = never
+    for that reason): a realistic cycle with 10 pairs and 267 KTO rows trained DPO on the 10 and dropped the rest."""
     sft, pairs, kto = counts.get("sft", 0), counts.get("dpo", 0), counts.get("kto", 0)
     method, notes = configured, []
     if "dpo" in method and pairs < min_pairs:
         notes.append(f"{pairs} preference pairs < trainer.min_pairs = {min_pairs}")
+        method = method.replace("dpo", "kto")
+    elif "dpo" in method and kto_over_pairs > 0 and kto >= kto_over_pairs * pairs:
+        notes.append(f"{kto} KTO rows >= trainer.kto_over_pairs = {kto_over_pairs:g} x {pairs} preference pairs")
         method = method.replace("dpo", "kto")
     if "kto" in method and kto < 2:
         notes.append(f"{kto} KTO rows (needs 2)")
@@ -168,7 +176,7 @@ async def _cycle(loopbot, persona: str, run_id: int, holder: str, *, trigger: st
     crud.add_run_step(engine, run_id=run_id, step="build", outcome="ok", build_id=build.build_id,
                       path=str(build.out_dir), counts=build.counts, since=build.manifest.get("since"),
                       uri=published.uri, sha256=published.sha256)
-    chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs)
+    chosen, why = choose_method(method or cfg.method, build.counts, cfg.min_pairs, cfg.kto_over_pairs)
     if chosen is None:
         return skip(why, **sizes)
     if cfg.backend == "mistral":

@@ -321,8 +321,9 @@ class DatasetSettings(Section):
     max_tokens: int = Field(512, gt=0)
     min_reply_chars: int = Field(1, ge=0)
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1)
-    trim_cut_off_liked: bool = Field(True, description="train on the complete sentences of a liked reply that was "
-                                                       "cut off at the token limit (off: drop such replies)")
+    trim_cut_off_liked: bool = Field(True, description="train on the complete sentences of a voted reply that was "
+                                                       "cut off at the token limit, liked or disliked (off: drop "
+                                                       "liked ones, keep disliked ones whole)")
     replay_seed_fraction: float = Field(0.25, ge=0, le=1, description="start_from = live: this share of the seed "
                                         "corpus' training SFT examples is mixed into each cycle's SFT set (replay "
                                         "against drift from the persona); 0 = none")
@@ -391,6 +392,9 @@ class TrainerSettings(Section):
                                            "reply a build would train on counts as this many votes toward "
                                            "min_new_votes and schedule.votes_trigger; 0 = explicit votes only")
     min_pairs: int = Field(8, ge=0)
+    kto_over_pairs: float = Field(5.0, ge=0, description="train KTO instead of DPO when the KTO rows (every voted "
+                                  "and signalled reply) are at least this many times the preference pairs; 0 = "
+                                  "only below min_pairs")
     seed: int = 0
     device: str = "auto"
     accelerate_config: str | None = None

@@ -155,6 +155,28 @@ def test_a_liked_cut_off_reply_is_trained_on_as_its_complete_sentences(engine, s
     assert build.manifest["notes"] == {"cut_off_liked_trimmed": 1}
 
 
+def test_a_disliked_cut_off_reply_is_trimmed_the_same_way(engine, settings):
+    """Liked and disliked rows have the same shape: otherwise "short" is what tells them apart."""
+    f = FeedbackFactory(engine)
+    ana = f.user("ana")
+    cut = f.exchange(ana, "How do I taper?", "Tapering is a thing runners do. It helps a lot! Then in the la",
+                     status="cut_off", finish_reason="length")
+    f.vote(cut, ana, -1)
+    done = f.retry(cut, "Cut your mileage by a third in the last two weeks.")
+    f.vote(done, ana, +1)
+    build = build_datasets(engine, _no_heldout(settings), "coach")
+    trimmed = "Tapering is a thing runners do. It helps a lot!"
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in _rows(build, "dpo")] == \
+        [("Cut your mileage by a third in the last two weeks.", trimmed)]
+    assert {r["completion"][0]["content"]: r["label"] for r in _rows(build, "kto")} == \
+        {trimmed: False, "Cut your mileage by a third in the last two weeks.": True}
+    assert "Then in the la" not in json.dumps([_rows(build, k) for k in FILES])
+    assert build.manifest["notes"] == {"cut_off_disliked_trimmed": 1}
+    settings.trainer.dataset.trim_cut_off_liked = False  # off: the disliked reply stands as it was read
+    whole = build_datasets(engine, _no_heldout(settings), "coach")
+    assert any("Then in the la" in r["rejected"][0]["content"] for r in _rows(whole, "dpo"))
+
+
 def test_trimming_liked_cut_off_replies_can_be_switched_off(engine, settings):
     f = FeedbackFactory(engine)
     ana = f.user("ana")
@@ -419,18 +441,20 @@ def test_a_continuing_build_holds_out_every_rounds_held_out_votes(engine, settin
     ana = f.user("ana")
 
     def round_of_votes(tag: str) -> tuple[set[str], set[str]]:
+        """At least 12 conversations, and more until the (random) draw has held out some and kept some."""
         train, held = set(), set()
-        for i in range(12):
+        i = 0
+        while i < 12 or not (train and held):
             g = f.exchange(ana, f"{tag} question {i}?", f"{tag} answer {i}.", new_conversation=True)
             f.vote(g, ana, +1 if i % 2 else -1)
             key = conversation_key(chat_id=g.chat_id, conversation_id=f.conversations[ana.id].conversation_id)
             (held if is_heldout(key, 0.4) else train).add(f"{tag} answer {i}.")
+            i += 1
         return train, held
 
     _train1, held1 = round_of_votes("first")
     first = build_datasets(engine, _votes_only(settings), "coach")
     train2, held2 = round_of_votes("second")
-    assert held1 and held2 and train2, "the draw must hold out some conversations of each round"
     later = build_datasets(engine, _votes_only(settings), "coach", since=first.manifest)
     assert {r["completion"][0]["content"] for r in _rows(later, "kto")} == train2
     assert {r["completion"][0]["content"] for r in _rows(later, "heldout_kto")} == held1 | held2

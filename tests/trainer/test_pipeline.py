@@ -156,6 +156,20 @@ def test_the_method_follows_the_data(configured, counts, expected):
         assert why.startswith("nothing to train on")
 
 
+@pytest.mark.parametrize("counts, expected", [
+    ({"sft": 10, "dpo": 10, "kto": 267}, "sft+kto"),  # a realistic cycle: a few pairs among many unpaired rows
+    ({"sft": 10, "dpo": 35, "kto": 110}, "sft+dpo"),  # every reply voted: the pairs are most of what there is
+    ({"sft": 10, "dpo": 20, "kto": 100}, "sft+kto"),  # exactly the ratio
+])
+def test_dpo_gives_way_to_kto_when_unpaired_rows_far_outnumber_the_pairs(counts, expected):
+    method, why = choose_method("sft+dpo", counts, min_pairs=8, kto_over_pairs=5)
+    assert method == expected, why
+    if expected == "sft+kto":
+        assert why == f"sft+kto instead of sft+dpo ({counts['kto']} KTO rows >= trainer.kto_over_pairs = 5 x " \
+                      f"{counts['dpo']} preference pairs)"
+    assert choose_method("sft+dpo", counts, min_pairs=8, kto_over_pairs=0)[0] == "sft+dpo"  # switched off
+
+
 async def test_an_admin_request_answers_at_once_and_runs_in_the_background(loopbot):
     from loopbot.trainer.pipeline import pending_cycle, request_cycle
 
