@@ -397,6 +397,8 @@ class TrainerSettings(Section):
                                   "only below min_pairs")
     seed: int = 0
     device: str = "auto"
+    cpu_bf16: bool = Field(False, description="train in bf16 mixed precision on a CPU with AVX512-BF16 or AMX "
+                           "(else float32, as without it)")
     accelerate_config: str | None = None
     lora: LoraSettings = LoraSettings()
     sft: StageSettings = StageSettings()

@@ -83,12 +83,26 @@ def test_continuing_an_adapter_uses_it_as_the_reference_at_a_smaller_rate(train_
     first = _dpo_job(train_settings, tmp_path, "v1", start=None, steps=4, precompute=precompute)
     [fresh] = train_adapter(first)
     assert fresh.learning_rate == 5e-3 and fresh.losses[-1] < 0.6  # v1 moved away from the base model
-    [cont] = train_adapter(_dpo_job(train_settings, tmp_path, "v2", start=first.out_dir, steps=1,
+    [cont] = train_adapter(_dpo_job(train_settings, tmp_path, "v2", start=first.out_dir, steps=2,
                                     precompute=precompute))
     # the policy starts as v1, and so does its reference (precomputed or not): the first DPO loss is ln 2;
     # against the base model as reference it would be v1's own low loss
     assert cont.losses[0] == pytest.approx(0.69315, abs=1e-3)
     assert cont.learning_rate == pytest.approx(5e-3 * train_settings.trainer.continue_lr_factor)
+
+
+@pytest.mark.parametrize("rows, steps, precomputed", [
+    (8, 2, True),     # 2 steps of 4 read every row: scoring them once up front saves a forward pass per step
+    (298, 30, False),  # 30 steps of 4 read 120 of 298 rows: scoring all 298 first cost ~7.5 min for nothing
+    (8, -1, True),    # epochs, no step limit: every row is read
+])
+def test_the_reference_is_scored_up_front_only_when_training_reads_every_row(rows, steps, precomputed):
+    from loopbot.trainer.train import _reference
+
+    stage = {"precompute_ref_log_probs": True, "gradient_accumulation_steps": 1}
+    assert _reference(stage, rows, steps, 4) == {"precompute_ref_log_probs": precomputed}
+    assert _reference({**stage, "precompute_ref_log_probs": False}, rows, steps, 4) == \
+        {"precompute_ref_log_probs": False}
 
 
 @pytest.mark.slow
