@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,21 @@ def test_the_reference_is_scored_up_front_only_when_training_reads_every_row(row
     assert _reference(stage, rows, steps, 4) == {"precompute_ref_log_probs": precomputed}
     assert _reference({**stage, "precompute_ref_log_probs": False}, rows, steps, 4) == \
         {"precompute_ref_log_probs": False}
+
+
+def test_bf16_on_a_cpu_only_when_asked_for_and_the_cpu_has_it():
+    import torch
+
+    from loopbot.trainer.train import _common_args, uses_bf16
+
+    has_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert uses_bf16({"cpu_bf16": False}, "cpu") is False
+    assert uses_bf16({"cpu_bf16": True}, "cpu") is has_bf16
+    stage = {"learning_rate": 1e-4, "epochs": 1, "max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1,
+             "lr_scheduler": "constant"}
+    trainer = {"continue_lr_factor": 0.5, "seed": 0, "max_length": 64, "cpu_bf16": True}
+    args = _common_args(stage, trainer, Path("/tmp/unused"), "cpu", continuing_live=False)
+    assert args["use_cpu"] is True and args["bf16"] is has_bf16
 
 
 @pytest.mark.slow
