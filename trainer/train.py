@@ -94,8 +94,6 @@ def stage_learning_rate(stage_cfg: dict, trainer_cfg: dict, continuing_live: boo
 
 
 def _common_args(stage_cfg: dict, trainer_cfg: dict, out: Path, device: str, *, continuing_live: bool) -> dict:
-    import torch
-
     on_cuda = device.startswith("cuda")
     return dict(
         output_dir=str(out), learning_rate=stage_learning_rate(stage_cfg, trainer_cfg, continuing_live),

@@ -98,8 +98,8 @@ def demo_settings(base: Settings, *, data_dir: Path, model_dir: Path, plan: Plan
     # ... and at most 2 epochs (the recipe's 30 steps were ~1.7 epochs of 71 pairs): a cycle with few pairs
     # trained 30 steps on 21 KTO rows (~6 epochs), over-fitted, and the gate rejected it
     t.dpo.max_epochs = t.kto.max_epochs = 2.0
-    # bf16 mixed precision where the CPU has it (AVX512-BF16 / AMX; else float32): a KTO step on SmolLM2 took 5.1 s
-    # against 9.1 s in float32 (2 cores, AMD EPYC, 6 steps of 4 rows on a realistic cycle's 135 rows; loss 0.456 vs 0.450)
+    # bf16 mixed precision where the CPU has it (AVX512-BF16 / AMX; else float32): a KTO step on SmolLM2 took
+    # 5.1 s against 9.1 s in float32 (2 cores, AMD EPYC, 6 steps of 4 rows of a realistic cycle; loss 0.456 vs 0.450)
     t.cpu_bf16 = True
     # users who vote on a fifth of the replies give a fifth of the votes; the cycle also learns from their retries
     # and follow-ups (trainer.signals), which the new-votes check does not count
