@@ -89,9 +89,17 @@ class _Scorer:
         logprob, tokens = self.completion_logprob(messages[:-1], messages[-1:])
         return -logprob, tokens
 
-    def generate(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[tuple[str, str]]:
-        """Greedy replies as (text, finish_reason): "stop" when the model ended its turn, "length" if cut off."""
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8, *,
+                 sampling=None, seed: int = 0) -> list[tuple[str, str]]:
+        """Replies as (text, finish_reason): "stop" when the model ended its turn, "length" if cut off. Greedy, or
+        sampled with `sampling` (a persona's SamplingSettings: temperature, top_p, repetition_penalty) from `seed`,
+        so that two versions answer with the same random draws."""
         torch = self.torch
+        decoding = {"do_sample": False}
+        if sampling is not None and sampling.temperature > 0:
+            decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                        "repetition_penalty": sampling.repetition_penalty}
+            torch.manual_seed(seed)
         self.tok.padding_side = "left"
         eos = self.model.generation_config.eos_token_id if hasattr(self.model, "generation_config") else None
         eos_ids = set(eos if isinstance(eos, list) else [eos or self.tok.eos_token_id])
@@ -101,8 +109,8 @@ class _Scorer:
                      for p in prompts[i:i + batch_size]]
             enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tok.pad_token_id)
+                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tok.pad_token_id,
+                                          **decoding)
             for row in out[:, enc["input_ids"].shape[1]:].tolist():
                 ended = next((j for j, t in enumerate(row) if t in eos_ids), None)
                 body = row if ended is None else row[:ended]
@@ -263,7 +271,9 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 figures["perplexity_by_source"] = perplexity_by_source(groups, replies_nll)
             if label != "base":
                 vote_logprobs[label] = [_per_token(v) for v in scores[len(liked) + len(pair_sides):]]
-                replies[label] = scorer.generate(prompts, p.sampling.max_tokens)
+                served = p.sampling if settings.trainer.gate.degeneracy_decoding == "served" else None
+                replies[label] = scorer.generate(prompts, p.sampling.max_tokens, sampling=served,
+                                                 seed=settings.trainer.seed)
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],
                                                            [f for _, f in replies[label]])
         report["variants"][label] = figures

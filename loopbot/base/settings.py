@@ -303,6 +303,10 @@ class GateSettings(Section):
                                            "needed for the corpus evidence")
     degeneracy_checks: bool = Field(True, description="compare generated replies with the live version's; "
                                                       "switch off only for toy models whose replies are noise")
+    degeneracy_decoding: Literal["served", "greedy"] = Field("served", description="how the replies the "
+                                                             "degeneracy checks (and the judge) read are decoded: "
+                                                             "with the persona's sampling, as users get them, from "
+                                                             "one seed for both versions; or greedy")
     watch_votes: int = Field(50, ge=0, description="live votes to compare after promotion; 0 = no auto-rollback")
     watch_confidence: float = Field(0.95, gt=0, lt=1)
 

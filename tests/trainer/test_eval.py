@@ -76,6 +76,21 @@ def test_batched_scoring_matches_scoring_one_sequence_at_a_time(tiny_model_dir, 
                 assert logprob == pytest.approx(float(alone[start - 1:].sum()), abs=1e-3)
 
 
+def test_the_degeneracy_replies_are_sampled_as_served_from_one_seed(tiny_model_dir):
+    """The gate reads replies decoded as users get them (the persona's sampling), the same draws for each version
+    (one seed), or greedy when asked: greedy loops that sampling avoids must not reject a candidate."""
+    from loopbot.base.settings import SamplingSettings
+
+    scorer = _Scorer(tiny_model_dir, {}, 256)
+    prompts = [[{"role": "user", "content": f"How far should I run in week {i}?"}] for i in range(4)]
+    hot = SamplingSettings(temperature=1.5, top_p=1.0)
+    sampled = scorer.generate(prompts, 12, sampling=hot, seed=7)
+    assert scorer.generate(prompts, 12, sampling=hot, seed=7) == sampled  # one seed: the same draws again
+    assert scorer.generate(prompts, 12, sampling=hot, seed=8) != sampled
+    greedy = scorer.generate(prompts, 12)
+    assert greedy == scorer.generate(prompts, 12, sampling=SamplingSettings(temperature=0.0)) != sampled
+
+
 def test_degeneracy_figures_spot_cut_offs_repetition_and_symbols():
     figures = degeneracy_figures(["Run easy, your legs will thank you.", "go go go go go go", "1 2 3 4 5 6 !!", ""],
                                  ["stop", "length", "stop", "stop"])
