@@ -113,7 +113,12 @@ def uses_bf16(trainer_cfg: dict, device: str) -> bool:
 
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    return bool(trainer_cfg.get("cpu_bf16")) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if not trainer_cfg.get("cpu_bf16"):
+        return False
+    try:  # torch's own check (used by its CPU autocast tests); absent on some builds: then float32
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def capped_steps(stage_cfg: dict, rows: int, batch_size: int) -> int:
