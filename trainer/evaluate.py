@@ -17,9 +17,13 @@ from pathlib import Path
 
 from loopbot.base.settings import Settings
 from loopbot.trainer.base_model import load_with_adapters
-from loopbot.trainer.datasets import SOURCES_SUFFIX
 from loopbot.trainer.degeneracy import degeneracy_figures
-from loopbot.trainer.heldout_feedback import heldout_kto_sources, labelled_feedback, split_heldout_kto
+from loopbot.trainer.heldout_feedback import (
+    heldout_kto_sources,
+    heldout_sources,
+    labelled_feedback,
+    split_heldout_kto,
+)
 from loopbot.trainer.judge import PairwiseJudge
 from loopbot.trainer.train import dataset_rows
 
@@ -122,16 +126,6 @@ class _Scorer:
 
 def _heldout(dataset_dir: Path) -> dict[str, list[dict]]:
     return {k: dataset_rows(dataset_dir / f"heldout_{k}.jsonl") for k in ("sft", "dpo", "kto")}
-
-
-def heldout_sources(dataset_dir: Path, kind: str, rows: int) -> list[str] | None:
-    """The source of each held-out row of `kind` (the build's `heldout_<kind>.jsonl.sources`), or None when the
-    build has no such file or it does not match the rows (a build from before the file existed)."""
-    path = Path(dataset_dir) / f"heldout_{kind}{SOURCES_SUFFIX}"
-    if not path.is_file():
-        return None
-    sources = path.read_text(encoding="utf-8").splitlines()
-    return sources if len(sources) == rows else None
 
 
 def source_group(source: str) -> str:
@@ -246,6 +240,7 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
     replies: dict[str, list[tuple[str, str]]] = {}
     votes, signals = labelled_feedback(held["kto"], held["dpo"], kto_sources)
     vote_logprobs: dict[str, list[float]] = {}
+    served = p.sampling if settings.trainer.gate.degeneracy_decoding == "served" else None
     for label, adapter in variants.items():
         if label == "base" and not live_path:
             report["variants"]["base"] = report["variants"]["live"]
@@ -271,7 +266,6 @@ def evaluate_candidate(settings: Settings, persona: str, *, dataset_dir: Path, b
                 figures["perplexity_by_source"] = perplexity_by_source(groups, replies_nll)
             if label != "base":
                 vote_logprobs[label] = [_per_token(v) for v in scores[len(liked) + len(pair_sides):]]
-                served = p.sampling if settings.trainer.gate.degeneracy_decoding == "served" else None
                 replies[label] = scorer.generate(prompts, p.sampling.max_tokens, sampling=served,
                                                  seed=settings.trainer.seed)
                 figures["degeneracy"] = degeneracy_figures([r for r, _ in replies[label]],

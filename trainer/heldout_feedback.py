@@ -13,11 +13,19 @@ from loopbot.trainer.train import dataset_rows
 Labelled = tuple[list[dict], list[dict], bool]  # (prompt, completion, liked)
 
 
+def heldout_sources(dataset_dir: Path, kind: str, rows: int) -> list[str] | None:
+    """The source of each held-out row of `kind` (the build's `heldout_<kind>.jsonl.sources`), or None when the
+    build has no such file or it does not match the rows (a build from before the file existed)."""
+    path = Path(dataset_dir) / f"heldout_{kind}{SOURCES_SUFFIX}"
+    if not path.is_file():
+        return None
+    sources = path.read_text(encoding="utf-8").splitlines()
+    return sources if len(sources) == rows else None
+
+
 def heldout_kto_sources(dataset_dir: Path, rows: int) -> list[str]:
     """Each held-out KTO row's source; a build without a matching sources file held no implicit rows there."""
-    path = dataset_dir / f"heldout_kto{SOURCES_SUFFIX}"
-    sources = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    return sources if len(sources) == rows else ["feedback"] * rows
+    return heldout_sources(dataset_dir, "kto", rows) or ["feedback"] * rows
 
 
 def _distinct(rows: list[Labelled]) -> list[Labelled]:

@@ -14,6 +14,7 @@ from loopbot.storage.db import session_scope
 from loopbot.storage.models import Feedback, Generation, Message, User
 from loopbot.trainer.cleaning import finished_part, scrub_pii
 from loopbot.trainer.datasets import build_datasets
+from loopbot.trainer.heldout_feedback import heldout_sources
 from loopbot.trainer.implicit_signals import IMPLICIT_SOURCES
 from loopbot.trainer.importers.whatsapp import chat_examples, parse_whatsapp
 from tests.helpers.databases import truncate_all
@@ -107,8 +108,8 @@ def test_random_feedback_builds_keep_every_promise(engine, settings, seed, fract
         rejected = row["rejected"][0]["content"]
         assert rejected not in cut_off or sum(votes.get(rejected, [-1])) < 0, "a cut-off reply nobody disliked " \
                                                                              "was a rejected side"
-    held_sources = build.paths["heldout_kto"].with_name("heldout_kto.sources").read_text().splitlines()
-    assert len(held_sources) == len(rows["heldout_kto"])
+    held_sources = heldout_sources(build.out_dir, "kto", len(rows["heldout_kto"]))
+    assert held_sources is not None, "every held-out KTO row has its source"
     held_source = {json.dumps(r, sort_keys=True): src for r, src in zip(rows["heldout_kto"], held_sources, strict=True)}
     for row in rows["kto"] + rows["heldout_kto"]:
         if row["completion"][0]["content"] not in votes:  # unvoted: 🔄 or ended (👎), answered (👍)
